@@ -84,7 +84,7 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "audio",
 )
 # Bump when the drawing or the synthesis changes: an old corpus is then regenerated.
-SYNTHETIC_VERSION = 1
+SYNTHETIC_VERSION = 2
 
 # (frequency Hz, bandwidth Hz, gain) of the formants of each audio group.
 _FORMANTS: dict[int, tuple[tuple[float, float, float], ...]] = {
@@ -241,29 +241,31 @@ def _draw_face(
         inner = (ex - side * 0.06 * F, brow_y + tilt * F)
         outer = (ex + side * 0.06 * F, brow_y - (0.015 * F if group == 2 else 0.0) * e)
         mid = (ex, brow_y - (0.025 * F * e if group == 2 else 0.0))
-        _polyline(img, [inner, mid, outer], hair, thickness=max(2.0, 0.045 * F))
+        brow = 0.045 + (0.05 * e if group == 0 else 0.0)  # frowning brows: heavy and low
+        _polyline(img, [inner, mid, outer], hair, thickness=max(2.0, brow * F))
 
     # mouth
     my = cy + spk.mouth_y * F
     lip = (150.0, 40.0, 45.0)
-    if group == 0:  # frown: corners down, thick
-        w, k, o = 0.24 + 0.06 * e, -0.12 * e, 0.0
-    elif group == 1:  # smile: corners up, open with teeth
-        w, k, o = 0.24 + 0.16 * e, 0.12 * e, 0.11 * e
-    else:  # open: large dark ellipse
-        w, k, o = 0.24 - 0.08 * e, 0.0, 0.22 * e
+    if group == 0:  # frown: corners down, a thick dark arc
+        w, k, o = 0.28 + 0.10 * e, -0.16 * e, 0.0
+    elif group == 1:  # smile: corners up, wide open with a broad white band of teeth
+        w, k, o = 0.30 + 0.22 * e, 0.10 * e, 0.22 * e
+    else:  # open: a tall dark ellipse
+        w, k, o = 0.26 - 0.04 * e, 0.0, 0.36 * e
     w *= F
     k *= F
     o *= F
     xs = np.linspace(-w / 2, w / 2, 15)
     centre = my - k * (2 * xs / w) ** 2 + k * 0.5  # corners move by k, centre by -k/2
     if o < 0.02 * F:
-        _polyline(img, list(zip(cx + xs, centre, strict=True)), dark, thickness=max(2.0, 0.05 * F))
+        thick = 0.05 + (0.05 * e if group == 0 else 0.0)
+        _polyline(img, list(zip(cx + xs, centre, strict=True)), dark, thickness=max(2.0, thick * F))
     elif group == 1:
         lower = centre + o * (1 - (2 * xs / w) ** 2)
         poly = list(zip(cx + xs, centre, strict=True)) + list(zip(cx + xs[::-1], lower[::-1], strict=True))
         _polyline(img, poly, dark, 0, fill=True)
-        teeth = centre + 0.5 * o * (1 - (2 * xs / w) ** 2)
+        teeth = centre + 0.75 * o * (1 - (2 * xs / w) ** 2)
         poly_t = list(zip(cx + xs, centre, strict=True)) + list(zip(cx + xs[::-1], teeth[::-1], strict=True))
         _polyline(img, poly_t, (250.0, 250.0, 245.0), 0, fill=True)
         _polyline(img, list(zip(cx + xs, centre, strict=True)), lip, thickness=max(1.0, 0.02 * F))

@@ -1,0 +1,125 @@
+"""``mmder``: the command line. Every sub-command's ``--help`` shows an example."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from harness.errors import ConfigError
+
+EXAMPLES = {
+    "sweep": "example: mmder sweep experiments/quickstart.yaml            (results in runs/quickstart)\n"
+    "         mmder sweep experiments/paper.yaml --dry-run",
+    "leaderboard": "example: mmder leaderboard experiments/quickstart.yaml --format markdown",
+    "synth": "example: mmder synth data/synthetic --clips-per-class 3 --speakers 16 --seed 0",
+    "convert": "example: mmder convert videomae_vit_l_k400.pth vit_l_ours.pt",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mmder",
+        description="MultiMAE-DER benchmarking harness: Ray Tune grids of Ray Train + DeepSpeed jobs, tracked in MLflow.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES.get(name),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    s = add("sweep", "Run every unfinished cell of an experiment, then print its leaderboard.")
+    s.add_argument("experiment", help="experiment YAML file")
+    s.add_argument("--output", help="folder for everything the sweep writes (default: runs/<experiment name>)")
+    s.add_argument("--dry-run", action="store_true", help="print the cells to run and to skip; start nothing")
+    s.add_argument("--address", help="Ray cluster address (default: the experiment's ray.address, else a local Ray)")
+
+    lb = add("leaderboard", "Print the experiment's results: one row per (dataset, setting), mean ± std over folds.")
+    lb.add_argument("experiment", help="experiment YAML file")
+    lb.add_argument("--output", help="the sweep's output folder (default: runs/<experiment name>)")
+    lb.add_argument("--format", choices=["table", "csv", "markdown"], default="table")
+
+    sy = add("synth", "Write the synthetic corpus with known answers (mp4 + wav per clip, manifest.csv).")
+    sy.add_argument("out", help="output folder")
+    sy.add_argument("--clips-per-class", type=int, default=3, help="clips per class and speaker (default 3)")
+    sy.add_argument("--speakers", type=int, default=16, help="number of speakers (default 16)")
+    sy.add_argument("--seed", type=int, default=0)
+
+    cv = add("convert", "Convert a VideoMAE checkpoint (official fine-tuned/pre-trained, HuggingFace) to ours.")
+    cv.add_argument("src")
+    cv.add_argument("dst")
+    cv.add_argument("--num-heads", type=int, help="attention heads, when the size is not a known one")
+    return p
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from harness.leaderboard import experiment_leaderboard, render
+    from harness.spec import load_experiment
+    from harness.sweep import format_plan, output_dir, plan_sweep, run_sweep
+
+    spec = load_experiment(args.experiment)
+    output = output_dir(spec, args.output)
+    if args.dry_run:
+        print(format_plan(plan_sweep(spec, output)))
+        return 0
+    t0 = time.monotonic()
+    failed = run_sweep(spec, output, address=args.address)
+    print()
+    print(render(experiment_leaderboard(spec, output)))
+    print(f"\nsweep took {time.monotonic() - t0:.0f} s; results in {output}")
+    print(f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{output / 'mlflow.db'}"
+          if not (spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")) else "")
+    if failed:
+        print(f"{failed} cell(s) failed; run the same command again to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from harness.leaderboard import experiment_leaderboard, render
+    from harness.spec import load_experiment
+    from harness.sweep import output_dir
+
+    spec = load_experiment(args.experiment)
+    print(render(experiment_leaderboard(spec, output_dir(spec, args.output)), args.format))
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from mmder.data.synthetic import generate_corpus
+
+    for name in ("clips_per_class", "speakers"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}", "must be at least 1")
+    t0 = time.monotonic()
+    manifest = generate_corpus(Path(args.out), clips_per_class=args.clips_per_class, speakers=args.speakers,
+                               seed=args.seed)
+    print(f"synthetic corpus: {manifest} ({time.monotonic() - t0:.1f} s)")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from mmder.checkpoints import convert_checkpoint
+
+    report = convert_checkpoint(args.src, args.dst, num_heads=args.num_heads)
+    print(report.summary())
+    print(f"wrote {args.dst}")
+    return 0
+
+
+COMMANDS = {"sweep": cmd_sweep, "leaderboard": cmd_leaderboard, "synth": cmd_synth, "convert": cmd_convert}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as err:
+        print(f"mmder: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""The sweep's driver: skip finished cells, prepare data once, run the rest as a Ray Tune grid.
+
+Resuming is by construction rather than by restoring Tune state: finished cells are found in MLflow
+and dropped before the grid is built (a new Tuner would otherwise re-run them all), and each remaining
+cell's Train run is named by its key, so a cell cut off by a crash continues from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ConfigError
+from harness.spec import Cell, ExperimentSpec, check_data_roots, dataset_root, expand_cells
+from harness.tracking import Tracker, resolve_uri, store_exists
+
+Echo = Callable[[str], None]
+
+
+def output_dir(spec: ExperimentSpec, output: str | Path | None) -> Path:
+    return Path(output or Path("runs") / spec.name).expanduser().resolve()
+
+
+@dataclass
+class Plan:
+    """What a sweep would do: cells to run and cells already finished (key -> MLflow run id)."""
+
+    cells: list[Cell]
+    finished: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def todo(self) -> list[Cell]:
+        return [c for c in self.cells if c.key not in self.finished]
+
+
+def plan_sweep(spec: ExperimentSpec, output: Path) -> Plan:
+    """Expand the grid and look up finished cells; needs no data, no Ray, and creates nothing."""
+    cells = expand_cells(spec)
+    uri = resolve_uri(spec.tracking.uri, output)
+    finished: dict[str, str] = {}
+    if store_exists(uri):
+        try:
+            tracker = Tracker.open(uri, spec.mlflow_experiment, create=False)
+        except LookupError:
+            tracker = None
+        if tracker is not None:
+            runs = tracker.finished_cells()
+            keys = {c.key for c in cells}
+            finished = {k: r.info.run_id for k, r in runs.items() if k in keys}
+    return Plan(cells=cells, finished=finished)
+
+
+def format_plan(plan: Plan) -> str:
+    lines = [f"{len(plan.cells)} cells: {len(plan.todo)} to run, {len(plan.finished)} finished (skipped)"]
+    width = max((len(c.key) for c in plan.cells), default=10)
+    lines.append(f"  {'status':<6}  {'cell':<{width}}  dataset / setting / fold / seed")
+    for c in plan.cells:
+        status = "skip" if c.key in plan.finished else "run"
+        lines.append(f"  {status:<6}  {c.key:<{width}}  {c.dataset} / {c.setting} / {c.fold_name} / {c.seed}")
+    return "\n".join(lines)
+
+
+def cache_root(output: Path) -> Path:
+    """Preprocessed clips: under the output folder, or a shared folder named by $MMDER_CACHE_DIR."""
+    return Path(os.environ.get("MMDER_CACHE_DIR") or output / "cache").expanduser().resolve()
+
+
+def prepare_datasets(spec: ExperimentSpec, output: Path, labels: set[str], echo: Echo) -> dict[str, str]:
+    """Generate (synthetic) and preprocess every dataset the remaining cells need; label -> cache path."""
+    from mmder.data.cache import PreprocessConfig, prepare_corpus
+    from mmder.data.synthetic import generate_corpus
+
+    pre = spec.preprocess
+    config = PreprocessConfig(
+        image_size=pre.image_size, face=pre.face, spectrogram=pre.spectrogram, colormap=pre.colormap,
+        sample_rate=pre.sample_rate,
+    )
+    paths: dict[str, str] = {}
+    for ds in spec.datasets:
+        if ds.label not in labels:
+            continue
+        root = dataset_root(spec, ds, output)
+        if ds.corpus == "synthetic" and not ds.root:
+            t0 = time.perf_counter()
+            generate_corpus(root, clips_per_class=ds.synthetic.clips_per_class, speakers=ds.synthetic.speakers,
+                            seed=ds.synthetic.seed)
+            echo(f"synthetic corpus ready in {root} ({time.perf_counter() - t0:.1f} s)")
+        t0 = time.perf_counter()
+        prepared = prepare_corpus(ds.corpus, root, cache_root(output), config, corpus_options=ds.options,
+                                  workers=pre.workers, progress=sys.stderr.isatty())
+        echo(f"{ds.label}: prepared {prepared.n_prepared}, skipped {prepared.n_skipped} "
+             f"({time.perf_counter() - t0:.1f} s; cache {prepared.path}; skip report {prepared.skip_report})")
+        paths[ds.label] = str(prepared.path)
+    return paths
+
+
+def _init_ray(spec: ExperimentSpec, address: str | None) -> None:
+    # `uv run` would otherwise make Ray ship the whole project folder, .venv included, to every worker.
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    import ray
+
+    address = address or spec.ray.address
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return
+    per_cell = spec.resources.num_workers * spec.resources.cpus_per_worker + TRIAL_CPUS
+    # Logical CPUs are scheduling tokens: never fewer than one cell needs, or its workers wait forever.
+    cpus = max(os.cpu_count() or 1, math.ceil(per_cell))
+    ray.init(num_cpus=cpus, num_gpus=None, include_dashboard=False, log_to_driver=True,
+             logging_level="WARNING")
+
+
+TRIAL_CPUS = 0.01  # the Tune trial only drives its Train job; the workers get the real CPUs
+
+
+class _Progress:
+    """A line per finished cell with WAR, elapsed time, cells left and an ETA."""
+
+    def __init__(self, total: int, concurrency: int, echo: Echo, grid_param: str) -> None:
+        from ray.tune import Callback
+
+        progress = self
+
+        class _Callback(Callback):
+            def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+                progress.done(trial, failed=False)
+
+            def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+                progress.done(trial, failed=True)
+
+        self.callback = _Callback()
+        self.total, self.concurrency, self.echo, self.grid_param = total, concurrency, echo, grid_param
+        self.finished = 0
+        self.start = time.monotonic()
+        self.failed: list[str] = []
+
+    def done(self, trial: Any, failed: bool) -> None:
+        self.finished += 1
+        key = trial.config[self.grid_param]["cell"]["key"]
+        elapsed = time.monotonic() - self.start
+        left = self.total - self.finished
+        eta = elapsed / self.finished * left
+        result = trial.last_result or {}
+        if failed:
+            self.failed.append(key)
+            what = "FAILED"
+        else:
+            war = result.get("final_war", result.get("war"))
+            what = f"WAR {war:5.1f}" if isinstance(war, int | float) else "WAR   n/a"
+        self.echo(f"[{self.finished}/{self.total}] {key}  {what}  elapsed {_hms(elapsed)}  "
+                  f"{left} left  ETA {_hms(eta)}")
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def run_sweep(spec: ExperimentSpec, output: Path, *, address: str | None = None, echo: Echo = print) -> int:
+    """Run every unfinished cell; returns the number of cells that failed."""
+    check_data_roots(spec, output)
+    output.mkdir(parents=True, exist_ok=True)
+    uri = resolve_uri(spec.tracking.uri, output)
+    tracker = Tracker.open(uri, spec.mlflow_experiment, artifact_root=output / "mlartifacts")
+    parent = tracker.parent_run(spec.name, spec.description)
+    plan = plan_sweep(spec, output)
+    todo = plan.todo
+    echo(f"{spec.name}: {len(plan.cells)} cells, {len(plan.finished)} already finished, {len(todo)} to run")
+    if not todo:
+        return 0
+    caches = prepare_datasets(spec, output, {c.dataset for c in todo}, echo)
+    storage = spec.ray.storage_path or str(output / "ray")
+    if "://" not in storage:
+        storage = str(Path(storage).expanduser().resolve())
+
+    _init_ray(spec, address)
+    from ray import tune
+
+    from harness.trial import GRID_PARAM, run_cell  # imports Ray: only after _init_ray set its environment
+
+    res = spec.resources
+    configs = [
+        {
+            "cell": cell.to_dict(),
+            "cache_path": caches[cell.dataset],
+            "tracking_uri": uri,
+            "experiment_id": tracker.experiment_id,
+            "parent_run_id": parent,
+            "storage_path": storage,
+            "threads": max(1, int(res.cpus_per_worker)),
+            "resources": {"num_workers": res.num_workers, "use_gpu": res.use_gpu,
+                          "cpus_per_worker": res.cpus_per_worker, "max_failures": res.max_failures},
+        }
+        for cell in todo
+    ]
+    progress = _Progress(len(todo), res.max_concurrent_trials, echo, GRID_PARAM)
+
+    tuner = tune.Tuner(
+        tune.with_resources(run_cell, {"CPU": TRIAL_CPUS}),
+        param_space={GRID_PARAM: tune.grid_search(configs)},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=res.max_concurrent_trials,
+            trial_name_creator=lambda t: t.config[GRID_PARAM]["cell"]["key"],
+            trial_dirname_creator=lambda t: t.config[GRID_PARAM]["cell"]["key"],
+        ),
+        run_config=tune.RunConfig(
+            name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str(Path(storage) / "tune") if "://" not in storage else f"{storage}/tune",
+            verbose=0,
+            callbacks=[progress.callback],
+        ),
+    )
+    tuner.fit()
+    return len(progress.failed)

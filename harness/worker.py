@@ -1,0 +1,127 @@
+"""The function every Ray Train worker runs for one cell: data -> model -> ``mmder.train.fit``.
+
+It lives in an importable module (cloudpickle cannot ship ``deepspeed.ops`` from ``__main__``), uses
+absolute paths only (Train workers change directory), and is the one place where ``fit``'s callback is
+wired to ``ray.train.report`` and rank 0's MLflow logging.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray.train
+import torch
+
+from harness.spec import Cell
+from harness.tracking import TAG_RESUMED, Tracker
+
+
+def build_cell(cell: Cell, cache_path: str) -> dict[str, Any]:
+    """Datasets of the cell's fold and a fresh model, as plain objects (also used by tests)."""
+    from mmder.data.cache import ClipCache
+    from mmder.data.dataset import FusedClipDataset
+    from mmder.data.folds import make_folds
+    from mmder.model import build_model
+
+    cfg = cell.config
+    cache = ClipCache.open(cache_path)
+    folds = make_folds(cfg["dataset"]["protocol"], cache.speakers, [c.group for c in cache.clips])
+    fold = folds[cell.fold]
+    train_set = FusedClipDataset(cache, fold.train_idx, cell.setting, seed=cell.seed)
+    test_set = FusedClipDataset(cache, fold.test_idx, cell.setting, seed=cell.seed)
+    torch.manual_seed(cell.seed)
+    model = build_model(
+        cfg["model"]["size"],
+        num_classes=len(cache.classes),
+        image_size=cfg["preprocess"]["image_size"],
+        num_frames=16,
+        drop_path_rate=cfg["model"]["drop_path"],
+        head_dropout=cfg["model"]["head_dropout"],
+    )
+    if cfg["model"].get("pretrained"):
+        from mmder.checkpoints import load_pretrained
+
+        report = load_pretrained(model, cfg["model"]["pretrained"])
+        print(f"[{cell.key}] {report.summary()}", flush=True)
+    return {"cache": cache, "fold": fold, "train": train_set, "test": test_set, "model": model}
+
+
+def train_cell(config: dict[str, Any]) -> dict[str, Any]:
+    """Ray Train loop for one cell; ``config`` is the trial's config (cell, cache path, tracking)."""
+    from mmder.train import EpochResult, TrainConfig, fit
+
+    cell = Cell.from_dict(config["cell"])
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    rank = ray.train.get_context().get_world_rank()
+    parts = build_cell(cell, config["cache_path"])
+    cache, fold = parts["cache"], parts["fold"]
+    train_cfg = TrainConfig.from_dict(cell.config["training"], seed=cell.seed)
+
+    tracker = run_id = None
+    if rank == 0:
+        tracker = Tracker(uri=config["tracking_uri"], experiment_id=config["experiment_id"])
+        run_id = tracker.cell_run(
+            cell.key,
+            config["parent_run_id"],
+            tags={"dataset": cell.dataset, "setting": cell.setting, "fold": cell.fold_name, "seed": str(cell.seed)},
+            params=_flat_params(cell),
+        )
+
+    def report(result: EpochResult, checkpoint_dir: str | None) -> None:
+        metrics = {
+            "epoch": result.epoch,
+            "war": 100.0 * result.war,
+            "uar": 100.0 * result.uar,
+            "test_loss": result.test_loss,
+            "train_loss": result.train_loss,
+            "lr": result.lr,
+        }
+        if tracker is not None and run_id is not None:
+            tracker.log_epoch(run_id, result.epoch, {k: v for k, v in metrics.items() if k != "epoch"})
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as resume_dir:
+            result = fit(parts["model"], parts["train"], parts["test"], len(cache.classes), train_cfg,
+                         report=report, resume_from=resume_dir)
+    else:
+        result = fit(parts["model"], parts["train"], parts["test"], len(cache.classes), train_cfg, report=report)
+
+    if tracker is not None and run_id is not None:
+        if result.resumed_from_epoch is not None:
+            tracker.tag(run_id, TAG_RESUMED, str(result.resumed_from_epoch))
+        clips = cache.clips
+        predictions = [
+            {
+                "clip_id": clips[i].clip_id,
+                "speaker": clips[i].speaker,
+                "true": cache.classes[t],
+                "predicted": cache.classes[p],
+            }
+            for i, t, p in result.predictions
+        ]
+        tracker.finish_cell(
+            run_id,
+            final={"final_uar": 100.0 * result.uar, "final_war": 100.0 * result.war},
+            confusion=result.confusion,
+            class_names=list(cache.classes),
+            predictions=predictions,
+        )
+    return {"war": 100.0 * result.war, "uar": 100.0 * result.uar, "run_id": run_id,
+            "test_clips": len(fold.test_idx), "resumed_from_epoch": result.resumed_from_epoch}
+
+
+def _flat_params(cell: Cell) -> dict[str, Any]:
+    flat: dict[str, Any] = {"cell_key": cell.key, "fold_name": cell.fold_name}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = value
+
+    walk("", cell.config)
+    return flat

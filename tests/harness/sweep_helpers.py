@@ -1,0 +1,60 @@
+"""Helpers for the sweep tests: a tiny synthetic experiment and a look into its MLflow store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny_experiment(tmp_path: Path, name: str, **overrides: object) -> Path:
+    """A grid that trains in seconds per cell: micro model, 32 px, a 24-clip synthetic corpus."""
+    data = {
+        "name": name,
+        "datasets": [{
+            "corpus": "synthetic",
+            "name": "syn",
+            "synthetic": {"clips_per_class": 2, "speakers": 2, "seed": 0},
+            "protocol": {"kind": "speaker_kfold", "folds": 2},
+            "folds": [0],
+        }],
+        "grid": {"settings": ["video", "FSLF"], "seeds": [0]},
+        "preprocess": {"image_size": 32},
+        "model": {"size": "micro"},
+        "training": {"epochs": 2, "batch_size": 4, "eval_batch_size": 8, "lr": 1e-3, "warmup_epochs": 0},
+        "resources": {"num_workers": 2, "cpus_per_worker": 1, "max_concurrent_trials": 1, "max_failures": 1},
+    }
+    for section, values in overrides.items():
+        if isinstance(values, dict) and isinstance(data.get(section), dict):
+            data[section].update(values)
+        else:
+            data[section] = values
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def mmder(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the real command line in a fresh process, as a user would."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def child_runs(output: Path, experiment: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{output / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], filter_string="tags.`mmder.kind` = 'cell'")
+
+
+def client_for(output: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{output / 'mlflow.db'}")

@@ -1,0 +1,111 @@
+"""The real stack end to end: a Ray Tune grid of Ray Train jobs with 2 DeepSpeed workers each,
+logging to a real MLflow store; then a rerun, then a driver killed mid-sweep and resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sweep_helpers import ROOT, child_runs, client_for, mmder, tiny_experiment
+
+pytestmark = pytest.mark.slow
+
+
+def test_sweep_logs_every_cell_once_and_a_rerun_trains_nothing(tmp_path):
+    exp = tiny_experiment(tmp_path, "e2e")
+    out = tmp_path / "out"
+    first = mmder("sweep", str(exp), "--output", str(out))
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-5000:]
+    assert "[2/2]" in first.stdout and "ETA" in first.stdout
+    assert "video" in first.stdout and "FSLF" in first.stdout  # the leaderboard
+
+    runs = child_runs(out, "e2e")
+    assert len(runs) == 2
+    client = client_for(out)
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mmder.status"] == "finished"
+        assert run.data.params["training.zero_stage"] == "2"
+        assert run.data.params["world_size"] == "2"
+        assert 0.0 <= run.data.metrics["final_war"] <= 100.0
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "war")]
+        assert sorted(steps) == [0, 1]
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"confusion.csv", "predictions.csv", "confusion.json"} <= artifacts
+        confusion = json.loads(Path(client.download_artifacts(run.info.run_id, "confusion.json", str(tmp_path))).read_text())
+        # both workers' halves of the test fold are in the matrix: 12 test clips (1 speaker x 6 classes x 2)
+        assert sum(map(sum, confusion["matrix"])) == 12
+        assert run.data.tags["mlflow.parentRunId"]
+
+    t0 = time.monotonic()
+    again = mmder("sweep", str(exp), "--output", str(out))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 already finished, 0 to run" in again.stdout
+    assert time.monotonic() - t0 < 60
+    assert not list((out / "ray" / "tune").glob("sweep-*"))[1:], "a rerun must not start another Tune run"
+    assert {r.info.run_id for r in child_runs(out, "e2e")} == {r.info.run_id for r in runs}
+
+    board = mmder("leaderboard", str(exp), "--output", str(out), "--format", "csv")
+    lines = board.stdout.strip().splitlines()
+    assert lines[0] == "dataset,setting,folds,uar_mean,uar_std,war_mean,war_std"
+    assert [ln.split(",")[1] for ln in lines[1:]] == ["video", "FSLF"]
+
+
+def _checkpointed_epochs(run_dir: Path) -> int:
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    if not snapshot.exists():
+        return 0
+    return len(json.loads(snapshot.read_text()).get("checkpoint_results", []))
+
+
+def test_killed_driver_resumes_only_unfinished_cells_from_their_checkpoint(tmp_path):
+    from harness.spec import expand_cells, load_experiment
+    exp = tiny_experiment(
+        tmp_path, "kill",
+        training={"epochs": 4},
+        resources={"num_workers": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1, "max_failures": 1},
+    )
+    out = tmp_path / "out"
+    first_cell, second_cell = (c.key for c in expand_cells(load_experiment(exp)))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    log = (tmp_path / "driver.log").open("w")
+    driver = subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", str(exp), "--output", str(out)],
+                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 400
+    try:
+        # Kill once the first cell is finished and the second has saved at least one epoch.
+        while time.monotonic() < deadline and driver.poll() is None:
+            if _checkpointed_epochs(out / "ray" / second_cell) >= 1:
+                break
+            time.sleep(0.2)
+        assert driver.poll() is None, "the sweep ended before it could be killed: " + (tmp_path / "driver.log").read_text()[-3000:]
+        driver.send_signal(signal.SIGKILL)
+    finally:
+        driver.wait(30)
+    saved_before = _checkpointed_epochs(out / "ray" / second_cell)
+    runs = {r.data.tags["mmder.cell"]: r for r in child_runs(out, "kill")}
+    assert runs[first_cell].data.tags.get("mmder.status") == "finished"
+    assert runs[second_cell].data.tags.get("mmder.status") != "finished"
+    assert 1 <= saved_before < 4
+
+    rerun = mmder("sweep", str(exp), "--output", str(out))
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-5000:]
+    assert "1 already finished, 1 to run" in rerun.stdout
+    after = {r.data.tags["mmder.cell"]: r for r in child_runs(out, "kill")}
+    assert set(after) == {first_cell, second_cell}
+    assert after[first_cell].info.run_id == runs[first_cell].info.run_id
+    resumed = after[second_cell]
+    assert resumed.info.run_id == runs[second_cell].info.run_id, "the resumed cell keeps its MLflow run"
+    assert resumed.data.tags["mmder.status"] == "finished"
+    # The cell continued after its last saved epoch instead of starting over.
+    assert int(resumed.data.tags["mmder.resumed_from_epoch"]) >= saved_before - 1 >= 0
+    client = client_for(out)
+    steps = {m.step for m in client.get_metric_history(resumed.info.run_id, "war")}
+    assert steps == {0, 1, 2, 3}
