@@ -22,21 +22,35 @@ EXAMPLES = {
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mmder",
-        description="MultiMAE-DER benchmarking harness: Ray Tune grids of Ray Train + DeepSpeed jobs, tracked in MLflow.",
+        description="MultiMAE-DER benchmarking harness: Ray Tune grids of Ray Train + DeepSpeed jobs, "
+        "tracked in MLflow.",
     )
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES.get(name),
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        return sub.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog=EXAMPLES.get(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
 
     s = add("sweep", "Run every unfinished cell of an experiment, then print its leaderboard.")
     s.add_argument("experiment", help="experiment YAML file")
-    s.add_argument("--output", help="folder for everything the sweep writes (default: runs/<experiment name>)")
+    s.add_argument(
+        "--output", help="folder for everything the sweep writes (default: runs/<experiment name>)"
+    )
     s.add_argument("--dry-run", action="store_true", help="print the cells to run and to skip; start nothing")
-    s.add_argument("--address", help="Ray cluster address (default: the experiment's ray.address, else a local Ray)")
+    s.add_argument(
+        "--address", help="Ray cluster address (default: the experiment's ray.address, else a local Ray)"
+    )
+    s.add_argument("--verbose", action="store_true", help="show the Ray Train workers' logs")
 
-    lb = add("leaderboard", "Print the experiment's results: one row per (dataset, setting), mean ± std over folds.")
+    lb = add(
+        "leaderboard",
+        "Print the experiment's results: one row per (dataset, setting), mean ± std over folds.",
+    )
     lb.add_argument("experiment", help="experiment YAML file")
     lb.add_argument("--output", help="the sweep's output folder (default: runs/<experiment name>)")
     lb.add_argument("--format", choices=["table", "csv", "markdown"], default="table")
@@ -47,7 +61,32 @@ def _parser() -> argparse.ArgumentParser:
     sy.add_argument("--speakers", type=int, default=16, help="number of speakers (default 16)")
     sy.add_argument("--seed", type=int, default=0)
 
-    cv = add("convert", "Convert a VideoMAE checkpoint (official fine-tuned/pre-trained, HuggingFace) to ours.")
+    b = add(
+        "bench", "Benchmarks that print figures (not tests): a fine-tuning step, data preparation, loading."
+    )
+    bsub = b.add_subparsers(dest="bench", required=True)
+    st = bsub.add_parser(
+        "step",
+        help="time fine-tuning steps of a model + DeepSpeed engine in one process (no Ray)",
+        epilog="example: mmder bench step --size base --zero 2 --bf16   (on a GPU)\n"
+        "         mmder bench step --size tiny --image-size 64 --batch-size 4   (on a CPU)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    st.add_argument("--size", default="base", help="model size (tiny on a CPU)")
+    st.add_argument("--batch-size", type=int, default=8)
+    st.add_argument("--frames", type=int, default=16)
+    st.add_argument("--image-size", type=int, default=224)
+    st.add_argument("--zero", type=int, default=2, choices=[0, 1, 2, 3], help="DeepSpeed ZeRO stage")
+    st.add_argument("--bf16", action="store_true", help="bf16 weights and activations (GPU)")
+    st.add_argument("--checkpointing", action="store_true", help="activation checkpointing per block")
+    st.add_argument("--compile", action="store_true", help="torch.compile the model")
+    st.add_argument("--steps", type=int, default=10)
+    st.add_argument("--warmup", type=int, default=3)
+    st.add_argument("--peak-tflops", type=float, help="the device's peak, for MFU (detected for known GPUs)")
+
+    cv = add(
+        "convert", "Convert a VideoMAE checkpoint (official fine-tuned/pre-trained, HuggingFace) to ours."
+    )
     cv.add_argument("src")
     cv.add_argument("dst")
     cv.add_argument("--num-heads", type=int, help="attention heads, when the size is not a known one")
@@ -65,12 +104,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(format_plan(plan_sweep(spec, output)))
         return 0
     t0 = time.monotonic()
-    failed = run_sweep(spec, output, address=args.address)
+    failed = run_sweep(spec, output, address=args.address, verbose=args.verbose)
     print()
     print(render(experiment_leaderboard(spec, output)))
     print(f"\nsweep took {time.monotonic() - t0:.0f} s; results in {output}")
-    print(f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{output / 'mlflow.db'}"
-          if not (spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")) else "")
+    print(
+        f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{output / 'mlflow.db'}"
+        if not (spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI"))
+        else ""
+    )
     if failed:
         print(f"{failed} cell(s) failed; run the same command again to retry them", file=sys.stderr)
         return 1
@@ -94,8 +136,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')}", "must be at least 1")
     t0 = time.monotonic()
-    manifest = generate_corpus(Path(args.out), clips_per_class=args.clips_per_class, speakers=args.speakers,
-                               seed=args.seed)
+    manifest = generate_corpus(
+        Path(args.out), clips_per_class=args.clips_per_class, speakers=args.speakers, seed=args.seed
+    )
     print(f"synthetic corpus: {manifest} ({time.monotonic() - t0:.1f} s)")
     return 0
 
@@ -109,7 +152,34 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"sweep": cmd_sweep, "leaderboard": cmd_leaderboard, "synth": cmd_synth, "convert": cmd_convert}
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench == "step":
+        from mmder.bench_step import bench_step
+
+        result = bench_step(
+            args.size,
+            batch_size=args.batch_size,
+            num_frames=args.frames,
+            image_size=args.image_size,
+            zero_stage=args.zero,
+            bf16=args.bf16,
+            checkpointing=args.checkpointing,
+            compile=args.compile,
+            steps=args.steps,
+            warmup=args.warmup,
+            peak_tflops=args.peak_tflops,
+        )
+        print("\n".join(result.lines()))
+    return 0
+
+
+COMMANDS = {
+    "sweep": cmd_sweep,
+    "leaderboard": cmd_leaderboard,
+    "synth": cmd_synth,
+    "convert": cmd_convert,
+    "bench": cmd_bench,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"mmder: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            "\nmmder: interrupted; run the same command again to continue where it stopped", file=sys.stderr
+        )
+        return 130
 
 
 if __name__ == "__main__":

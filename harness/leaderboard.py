@@ -34,11 +34,18 @@ def collect_runs(spec: ExperimentSpec, output: Path) -> pd.DataFrame:
                 if cell is None:
                     continue
                 m = run.data.metrics
-                rows.append({
-                    "key": key, "dataset": cell.dataset, "setting": cell.setting, "fold": cell.fold,
-                    "seed": cell.seed, "uar": m.get("final_uar"), "war": m.get("final_war"),
-                    "run_id": run.info.run_id,
-                })
+                rows.append(
+                    {
+                        "key": key,
+                        "dataset": cell.dataset,
+                        "setting": cell.setting,
+                        "fold": cell.fold,
+                        "seed": cell.seed,
+                        "uar": m.get("final_uar"),
+                        "war": m.get("final_war"),
+                        "run_id": run.info.run_id,
+                    }
+                )
     return pd.DataFrame(rows, columns=["key", "dataset", "setting", "fold", "seed", "uar", "war", "run_id"])
 
 

@@ -66,7 +66,9 @@ def _coerce(value: Any, tp: Any, key: str, source: str | None) -> Any:
         raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r}", source)
     if origin is Literal:
         if value not in get_args(tp):
-            raise ConfigError(key, f"{value!r} is not allowed; allowed: {', '.join(map(str, get_args(tp)))}", source)
+            raise ConfigError(
+                key, f"{value!r} is not allowed; allowed: {', '.join(map(str, get_args(tp)))}", source
+            )
         return value
     if origin is list:
         if not isinstance(value, list):
@@ -131,7 +133,9 @@ def parse(cls: type[T], data: Any, key: str, source: str | None = None) -> T:
             items = value if isinstance(value, list) else [value]
             for item in items:
                 if item not in allowed:
-                    raise ConfigError(path, f"{item!r} is not allowed; allowed: {', '.join(map(str, allowed))}", source)
+                    raise ConfigError(
+                        path, f"{item!r} is not allowed; allowed: {', '.join(map(str, allowed))}", source
+                    )
         lo, hi = f.metadata.get("min"), f.metadata.get("max")
         if lo is not None and value is not None and value < lo:
             raise ConfigError(path, f"must be at least {lo}, got {value!r}", source)
@@ -150,4 +154,3 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
-

@@ -76,7 +76,9 @@ class DatasetSpec:
 
 @dataclass
 class GridSpec:
-    settings: list[str] = choice(["video", "audio", "CFAS", "SFAS", "FFLS", "FSLF", "OFOS", "RFAS"], _settings)
+    settings: list[str] = choice(
+        ["video", "audio", "CFAS", "SFAS", "FFLS", "FSLF", "OFOS", "RFAS"], _settings
+    )
     seeds: list[int] = field(default_factory=lambda: [0])
 
 
@@ -219,26 +221,33 @@ def validate(spec: ExperimentSpec, source: str | None = None) -> None:
     for i, ds in enumerate(spec.datasets):
         key = f"datasets[{i}]"
         if labels.count(ds.label) > 1:
-            raise ConfigError(f"{key}.name", f"dataset name {ds.label!r} is used twice; give each a name", source)
+            raise ConfigError(
+                f"{key}.name", f"dataset name {ds.label!r} is used twice; give each a name", source
+            )
         if ds.corpus != "synthetic" and not ds.root:
             raise ConfigError(f"{key}.root", f"is required for corpus {ds.corpus!r}", source)
         kind = ds.protocol.get("kind")
         if kind not in _protocols():
-            raise ConfigError(f"{key}.protocol.kind", f"{kind!r} is not allowed; allowed: {', '.join(_protocols())}",
-                              source)
+            raise ConfigError(
+                f"{key}.protocol.kind", f"{kind!r} is not allowed; allowed: {', '.join(_protocols())}", source
+            )
         try:
             names = fold_names(ds.protocol)
         except ValueError as err:
             raise ConfigError(f"{key}.protocol", str(err), source) from err
         for f in ds.folds or []:
             if not 0 <= f < len(names):
-                raise ConfigError(f"{key}.folds", f"fold {f} does not exist; allowed: 0..{len(names) - 1}", source)
+                raise ConfigError(
+                    f"{key}.folds", f"fold {f} does not exist; allowed: 0..{len(names) - 1}", source
+                )
     for setting in spec.grid.settings:
         get_setting(setting)
     if spec.training.min_lr > spec.training.lr:
         raise ConfigError("training.min_lr", "must not exceed training.lr", source)
     if spec.resources.use_gpu is False and spec.training.precision == "fp16":
-        raise ConfigError("training.precision", "fp16 needs resources.use_gpu: true; allowed on CPU: auto, fp32, bf16")
+        raise ConfigError(
+            "training.precision", "fp16 needs resources.use_gpu: true; allowed on CPU: auto, fp32, bf16"
+        )
 
 
 def dataset_root(spec: ExperimentSpec, ds: DatasetSpec, output: Path) -> Path:

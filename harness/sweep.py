@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import ConfigError
 from harness.spec import Cell, ExperimentSpec, check_data_roots, dataset_root, expand_cells
 from harness.tracking import Tracker, resolve_uri, store_exists
 
@@ -78,7 +77,10 @@ def prepare_datasets(spec: ExperimentSpec, output: Path, labels: set[str], echo:
 
     pre = spec.preprocess
     config = PreprocessConfig(
-        image_size=pre.image_size, face=pre.face, spectrogram=pre.spectrogram, colormap=pre.colormap,
+        image_size=pre.image_size,
+        face=pre.face,
+        spectrogram=pre.spectrogram,
+        colormap=pre.colormap,
         sample_rate=pre.sample_rate,
     )
     paths: dict[str, str] = {}
@@ -88,35 +90,52 @@ def prepare_datasets(spec: ExperimentSpec, output: Path, labels: set[str], echo:
         root = dataset_root(spec, ds, output)
         if ds.corpus == "synthetic" and not ds.root:
             t0 = time.perf_counter()
-            generate_corpus(root, clips_per_class=ds.synthetic.clips_per_class, speakers=ds.synthetic.speakers,
-                            seed=ds.synthetic.seed)
+            generate_corpus(
+                root,
+                clips_per_class=ds.synthetic.clips_per_class,
+                speakers=ds.synthetic.speakers,
+                seed=ds.synthetic.seed,
+            )
             echo(f"synthetic corpus ready in {root} ({time.perf_counter() - t0:.1f} s)")
         t0 = time.perf_counter()
-        prepared = prepare_corpus(ds.corpus, root, cache_root(output), config, corpus_options=ds.options,
-                                  workers=pre.workers, progress=sys.stderr.isatty())
-        echo(f"{ds.label}: prepared {prepared.n_prepared}, skipped {prepared.n_skipped} "
-             f"({time.perf_counter() - t0:.1f} s; cache {prepared.path}; skip report {prepared.skip_report})")
+        prepared = prepare_corpus(
+            ds.corpus,
+            root,
+            cache_root(output),
+            config,
+            corpus_options=ds.options,
+            workers=pre.workers,
+            progress=sys.stderr.isatty(),
+        )
+        echo(
+            f"{ds.label}: prepared {prepared.n_prepared}, skipped {prepared.n_skipped} "
+            f"({time.perf_counter() - t0:.1f} s; cache {prepared.path}; skip report {prepared.skip_report})"
+        )
         paths[ds.label] = str(prepared.path)
     return paths
 
 
-def _init_ray(spec: ExperimentSpec, address: str | None) -> None:
+def _init_ray(spec: ExperimentSpec, address: str | None, verbose: bool) -> None:
     # `uv run` would otherwise make Ray ship the whole project folder, .venv included, to every worker.
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "token")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0, Tune prints nothing of its own
     import ray
 
     address = address or spec.ray.address
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=verbose)
         return
-    per_cell = spec.resources.num_workers * spec.resources.cpus_per_worker + TRIAL_CPUS
-    # Logical CPUs are scheduling tokens: never fewer than one cell needs, or its workers wait forever.
-    cpus = max(os.cpu_count() or 1, math.ceil(per_cell))
-    ray.init(num_cpus=cpus, num_gpus=None, include_dashboard=False, log_to_driver=True,
-             logging_level="WARNING")
+    # No spot node can be pre-empted on one machine: skip the watcher actor each Train run would start.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    res = spec.resources
+    per_cell = res.num_workers * res.cpus_per_worker + TRIAL_CPUS
+    # Logical CPUs are scheduling tokens: enough for the concurrency asked for (each trial's tiny
+    # driver share included), or trials wait on each other, and never fewer than one cell needs.
+    cpus = max(os.cpu_count() or 1, math.ceil(per_cell * res.max_concurrent_trials))
+    # The dashboard stays on: Train V2's placement-group cleaner asks its state API about the
+    # controller; without it leaked worker groups keep their CPUs and later trials wait forever.
+    ray.init(num_cpus=cpus, log_to_driver=verbose, logging_level="WARNING", configure_logging=True)
 
 
 TRIAL_CPUS = 0.01  # the Tune trial only drives its Train job; the workers get the real CPUs
@@ -152,12 +171,14 @@ class _Progress:
         result = trial.last_result or {}
         if failed:
             self.failed.append(key)
-            what = "FAILED"
+            what = f"FAILED (see {trial.error_file or trial.local_path})"
         else:
             war = result.get("final_war", result.get("war"))
             what = f"WAR {war:5.1f}" if isinstance(war, int | float) else "WAR   n/a"
-        self.echo(f"[{self.finished}/{self.total}] {key}  {what}  elapsed {_hms(elapsed)}  "
-                  f"{left} left  ETA {_hms(eta)}")
+        self.echo(
+            f"[{self.finished}/{self.total}] {key}  {what}  elapsed {_hms(elapsed)}  "
+            f"{left} left  ETA {_hms(eta)}"
+        )
 
 
 def _hms(seconds: float) -> str:
@@ -165,7 +186,14 @@ def _hms(seconds: float) -> str:
     return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def run_sweep(spec: ExperimentSpec, output: Path, *, address: str | None = None, echo: Echo = print) -> int:
+def run_sweep(
+    spec: ExperimentSpec,
+    output: Path,
+    *,
+    address: str | None = None,
+    verbose: bool = False,
+    echo: Echo = print,
+) -> int:
     """Run every unfinished cell; returns the number of cells that failed."""
     check_data_roots(spec, output)
     output.mkdir(parents=True, exist_ok=True)
@@ -182,7 +210,7 @@ def run_sweep(spec: ExperimentSpec, output: Path, *, address: str | None = None,
     if "://" not in storage:
         storage = str(Path(storage).expanduser().resolve())
 
-    _init_ray(spec, address)
+    _init_ray(spec, address, verbose)
     from ray import tune
 
     from harness.trial import GRID_PARAM, run_cell  # imports Ray: only after _init_ray set its environment
@@ -197,8 +225,12 @@ def run_sweep(spec: ExperimentSpec, output: Path, *, address: str | None = None,
             "parent_run_id": parent,
             "storage_path": storage,
             "threads": max(1, int(res.cpus_per_worker)),
-            "resources": {"num_workers": res.num_workers, "use_gpu": res.use_gpu,
-                          "cpus_per_worker": res.cpus_per_worker, "max_failures": res.max_failures},
+            "resources": {
+                "num_workers": res.num_workers,
+                "use_gpu": res.use_gpu,
+                "cpus_per_worker": res.cpus_per_worker,
+                "max_failures": res.max_failures,
+            },
         }
         for cell in todo
     ]
@@ -209,6 +241,8 @@ def run_sweep(spec: ExperimentSpec, output: Path, *, address: str | None = None,
         param_space={GRID_PARAM: tune.grid_search(configs)},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=res.max_concurrent_trials,
+            # Every cell asks the same resources: reuse the trial actors instead of importing torch anew.
+            reuse_actors=True,
             trial_name_creator=lambda t: t.config[GRID_PARAM]["cell"]["key"],
             trial_dirname_creator=lambda t: t.config[GRID_PARAM]["cell"]["key"],
         ),

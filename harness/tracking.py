@@ -40,7 +40,7 @@ def resolve_uri(configured: str | None, output: Path) -> str:
 def store_exists(uri: str) -> bool:
     """False for a SQLite file that was never created; a dry run must not create one."""
     if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):]).exists()
+        return Path(uri[len("sqlite:///") :]).exists()
     return True
 
 
@@ -54,7 +54,9 @@ class Tracker:
         return MlflowClient(tracking_uri=self.uri)
 
     @classmethod
-    def open(cls, uri: str, experiment: str, artifact_root: Path | None = None, create: bool = True) -> Tracker:
+    def open(
+        cls, uri: str, experiment: str, artifact_root: Path | None = None, create: bool = True
+    ) -> Tracker:
         """Open (and, from the driver, create once) the experiment.
 
         The driver creates the store before any worker touches it: SQLite schema migrations from many

@@ -61,7 +61,9 @@ def run_cell(trial_config: dict[str, Any]) -> dict[str, Any]:
         train_cell,
         train_loop_config=config,
         scaling_config=ScalingConfig(
-            num_workers=resources["num_workers"], use_gpu=resources["use_gpu"], resources_per_worker=per_worker
+            num_workers=resources["num_workers"],
+            use_gpu=resources["use_gpu"],
+            resources_per_worker=per_worker,
         ),
         run_config=RunConfig(
             name=key,

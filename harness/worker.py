@@ -63,7 +63,12 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
         run_id = tracker.cell_run(
             cell.key,
             config["parent_run_id"],
-            tags={"dataset": cell.dataset, "setting": cell.setting, "fold": cell.fold_name, "seed": str(cell.seed)},
+            tags={
+                "dataset": cell.dataset,
+                "setting": cell.setting,
+                "fold": cell.fold_name,
+                "seed": str(cell.seed),
+            },
             params=_flat_params(cell),
         )
 
@@ -84,10 +89,19 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as resume_dir:
-            result = fit(parts["model"], parts["train"], parts["test"], len(cache.classes), train_cfg,
-                         report=report, resume_from=resume_dir)
+            result = fit(
+                parts["model"],
+                parts["train"],
+                parts["test"],
+                len(cache.classes),
+                train_cfg,
+                report=report,
+                resume_from=resume_dir,
+            )
     else:
-        result = fit(parts["model"], parts["train"], parts["test"], len(cache.classes), train_cfg, report=report)
+        result = fit(
+            parts["model"], parts["train"], parts["test"], len(cache.classes), train_cfg, report=report
+        )
 
     if tracker is not None and run_id is not None:
         if result.resumed_from_epoch is not None:
@@ -109,8 +123,13 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
             class_names=list(cache.classes),
             predictions=predictions,
         )
-    return {"war": 100.0 * result.war, "uar": 100.0 * result.uar, "run_id": run_id,
-            "test_clips": len(fold.test_idx), "resumed_from_epoch": result.resumed_from_epoch}
+    return {
+        "war": 100.0 * result.war,
+        "uar": 100.0 * result.uar,
+        "run_id": run_id,
+        "test_clips": len(fold.test_idx),
+        "resumed_from_epoch": result.resumed_from_epoch,
+    }
 
 
 def _flat_params(cell: Cell) -> dict[str, Any]:

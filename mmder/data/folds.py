@@ -86,7 +86,8 @@ def _lookup(protocol: dict) -> Protocol:
     unknown = sorted(set(protocol) - entry.keys)
     if unknown:
         raise ValueError(
-            f"protocol {kind!r}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(entry.keys))}"
+            f"protocol {kind!r}: unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(sorted(entry.keys))}"
         )
     return entry
 
@@ -169,7 +170,9 @@ def _explicit_names(protocol: dict) -> list[str]:
     for key in ("train", "test"):
         value = protocol.get(key)
         if isinstance(value, str) or not isinstance(value, list | tuple) or not value:
-            raise ValueError(f"protocol 'explicit': {key!r} must be a non-empty list of speakers, got {value!r}")
+            raise ValueError(
+                f"protocol 'explicit': {key!r} must be a non-empty list of speakers, got {value!r}"
+            )
     return [protocol.get("name", "explicit")]
 
 
@@ -192,7 +195,9 @@ def _actor_number(speaker: str) -> int | None:
 def _ravdess_paper_names(protocol: dict) -> list[str]:
     actors = protocol.get("test_actors", list(RAVDESS_PAPER_TEST_ACTORS))
     if not isinstance(actors, list | tuple) or not actors or not all(isinstance(a, int) for a in actors):
-        raise ValueError(f"protocol 'ravdess_paper': 'test_actors' must be a list of actor numbers, got {actors!r}")
+        raise ValueError(
+            f"protocol 'ravdess_paper': 'test_actors' must be a list of actor numbers, got {actors!r}"
+        )
     return [protocol.get("name", "paper-holdout")]
 
 
@@ -208,7 +213,8 @@ def _group_names(protocol: dict) -> list[str]:
     value = protocol.get("groups")
     if isinstance(value, str) or not isinstance(value, list | tuple) or len(value) < 2:
         raise ValueError(
-            f"protocol 'leave_one_group_out': 'groups' must list at least 2 groups (e.g. IEMOCAP sessions), got {value!r}"
+            "protocol 'leave_one_group_out': 'groups' must list at least 2 groups (e.g. IEMOCAP sessions), "
+            f"got {value!r}"
         )
     return [str(g) for g in value]
 
@@ -222,6 +228,12 @@ def _leave_one_group_out(protocol: dict, speakers: Sequence[str], groups: Sequen
         test_mask = clip_groups == name
         train_mask = np.isin(clip_groups, names) & ~test_mask
         test_speakers = sorted({speakers[i] for i in np.flatnonzero(test_mask)}, key=natural_key)
-        folds.append(Fold(name, np.flatnonzero(train_mask).astype(np.int64),
-                          np.flatnonzero(test_mask).astype(np.int64), test_speakers))
+        folds.append(
+            Fold(
+                name,
+                np.flatnonzero(train_mask).astype(np.int64),
+                np.flatnonzero(test_mask).astype(np.int64),
+                test_speakers,
+            )
+        )
     return folds

@@ -16,13 +16,15 @@ def tiny_experiment(tmp_path: Path, name: str, **overrides: object) -> Path:
     """A grid that trains in seconds per cell: micro model, 32 px, a 24-clip synthetic corpus."""
     data = {
         "name": name,
-        "datasets": [{
-            "corpus": "synthetic",
-            "name": "syn",
-            "synthetic": {"clips_per_class": 2, "speakers": 2, "seed": 0},
-            "protocol": {"kind": "speaker_kfold", "folds": 2},
-            "folds": [0],
-        }],
+        "datasets": [
+            {
+                "corpus": "synthetic",
+                "name": "syn",
+                "synthetic": {"clips_per_class": 2, "speakers": 2, "seed": 0},
+                "protocol": {"kind": "speaker_kfold", "folds": 2},
+                "folds": [0],
+            }
+        ],
         "grid": {"settings": ["video", "FSLF"], "seeds": [0]},
         "preprocess": {"image_size": 32},
         "model": {"size": "micro"},
@@ -42,8 +44,14 @@ def tiny_experiment(tmp_path: Path, name: str, **overrides: object) -> Path:
 def mmder(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the real command line in a fresh process, as a user would."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def child_runs(output: Path, experiment: str) -> list:

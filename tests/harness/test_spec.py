@@ -37,7 +37,11 @@ def quickstart() -> dict:
         (lambda d: d["training"].update(epochs=0), "training.epochs", "at least 1"),
         (lambda d: d["model"].update(size="giant"), "model.size", "large"),
         (lambda d: d["datasets"][0].update(corpus="nope"), "datasets[0].corpus", "synthetic"),
-        (lambda d: d["datasets"][0]["protocol"].update(kind="nope"), "datasets[0].protocol.kind", "speaker_kfold"),
+        (
+            lambda d: d["datasets"][0]["protocol"].update(kind="nope"),
+            "datasets[0].protocol.kind",
+            "speaker_kfold",
+        ),
         (lambda d: d["training"].update(lr="fast"), "training.lr", "number"),
         (lambda d: d["resources"].update(use_gpu="yes"), "resources.use_gpu", "true or false"),
     ],
@@ -91,8 +95,20 @@ def test_key_changes_with_what_changes_results_only(tmp_path):
 
 def test_paper_grid_dry_runs_without_data_gpu_or_ray(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "sweep", str(PAPER), "--dry-run", "--output", str(tmp_path / "p")],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "sweep",
+            str(PAPER),
+            "--dry-run",
+            "--output",
+            str(tmp_path / "p"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip().startswith("run ")]

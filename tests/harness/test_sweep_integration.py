@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from sweep_helpers import ROOT, child_runs, client_for, mmder, tiny_experiment
 
 pytestmark = pytest.mark.slow
@@ -39,7 +38,9 @@ def test_sweep_logs_every_cell_once_and_a_rerun_trains_nothing(tmp_path):
         assert sorted(steps) == [0, 1]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"confusion.csv", "predictions.csv", "confusion.json"} <= artifacts
-        confusion = json.loads(Path(client.download_artifacts(run.info.run_id, "confusion.json", str(tmp_path))).read_text())
+        confusion = json.loads(
+            Path(client.download_artifacts(run.info.run_id, "confusion.json", str(tmp_path))).read_text()
+        )
         # both workers' halves of the test fold are in the matrix: 12 test clips (1 speaker x 6 classes x 2)
         assert sum(map(sum, confusion["matrix"])) == 12
         assert run.data.tags["mlflow.parentRunId"]
@@ -67,8 +68,10 @@ def _checkpointed_epochs(run_dir: Path) -> int:
 
 def test_killed_driver_resumes_only_unfinished_cells_from_their_checkpoint(tmp_path):
     from harness.spec import expand_cells, load_experiment
+
     exp = tiny_experiment(
-        tmp_path, "kill",
+        tmp_path,
+        "kill",
         training={"epochs": 4},
         resources={"num_workers": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1, "max_failures": 1},
     )
@@ -76,8 +79,13 @@ def test_killed_driver_resumes_only_unfinished_cells_from_their_checkpoint(tmp_p
     first_cell, second_cell = (c.key for c in expand_cells(load_experiment(exp)))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     log = (tmp_path / "driver.log").open("w")
-    driver = subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", str(exp), "--output", str(out)],
-                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "sweep", str(exp), "--output", str(out)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 400
     try:
         # Kill once the first cell is finished and the second has saved at least one epoch.
@@ -85,7 +93,9 @@ def test_killed_driver_resumes_only_unfinished_cells_from_their_checkpoint(tmp_p
             if _checkpointed_epochs(out / "ray" / second_cell) >= 1:
                 break
             time.sleep(0.2)
-        assert driver.poll() is None, "the sweep ended before it could be killed: " + (tmp_path / "driver.log").read_text()[-3000:]
+        assert driver.poll() is None, (
+            "the sweep ended before it could be killed: " + (tmp_path / "driver.log").read_text()[-3000:]
+        )
         driver.send_signal(signal.SIGKILL)
     finally:
         driver.wait(30)
