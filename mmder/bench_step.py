@@ -46,10 +46,11 @@ class StepBenchmark:
             if self.mfu is not None
             else "n/a (peak unknown)"
         )
+        on_off = {True: "on", False: "off"}
         return [
             f"model {self.size} on {self.device}: batch {self.batch_size} x {self.tokens_per_clip} tokens, "
-            f"{self.precision}, ZeRO-{self.zero_stage}, checkpointing {'on' if self.checkpointing else 'off'}, "
-            f"compile {'on' if self.compiled else 'off'}",
+            f"{self.precision}, ZeRO-{self.zero_stage}, "
+            f"checkpointing {on_off[self.checkpointing]}, compile {on_off[self.compiled]}",
             f"  step        {self.step_ms:9.1f} ms",
             f"  clips/s     {self.clips_per_s:9.2f}",
             f"  tokens/s    {self.tokens_per_s:9.0f}",

@@ -91,7 +91,9 @@ def ensure_process_group(backend: str | None = None) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+        os.environ.update(
+            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0"
+        )
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     dist.init_process_group(backend=backend)
 
@@ -150,8 +152,12 @@ def _set_epoch(dataset: Dataset, epoch: int) -> None:
 def evaluate(engine: Any, test_set: Dataset, cfg: TrainConfig, num_classes: int) -> dict[str, Any]:
     """Loss, UAR, WAR and predictions over the whole test fold, gathered from all ranks."""
     rank, world = dist.get_rank(), dist.get_world_size()
-    loader = DataLoader(_shard(test_set, rank, world), batch_size=cfg.eval_batch_size, shuffle=False,
-                        num_workers=cfg.data_workers)
+    loader = DataLoader(
+        _shard(test_set, rank, world),
+        batch_size=cfg.eval_batch_size,
+        shuffle=False,
+        num_workers=cfg.data_workers,
+    )
     dtype = next(engine.module.parameters()).dtype
     engine.eval()
     loss_sum, rows = 0.0, []
@@ -191,8 +197,9 @@ def fit(
     torch.manual_seed(cfg.seed)
 
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.data_workers,
-                        drop_last=False)
+    loader = DataLoader(
+        train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.data_workers, drop_last=False
+    )
     steps_per_epoch = max(1, len(loader))
     optimizer = build_optimizer(model, cfg)
     factor = _schedule(cfg, steps_per_epoch)
@@ -229,9 +236,17 @@ def fit(
         _set_epoch(test_set, epoch)
         ev = evaluate(engine, test_set, cfg, num_classes)
         result = EpochResult(
-            epoch=epoch, epochs=cfg.epochs, train_loss=train_loss, test_loss=ev["test_loss"], uar=ev["uar"],
-            war=ev["war"], lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0,
-            confusion=ev["confusion"], predictions=ev["predictions"], resumed_from_epoch=resumed_from,
+            epoch=epoch,
+            epochs=cfg.epochs,
+            train_loss=train_loss,
+            test_loss=ev["test_loss"],
+            uar=ev["uar"],
+            war=ev["war"],
+            lr=optimizer.param_groups[0]["lr"],
+            seconds=time.perf_counter() - t0,
+            confusion=ev["confusion"],
+            predictions=ev["predictions"],
+            resumed_from_epoch=resumed_from,
         )
         checkpoint_dir = tempfile.mkdtemp(prefix="mmder-ckpt-")
         try:
@@ -245,9 +260,17 @@ def fit(
         # final evaluation is missing, so redo that rather than train again.
         ev = evaluate(engine, test_set, cfg, num_classes)
         result = EpochResult(
-            epoch=cfg.epochs - 1, epochs=cfg.epochs, train_loss=float("nan"), test_loss=ev["test_loss"],
-            uar=ev["uar"], war=ev["war"], lr=optimizer.param_groups[0]["lr"], seconds=0.0,
-            confusion=ev["confusion"], predictions=ev["predictions"], resumed_from_epoch=resumed_from,
+            epoch=cfg.epochs - 1,
+            epochs=cfg.epochs,
+            train_loss=float("nan"),
+            test_loss=ev["test_loss"],
+            uar=ev["uar"],
+            war=ev["war"],
+            lr=optimizer.param_groups[0]["lr"],
+            seconds=0.0,
+            confusion=ev["confusion"],
+            predictions=ev["predictions"],
+            resumed_from_epoch=resumed_from,
         )
         report(result, None)
     return result
@@ -268,4 +291,3 @@ def _mean_across_ranks(total: float, count: int) -> float:
     t = torch.tensor([total, float(count)], dtype=torch.float64)
     dist.all_reduce(t)
     return float(t[0] / max(1.0, float(t[1])))
-

@@ -28,6 +28,7 @@ import torchaudio
 __all__ = [
     "sample_frame_indices",
     "window_bounds",
+    "min_window_seconds",
     "spectrogram_matrix",
     "spectrogram_image",
     "resize_frames",
@@ -64,6 +65,18 @@ def window_bounds(n_samples: int, n_windows: int) -> list[tuple[int, int]]:
         raise ValueError(f"{n_samples} samples cannot be split into {n_windows + 1} parts")
     edges = [round(j * n_samples / (n_windows + 1)) for j in range(n_windows + 2)]
     return [(edges[i], edges[i + 2]) for i in range(n_windows)]
+
+
+def min_window_seconds(n_windows: int = 16, frame_ms: float = 25.0) -> float:
+    """The shortest clip whose every window holds one full analysis frame.
+
+    A window is ``2 / (n_windows + 1)`` of the clip, so a clip shorter than
+    ``frame_ms * (n_windows + 1) / 2`` would give windows shorter than one 25 ms MFCC frame, i.e.
+    zero-padded single-column images that carry no time structure (0.2125 s for 16 windows).
+    """
+    if n_windows <= 0:
+        raise ValueError(f"n_windows must be positive, got {n_windows}")
+    return frame_ms / 1000.0 * (n_windows + 1) / 2.0
 
 
 @lru_cache(maxsize=16)

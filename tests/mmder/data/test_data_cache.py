@@ -117,7 +117,9 @@ def test_broken_clips_are_skipped_with_reasons(
     assert [r.index for r in c.clips] == [0, 1, 2, 3]
 
 
-def test_interrupted_preparation_leaves_nothing(tmp_path: Path, synthetic_root: Path, monkeypatch) -> None:
+def test_interrupted_preparation_leaves_no_complete_cache(
+    tmp_path: Path, synthetic_root: Path, monkeypatch
+) -> None:
     rows = [
         {"clip_id": p.stem, "video": str(p), "audio": "", "label": "x", "speaker": "s"}
         for p in sorted((synthetic_root / "video").glob("*.mp4"))[:2]
@@ -131,7 +133,9 @@ def test_interrupted_preparation_leaves_nothing(tmp_path: Path, synthetic_root: 
     monkeypatch.setattr(cache_mod, "_write_outputs", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare_corpus("manifest", csv_path, cache_root, PreprocessConfig(image_size=16))
-    assert list(cache_root.iterdir()) == []
+    # only the hidden partial folder is left (resumed by the next call), never a complete-looking cache
+    left = [p.name for p in cache_root.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".") and left[0].endswith(".partial")
     monkeypatch.undo()
     prepared = prepare_corpus("manifest", csv_path, cache_root, PreprocessConfig(image_size=16))
     assert [p.name for p in cache_root.iterdir()] == [prepared.path.name]
