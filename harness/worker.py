@@ -7,6 +7,8 @@ wired to ``ray.train.report`` and rank 0's MLflow logging.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import ray.train
@@ -85,6 +87,7 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
             tracker.log_epoch(run_id, result.epoch, {k: v for k, v in metrics.items() if k != "epoch"})
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=checkpoint)
+        _maybe_crash(config, cell.key, result.epoch)
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -130,6 +133,26 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
         "test_clips": len(fold.test_idx),
         "resumed_from_epoch": result.resumed_from_epoch,
     }
+
+
+CHAOS_ENV = "MMDER_CHAOS_EXIT_AFTER_EPOCH"
+
+
+def _maybe_crash(config: dict[str, Any], key: str, epoch: int) -> None:
+    """Fault injection for recovery drills: with $MMDER_CHAOS_EXIT_AFTER_EPOCH=N the last rank of every
+    cell dies (os._exit) once, right after epoch N was checkpointed; Ray Train must restart the worker
+    group from that checkpoint (resources.max_failures) and lose nothing but the dying process."""
+    target = os.environ.get(CHAOS_ENV)
+    ctx = ray.train.get_context()
+    if target is None or int(target) != epoch or ctx.get_world_rank() != ctx.get_world_size() - 1:
+        return
+    marker = Path(config["storage_path"]) / key / "chaos-done"
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    print(f"[{key}] {CHAOS_ENV}={target}: rank {ctx.get_world_rank()} exits after epoch {epoch}", flush=True)
+    os._exit(1)
 
 
 def _flat_params(cell: Cell) -> dict[str, Any]:

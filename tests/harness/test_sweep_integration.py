@@ -119,3 +119,30 @@ def test_killed_driver_resumes_only_unfinished_cells_from_their_checkpoint(tmp_p
     client = client_for(out)
     steps = {m.step for m in client.get_metric_history(resumed.info.run_id, "war")}
     assert steps == {0, 1, 2, 3}
+
+
+def test_a_worker_that_dies_mid_cell_is_restarted_from_its_last_checkpoint(tmp_path):
+    """One of the two DeepSpeed workers exits hard after epoch 1 was saved; Ray Train restarts the group.
+
+    A process that dies right after reporting may beat the controller to registering that epoch's
+    checkpoint, so the group resumes after epoch 1 or, at worst, after epoch 0: never from scratch."""
+    exp = tiny_experiment(
+        tmp_path, "chaos", grid={"settings": ["FSLF"], "seeds": [0]}, training={"epochs": 3}
+    )
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", MMDER_CHAOS_EXIT_AFTER_EPOCH="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "sweep", str(exp), "--output", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    (run,) = child_runs(out, "chaos")
+    assert (out / "ray" / run.data.tags["mmder.cell"] / "chaos-done").exists(), "the fault was injected"
+    assert run.data.tags["mmder.status"] == "finished"
+    assert run.data.tags.get("mmder.resumed_from_epoch") in {"0", "1"}, proc.stdout[-3000:]
+    steps = [m.step for m in client_for(out).get_metric_history(run.info.run_id, "war")]
+    assert sorted(set(steps)) == [0, 1, 2]
