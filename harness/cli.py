@@ -16,6 +16,8 @@ EXAMPLES = {
     "leaderboard": "example: mmder leaderboard experiments/quickstart.yaml --format markdown",
     "synth": "example: mmder synth data/synthetic --clips-per-class 3 --speakers 16 --seed 0",
     "convert": "example: mmder convert videomae_vit_l_k400.pth vit_l_ours.pt",
+    "prepare": "example: mmder prepare ravdess /data/RAVDESS --face haar --option classes=7\n"
+    "         mmder prepare cremad /data/CREMA-D --workers 8",
 }
 
 
@@ -60,6 +62,23 @@ def _parser() -> argparse.ArgumentParser:
     sy.add_argument("--clips-per-class", type=int, default=3, help="clips per class and speaker (default 3)")
     sy.add_argument("--speakers", type=int, default=16, help="number of speakers (default 16)")
     sy.add_argument("--seed", type=int, default=0)
+
+    pr = add("prepare", "Decode a corpus into the preprocessed cache (faces, 16 frames, spectrogram images).")
+    pr.add_argument("corpus", help="corpus adapter: ravdess, cremad, iemocap, manifest, synthetic")
+    pr.add_argument("root", help="the corpus folder as downloaded (a CSV for manifest)")
+    pr.add_argument("--output", default="cache", help="cache folder (default: ./cache)")
+    pr.add_argument("--face", choices=["haar", "none"], default="none", help="face crops (default none)")
+    pr.add_argument("--image-size", type=int, default=224)
+    pr.add_argument("--spectrogram", choices=["mfcc", "logmel"], default="mfcc")
+    pr.add_argument("--colormap", choices=["viridis", "gray"], default="viridis")
+    pr.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
+    pr.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="corpus option, e.g. classes=7 or include_song=true (repeatable)",
+    )
 
     b = add(
         "bench", "Benchmarks that print figures (not tests): a fine-tuning step, data preparation, loading."
@@ -152,6 +171,58 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _option_value(text: str) -> object:
+    """YAML's reading of a command-line value: 7 -> int, true -> bool, [a, b] -> list."""
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def parse_options(pairs: list[str]) -> dict[str, object]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError("--option", f"expected KEY=VALUE, got {pair!r}")
+        options[key] = _option_value(value)
+    return options
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from mmder.data.cache import PreprocessConfig, prepare_corpus
+    from mmder.data.corpora import available_corpora
+
+    if args.corpus not in available_corpora():
+        raise ConfigError(
+            "corpus", f"{args.corpus!r} is not allowed; allowed: {', '.join(available_corpora())}"
+        )
+    if not Path(args.root).exists():
+        raise ConfigError("root", f"folder does not exist: {args.root}")
+    try:
+        config = PreprocessConfig(
+            image_size=args.image_size, face=args.face, spectrogram=args.spectrogram, colormap=args.colormap
+        )
+    except ValueError as err:
+        raise ConfigError("--image-size/--face", str(err)) from err
+    t0 = time.monotonic()
+    try:
+        prepared = prepare_corpus(
+            args.corpus,
+            args.root,
+            args.output,
+            config,
+            corpus_options=parse_options(args.option),
+            workers=args.workers,
+            progress=sys.stderr.isatty(),
+        )
+    except (KeyError, ValueError) as err:
+        raise ConfigError("--option", str(err)) from err
+    print(f"prepared {prepared.n_prepared}, skipped {prepared.n_skipped} in {time.monotonic() - t0:.1f} s")
+    print(f"cache: {prepared.path}")
+    print(f"skip report: {prepared.skip_report}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "step":
         from mmder.bench_step import bench_step
@@ -179,6 +250,7 @@ COMMANDS = {
     "synth": cmd_synth,
     "convert": cmd_convert,
     "bench": cmd_bench,
+    "prepare": cmd_prepare,
 }
 
 

@@ -23,9 +23,9 @@ from harness.schema import bounded, choice, parse, to_dict
 
 
 def _corpora() -> list[str]:
-    from mmder.data.corpora import CORPORA
+    from mmder.data.corpora import available_corpora
 
-    return sorted(CORPORA)
+    return sorted(available_corpora())
 
 
 def _settings() -> list[str]:
