@@ -10,7 +10,9 @@ of a small model, and every fold, setting and seed of a benchmark reads the same
         audio16.npy   (N, 16, S, S, 3) uint8   spectrogram images of 16 windows of 2/17 of the clip
         audio8.npy    (N,  8, S, S, 3) uint8   spectrogram images of  8 windows of 2/9
         clips.csv     index, clip_id, label, label_index, speaker, group, has_video, has_audio,
-                      face_fraction, face_crop, face_note (the face columns are empty for face='none')
+                      face_fraction, face_crop ("face" or "centre" fallback), face_note, face_box
+                      (x0 y0 x1 y1 as fractions of the frame); face columns are empty for face='none'
+        progress.jsonl  one line per decoded clip (what resuming reads), kept as a log
         classes.json  class names in label-index order
         skipped.csv   path, reason (listing problems and media that failed to decode)
         meta.json     corpus, root, options, config, counts (written last)
@@ -33,7 +35,8 @@ falling back to a centre crop, recorded in ``clips.csv``, when too few frames sh
 ``extra`` ``crop`` (e.g. IEMOCAP's speaker half) is applied first, ``start_s``/``end_s`` cut a segment.
 Only the frames that will be sampled are kept and resized, which matters for long or large videos.
 
-A clip with only one modality stores zeros for the other and says so in ``has_video``/``has_audio``.
+A clip with only one modality stores zeros for the other (never written, so sparse on disk) and says
+so in ``has_video``/``has_audio``.
 """
 
 from __future__ import annotations
@@ -347,8 +350,8 @@ def _decode_frames(
                 _read_segment(path, float(start_s), end_s, col)
                 return col
             except decode.DecodeError as exc:
-                if not exc.reason.startswith("seek overshot"):
-                    raise
+                if not exc.reason.startswith(("seek overshot", "video frames carry no timestamps")):
+                    raise  # a real problem of the file; the others fall back to reading from the start
                 col = _Collector(keep, prepare)
         decode.read_video_frames(path, frame_transform=col, **seg)
         return col
@@ -377,7 +380,7 @@ def _video_arrays(path: str, config: PreprocessConfig, extra: dict, seg: dict) -
             return resize_image(frame, s)
         h, w = frame.shape[:2]
         k = _work_scale(h, w, s)
-        if k < 1.0:
+        if k < 0.75:  # a slight shrink costs a resize and saves little
             frame = cv2.resize(frame, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
         return np.ascontiguousarray(frame)
 
@@ -391,7 +394,7 @@ def _video_arrays(path: str, config: PreprocessConfig, extra: dict, seg: dict) -
             frames16 = [kept[i] for i in i16]
         except KeyError as exc:  # pragma: no cover - _decode_frames guarantees them
             raise decode.DecodeError(f"internal: frame {exc} not kept", path) from exc
-        if len({f.shape for f in frames16}) != 1:
+        if len({kept[i].shape for i in set(i16.tolist()) | set(i8.tolist())}) != 1:
             raise decode.DecodeError("frames of different sizes", path)
         fb = clip_face_box(frames16, margin=config.face_margin, min_fraction=config.face_min_fraction)
         h, w = frames16[0].shape[:2]
@@ -817,6 +820,7 @@ _CLIP_COLUMNS = [
     "face_fraction",
     "face_crop",
     "face_note",
+    "face_box",
 ]
 
 
@@ -844,7 +848,8 @@ def _write_outputs(
         if frac is not None:
             fractions.append(float(frac))
             fallbacks += rec.get("face_crop") == "centre"
-        face = ["" if frac is None else frac, rec.get("face_crop", ""), rec.get("face_note", "")]
+        box = " ".join(f"{v:.4f}" for v in rec["face_box"]) if rec.get("face_box") else ""
+        face = ["" if frac is None else frac, rec.get("face_crop", ""), rec.get("face_note", ""), box]
         rows.append([row, c.clip_id, c.label, label_index[c.label], c.speaker, c.group or "", *has, *face])
     _write_csv(folder / "clips.csv", _CLIP_COLUMNS, rows)
     (folder / "classes.json").write_text(json.dumps(listing.classes, indent=2) + "\n")
