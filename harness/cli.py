@@ -103,6 +103,29 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--warmup", type=int, default=3)
     st.add_argument("--peak-tflops", type=float, help="the device's peak, for MFU (detected for known GPUs)")
 
+    bp = bsub.add_parser(
+        "prepare",
+        help="clips/s per core of decoding + faces + spectrograms into a temp cache",
+        epilog="example: mmder bench prepare cremad ../shared/data/crema-d --image-size 224",
+    )
+    bp.add_argument("corpus")
+    bp.add_argument("root")
+    bp.add_argument("--image-size", type=int, default=224)
+    bp.add_argument("--face", choices=["haar", "none"], default="haar")
+    bp.add_argument("--workers", type=int, default=1)
+    bp.add_argument("--limit", type=int, help="only the first N clips")
+    bp.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="corpus option")
+    bl = bsub.add_parser(
+        "loader",
+        help="clips/s per core read from a prepared cache through the fused dataset",
+        epilog="example: mmder bench loader cache/cremad-0123abcd --setting FSLF",
+    )
+    bl.add_argument("cache", help="a prepared cache folder (printed by mmder prepare)")
+    bl.add_argument("--setting", default="FSLF")
+    bl.add_argument("--batch-size", type=int, default=16)
+    bl.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    bl.add_argument("--seconds", type=float, default=5.0)
+
     cv = add(
         "convert", "Convert a VideoMAE checkpoint (official fine-tuned/pre-trained, HuggingFace) to ours."
     )
@@ -241,7 +264,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
             peak_tflops=args.peak_tflops,
         )
         print("\n".join(result.lines()))
+    elif args.bench == "prepare":
+        from mmder.bench_data import bench_prepare
+
+        figures = bench_prepare(
+            args.corpus,
+            args.root,
+            image_size=args.image_size,
+            face=args.face,
+            workers=args.workers,
+            limit=args.limit,
+            corpus_options=parse_options(args.option),
+        )
+        _print_figures(figures)
+    elif args.bench == "loader":
+        from mmder.bench_data import bench_loader
+
+        figures = bench_loader(
+            args.cache, args.setting, batch_size=args.batch_size, workers=args.workers, seconds=args.seconds
+        )
+        _print_figures(figures)
     return 0
+
+
+def _print_figures(figures: dict) -> None:
+    width = max(map(len, figures))
+    for key, value in figures.items():
+        print(f"{key:<{width}}  {value}")
 
 
 COMMANDS = {
