@@ -11,6 +11,8 @@ from pathlib import Path
 from harness.errors import ConfigError
 
 EXAMPLES = {
+    "pretrain": "example: mmder pretrain experiments/quickstart-mae.yaml\n"
+    "         mmder sweep experiments/quickstart-mae.yaml   (cells start from the encoders)",
     "sweep": "example: mmder sweep experiments/quickstart.yaml            (results in runs/quickstart)\n"
     "         mmder sweep experiments/paper.yaml --dry-run",
     "leaderboard": "example: mmder leaderboard experiments/quickstart.yaml --format markdown",
@@ -48,6 +50,15 @@ def _parser() -> argparse.ArgumentParser:
         "--address", help="Ray cluster address (default: the experiment's ray.address, else a local Ray)"
     )
     s.add_argument("--verbose", action="store_true", help="show the Ray Train workers' logs")
+
+    pt = add(
+        "pretrain", "MAE pre-training of the encoder on every clip, one resumable run per input setting."
+    )
+    pt.add_argument("experiment", help="experiment YAML file (its `pretrain` section)")
+    pt.add_argument("--output", help="the sweep's output folder (default: runs/<experiment name>)")
+    pt.add_argument("--dry-run", action="store_true", help="print the pre-trainings to run and to skip")
+    pt.add_argument("--address", help="Ray cluster address")
+    pt.add_argument("--verbose", action="store_true", help="show the Ray Train workers' logs")
 
     lb = add(
         "leaderboard",
@@ -157,6 +168,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     if failed:
         print(f"{failed} cell(s) failed; run the same command again to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from harness.spec import load_experiment
+    from harness.sweep import encoder_path, format_plan, output_dir, plan_pretrain, run_pretrain
+
+    spec = load_experiment(args.experiment)
+    output = output_dir(spec, args.output)
+    if args.dry_run:
+        print(format_plan(plan_pretrain(spec, output)))
+        return 0
+    failed = run_pretrain(spec, output, address=args.address, verbose=args.verbose)
+    for cell in plan_pretrain(spec, output).cells:
+        print(f"{cell.setting}: {encoder_path(output, cell.key)}")
+    if failed:
+        print(f"{failed} pre-training(s) failed; run the same command again to retry them", file=sys.stderr)
         return 1
     return 0
 
@@ -300,6 +329,7 @@ COMMANDS = {
     "convert": cmd_convert,
     "bench": cmd_bench,
     "prepare": cmd_prepare,
+    "pretrain": cmd_pretrain,
 }
 
 

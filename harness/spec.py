@@ -95,6 +95,8 @@ class PreprocessSpec:
 @dataclass
 class ModelSpec:
     size: str = choice("base", _sizes)
+    # A checkpoint (official VideoMAE, HuggingFace or ours; relative to the experiment file), or `mae`:
+    # each cell starts from `mmder pretrain`'s encoder for its own input setting.
     pretrained: str | None = None
     drop_path: float = bounded(0.0, min=0.0, max=1.0)
     head_dropout: float = bounded(0.0, min=0.0, max=1.0)
@@ -111,9 +113,33 @@ class TrainingSpec:
     warmup_epochs: float = bounded(1.0, min=0.0)
     label_smoothing: float = bounded(0.0, min=0.0, max=1.0)
     grad_clip: float | None = bounded(1.0, min=0.0)
+    # finetune (VideoMAE's recipe), linear_probe (the authors' code: frozen encoder, LayerNorm + Linear),
+    # or partial:K (the last K blocks trained too).
+    recipe: str = "finetune"
+    layer_decay: float = bounded(1.0, min=0.0, max=1.0)
+    mixup: float = bounded(0.0, min=0.0)
+    cutmix: float = bounded(0.0, min=0.0)
+    mixup_prob: float = bounded(1.0, min=0.0, max=1.0)
     zero_stage: int = choice(2, [0, 1, 2, 3])
     precision: str = choice("auto", ["auto", "fp32", "bf16", "fp16"])
     data_workers: int = bounded(0, min=0)
+
+
+@dataclass
+class PretrainSpec:
+    """MAE pre-training (`mmder pretrain`): one run per input setting on every clip of every dataset."""
+
+    # Input settings to pre-train for (a modality's sequence or a fusion's); the grid's when left out.
+    settings: list[str] | None = choice(None, _settings)
+    epochs: int = bounded(20, min=1)
+    batch_size: int = bounded(8, min=1)
+    # None: VideoMAE's 1.5e-4 x global batch / 256.
+    lr: float | None = bounded(None, min=0.0)
+    min_lr: float = bounded(1e-5, min=0.0)
+    weight_decay: float = bounded(0.05, min=0.0)
+    warmup_epochs: float = bounded(2.0, min=0.0)
+    mask_ratio: float = bounded(0.9, min=0.0, max=0.99)
+    zero_stage: int = choice(2, [0, 1, 2, 3])
 
 
 @dataclass
@@ -150,6 +176,7 @@ class ExperimentSpec:
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
     model: ModelSpec = field(default_factory=ModelSpec)
     training: TrainingSpec = field(default_factory=TrainingSpec)
+    pretrain: PretrainSpec = field(default_factory=PretrainSpec)
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     tracking: TrackingSpec = field(default_factory=TrackingSpec)
     ray: RaySpec = field(default_factory=RaySpec)
@@ -242,6 +269,23 @@ def validate(spec: ExperimentSpec, source: str | None = None) -> None:
                 )
     for setting in spec.grid.settings:
         get_setting(setting)
+    if not re.fullmatch(r"finetune|linear_probe|partial:[1-9][0-9]*", spec.training.recipe):
+        raise ConfigError(
+            "training.recipe",
+            f"{spec.training.recipe!r} is not allowed; allowed: finetune, "
+            "linear_probe, partial:K (K = the number of last blocks to train)",
+            source,
+        )
+    if spec.training.recipe == "linear_probe" and (spec.training.mixup or spec.training.cutmix):
+        raise ConfigError(
+            "training.mixup", "linear_probe has no augmentation (its features are cached); allowed: 0", source
+        )
+    if spec.model.pretrained == "mae":
+        missing = sorted(set(spec.grid.settings) - set(pretrain_settings(spec)))
+        if missing:
+            raise ConfigError(
+                "pretrain.settings", f"model.pretrained: mae needs a pre-training for {missing}", source
+            )
     if spec.training.min_lr > spec.training.lr:
         raise ConfigError("training.min_lr", "must not exceed training.lr", source)
     if spec.resources.use_gpu is False and spec.training.precision == "fp16":
@@ -279,22 +323,66 @@ def precision_for(spec: ExperimentSpec) -> str:
     return "bf16" if spec.resources.use_gpu else "fp32"
 
 
+def _dataset_identity(ds: DatasetSpec) -> dict[str, Any]:
+    return {
+        "corpus": ds.corpus,
+        "name": ds.label,
+        "options": ds.options,
+        "synthetic": to_dict(ds.synthetic) if ds.corpus == "synthetic" else None,
+        "protocol": ds.protocol,
+    }
+
+
+def _preprocess_identity(spec: ExperimentSpec) -> dict[str, Any]:
+    return {k: v for k, v in to_dict(spec.preprocess).items() if k != "workers"}
+
+
+def pretrain_settings(spec: ExperimentSpec) -> list[str]:
+    return spec.pretrain.settings or spec.grid.settings
+
+
+def expand_pretrain_cells(spec: ExperimentSpec) -> list[Cell]:
+    """One MAE pre-training per input setting, on the unlabeled clips of all datasets."""
+    cells = []
+    pre = {k: v for k, v in to_dict(spec.pretrain).items() if k != "settings"}
+    for setting in pretrain_settings(spec):
+        config = {
+            "kind": "pretrain",
+            "datasets": [_dataset_identity(ds) for ds in spec.datasets],
+            "setting": setting,
+            "preprocess": _preprocess_identity(spec),
+            "model": {"size": spec.model.size},
+            "pretrain": dict(pre, precision=precision_for(spec)),
+            "world_size": spec.resources.num_workers,
+        }
+        key = f"pretrain-{setting}-{_digest(config)}"
+        cells.append(
+            Cell(
+                key=key,
+                dataset="+".join(ds.label for ds in spec.datasets),
+                setting=setting,
+                fold=-1,
+                fold_name="all clips",
+                seed=0,
+                config=config,
+            )
+        )
+    return cells
+
+
 def expand_cells(spec: ExperimentSpec) -> list[Cell]:
     """The grid in a stable order: dataset, fold, setting, seed."""
     from mmder.data.folds import fold_names
 
+    pretrained = (
+        {c.setting: c.key for c in expand_pretrain_cells(spec)} if spec.model.pretrained == "mae" else {}
+    )
     cells: list[Cell] = []
     for ds in spec.datasets:
         protocol = ds.protocol
         names = fold_names(protocol)
         folds = ds.folds if ds.folds is not None else list(range(len(names)))
-        dataset_identity = {
-            "corpus": ds.corpus,
-            "name": ds.label,
-            "options": ds.options,
-            "synthetic": to_dict(ds.synthetic) if ds.corpus == "synthetic" else None,
-            "protocol": protocol,
-        }
+        dataset_identity = _dataset_identity(ds)
         for fold in folds:
             for setting in spec.grid.settings:
                 for seed in spec.grid.seeds:
@@ -303,8 +391,11 @@ def expand_cells(spec: ExperimentSpec) -> list[Cell]:
                         "fold": fold,
                         "setting": setting,
                         "seed": seed,
-                        "preprocess": {k: v for k, v in to_dict(spec.preprocess).items() if k != "workers"},
-                        "model": to_dict(spec.model),
+                        "preprocess": _preprocess_identity(spec),
+                        # with `mae`, the pre-training's key: a new pre-training makes new cells
+                        "model": dict(
+                            to_dict(spec.model), pretrained=pretrained.get(setting, spec.model.pretrained)
+                        ),
                         "training": dict(to_dict(spec.training), precision=precision_for(spec)),
                         "world_size": spec.resources.num_workers,
                     }

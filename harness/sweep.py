@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.spec import Cell, ExperimentSpec, check_data_roots, dataset_root, expand_cells
+from harness.errors import ConfigError
+from harness.spec import (
+    Cell,
+    ExperimentSpec,
+    check_data_roots,
+    dataset_root,
+    expand_cells,
+    expand_pretrain_cells,
+)
 from harness.tracking import Tracker, resolve_uri, store_exists
 
 Echo = Callable[[str], None]
@@ -40,7 +48,10 @@ class Plan:
 
 def plan_sweep(spec: ExperimentSpec, output: Path) -> Plan:
     """Expand the grid and look up finished cells; needs no data, no Ray, and creates nothing."""
-    cells = expand_cells(spec)
+    return _plan(expand_cells(spec), spec, output)
+
+
+def _plan(cells: list[Cell], spec: ExperimentSpec, output: Path) -> Plan:
     uri = resolve_uri(spec.tracking.uri, output)
     finished: dict[str, str] = {}
     if store_exists(uri):
@@ -186,6 +197,32 @@ def _hms(seconds: float) -> str:
     return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def encoder_path(output: Path, pretrain_key: str) -> Path:
+    """Where `mmder pretrain` leaves a pre-training's encoder (our layout) for the sweep's cells."""
+    return output / "pretrain" / pretrain_key / "encoder.pt"
+
+
+def _pretrained_paths(spec: ExperimentSpec, output: Path, cells: list[Cell]) -> dict[str, str | None]:
+    """cell key -> absolute checkpoint to start from; a missing one stops the sweep before it starts."""
+    paths: dict[str, str | None] = {}
+    for cell in cells:
+        wanted = cell.config["model"]["pretrained"]
+        if not wanted:
+            paths[cell.key] = None
+            continue
+        if spec.model.pretrained == "mae":
+            path = encoder_path(output, wanted)
+            hint = f"run `mmder pretrain` on this experiment first (no encoder at {path})"
+        else:
+            path = Path(wanted).expanduser()
+            path = path if path.is_absolute() else (Path(spec.base_dir) / path).resolve()
+            hint = f"no such checkpoint: {path}"
+        if not path.exists():
+            raise ConfigError("model.pretrained", hint)
+        paths[cell.key] = str(path)
+    return paths
+
+
 def run_sweep(
     spec: ExperimentSpec,
     output: Path,
@@ -196,16 +233,53 @@ def run_sweep(
 ) -> int:
     """Run every unfinished cell; returns the number of cells that failed."""
     check_data_roots(spec, output)
+    plan = plan_sweep(spec, output)
+    pretrained = _pretrained_paths(spec, output, plan.todo)
+    extras = {c.key: {"pretrained_path": pretrained[c.key]} for c in plan.todo}
+    return _run_cells(spec, output, plan, "train", extras, address=address, verbose=verbose, echo=echo)
+
+
+def run_pretrain(
+    spec: ExperimentSpec,
+    output: Path,
+    *,
+    address: str | None = None,
+    verbose: bool = False,
+    echo: Echo = print,
+) -> int:
+    """MAE pre-training, one resumable cell per input setting; returns the number that failed."""
+    check_data_roots(spec, output)
+    plan = plan_pretrain(spec, output)
+    extras = {c.key: {"encoder_path": str(encoder_path(output, c.key))} for c in plan.todo}
+    return _run_cells(spec, output, plan, "pretrain", extras, address=address, verbose=verbose, echo=echo)
+
+
+def plan_pretrain(spec: ExperimentSpec, output: Path) -> Plan:
+    return _plan(expand_pretrain_cells(spec), spec, output)
+
+
+def _run_cells(
+    spec: ExperimentSpec,
+    output: Path,
+    plan: Plan,
+    kind: str,
+    extras: dict[str, dict[str, Any]],
+    *,
+    address: str | None,
+    verbose: bool,
+    echo: Echo,
+) -> int:
     output.mkdir(parents=True, exist_ok=True)
     uri = resolve_uri(spec.tracking.uri, output)
     tracker = Tracker.open(uri, spec.mlflow_experiment, artifact_root=output / "mlartifacts")
     parent = tracker.parent_run(spec.name, spec.description)
-    plan = plan_sweep(spec, output)
     todo = plan.todo
-    echo(f"{spec.name}: {len(plan.cells)} cells, {len(plan.finished)} already finished, {len(todo)} to run")
+    what = "cells" if kind == "train" else "pre-training cells"
+    echo(f"{spec.name}: {len(plan.cells)} {what}, {len(plan.finished)} already finished, {len(todo)} to run")
     if not todo:
         return 0
-    caches = prepare_datasets(spec, output, {c.dataset for c in todo}, echo)
+    needed = {ds.label for ds in spec.datasets} if kind == "pretrain" else {c.dataset for c in todo}
+    caches = prepare_datasets(spec, output, needed, echo)
     storage = spec.ray.storage_path or str(output / "ray")
     if "://" not in storage:
         storage = str(Path(storage).expanduser().resolve())
@@ -218,8 +292,9 @@ def run_sweep(
     res = spec.resources
     configs = [
         {
+            "kind": kind,
             "cell": cell.to_dict(),
-            "cache_path": caches[cell.dataset],
+            "cache_paths": caches,
             "tracking_uri": uri,
             "experiment_id": tracker.experiment_id,
             "parent_run_id": parent,
@@ -231,6 +306,7 @@ def run_sweep(
                 "cpus_per_worker": res.cpus_per_worker,
                 "max_failures": res.max_failures,
             },
+            **extras[cell.key],
         }
         for cell in todo
     ]
@@ -247,7 +323,7 @@ def run_sweep(
             trial_dirname_creator=lambda t: t.config[GRID_PARAM]["cell"]["key"],
         ),
         run_config=tune.RunConfig(
-            name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
+            name=f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=str(Path(storage) / "tune") if "://" not in storage else f"{storage}/tune",
             verbose=0,
             callbacks=[progress.callback],

@@ -105,14 +105,16 @@ class Tracker:
             found[run.data.tags[TAG_CELL]] = run
         return found
 
-    def cell_run(self, key: str, parent_run_id: str, tags: dict[str, str], params: dict[str, Any]) -> str:
+    def cell_run(
+        self, key: str, parent_run_id: str, tags: dict[str, str], params: dict[str, Any], kind: str = "cell"
+    ) -> str:
         """Get or create the cell's run; a resumed cell keeps logging into the run it started."""
         existing = self._search(f"tags.`{TAG_CELL}` = '{key}'")
         if existing:
             run_id = existing[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
             return run_id
-        all_tags = {TAG_CELL: key, TAG_KIND: "cell", "mlflow.parentRunId": parent_run_id, **tags}
+        all_tags = {TAG_CELL: key, TAG_KIND: kind, "mlflow.parentRunId": parent_run_id, **tags}
         run = self.client.create_run(self.experiment_id, run_name=key, tags=all_tags)
         flat = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
         for i in range(0, len(flat), 100):
@@ -134,14 +136,25 @@ class Tracker:
         class_names: list[str],
         predictions: list[dict[str, Any]],
     ) -> None:
-        """Final metrics and artifacts first, the finished tag last: a cut-off cell never looks finished."""
+        self.finish_run(
+            run_id,
+            final,
+            {
+                "confusion.csv": _confusion_csv(confusion, class_names),
+                "confusion.json": json.dumps({"classes": class_names, "matrix": confusion}),
+                "predictions.csv": _rows_csv(predictions),
+            },
+        )
+
+    def finish_run(self, run_id: str, final: dict[str, float], artifacts: dict[str, str]) -> None:
+        """Final metrics and artifacts first, the finished tag last: a cut-off run never looks finished."""
         now = int(time.time() * 1000)
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in final.items()])
-        with tempfile.TemporaryDirectory() as tmp:
-            Path(tmp, "confusion.csv").write_text(_confusion_csv(confusion, class_names))
-            Path(tmp, "confusion.json").write_text(json.dumps({"classes": class_names, "matrix": confusion}))
-            Path(tmp, "predictions.csv").write_text(_rows_csv(predictions))
-            self.client.log_artifacts(run_id, tmp)
+        if artifacts:
+            with tempfile.TemporaryDirectory() as tmp:
+                for name, text in artifacts.items():
+                    Path(tmp, name).write_text(text)
+                self.client.log_artifacts(run_id, tmp)
         self.client.log_batch(run_id, tags=[RunTag(TAG_STATUS, FINISHED)])
         self.client.set_terminated(run_id, status="FINISHED")
 

@@ -17,7 +17,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from harness.worker import train_cell
+from harness.worker import pretrain_cell, train_cell
 
 SNAPSHOT = "checkpoint_manager_snapshot.json"
 
@@ -58,7 +58,7 @@ def run_cell(trial_config: dict[str, Any]) -> dict[str, Any]:
     if resources["use_gpu"]:
         per_worker["GPU"] = 1
     trainer = TorchTrainer(
-        train_cell,
+        pretrain_cell if config["kind"] == "pretrain" else train_cell,
         train_loop_config=config,
         scaling_config=ScalingConfig(
             num_workers=resources["num_workers"],

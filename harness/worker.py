@@ -7,6 +7,7 @@ wired to ``ray.train.report`` and rank 0's MLflow logging.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,20 @@ import torch
 from harness.spec import Cell
 from harness.tracking import TAG_RESUMED, Tracker
 
+TAG_PRETRAINED = "mmder.pretrained_digest"  # digest of the encoder weights a cell started from
+TAG_ENCODER = "mmder.encoder_digest"  # digest of the encoder a pre-training exported
 
-def build_cell(cell: Cell, cache_path: str) -> dict[str, Any]:
+
+def tensor_digest(state: dict[str, torch.Tensor]) -> str:
+    """A short hash of named tensors, to show that a cell starts from exactly the weights exported."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def build_cell(cell: Cell, cache_path: str, pretrained_path: str | None = None) -> dict[str, Any]:
     """Datasets of the cell's fold and a fresh model, as plain objects (also used by tests)."""
     from mmder.data.cache import ClipCache
     from mmder.data.dataset import FusedClipDataset
@@ -40,12 +53,22 @@ def build_cell(cell: Cell, cache_path: str) -> dict[str, Any]:
         drop_path_rate=cfg["model"]["drop_path"],
         head_dropout=cfg["model"]["head_dropout"],
     )
-    if cfg["model"].get("pretrained"):
+    digest = None
+    if pretrained_path:
         from mmder.checkpoints import load_pretrained
 
-        report = load_pretrained(model, cfg["model"]["pretrained"])
+        report = load_pretrained(model, pretrained_path)
         print(f"[{cell.key}] {report.summary()}", flush=True)
-    return {"cache": cache, "fold": fold, "train": train_set, "test": test_set, "model": model}
+        state = model.state_dict()
+        digest = tensor_digest({k: state[k] for k in report.loaded})
+    return {
+        "cache": cache,
+        "fold": fold,
+        "train": train_set,
+        "test": test_set,
+        "model": model,
+        "pretrained_digest": digest,
+    }
 
 
 def train_cell(config: dict[str, Any]) -> dict[str, Any]:
@@ -55,7 +78,7 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
     cell = Cell.from_dict(config["cell"])
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     rank = ray.train.get_context().get_world_rank()
-    parts = build_cell(cell, config["cache_path"])
+    parts = build_cell(cell, config["cache_paths"][cell.dataset], config.get("pretrained_path"))
     cache, fold = parts["cache"], parts["fold"]
     train_cfg = TrainConfig.from_dict(cell.config["training"], seed=cell.seed)
 
@@ -73,6 +96,8 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
             },
             params=_flat_params(cell),
         )
+        if parts["pretrained_digest"]:
+            tracker.tag(run_id, TAG_PRETRAINED, parts["pretrained_digest"])
 
     def report(result: EpochResult, checkpoint_dir: str | None) -> None:
         metrics = {
@@ -133,6 +158,64 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
         "test_clips": len(fold.test_idx),
         "resumed_from_epoch": result.resumed_from_epoch,
     }
+
+
+def pretrain_cell(config: dict[str, Any]) -> dict[str, Any]:
+    """Ray Train loop of one MAE pre-training: every clip of every dataset, labels unused."""
+    import numpy as np
+    from torch.utils.data import ConcatDataset
+
+    from mmder.data.cache import ClipCache
+    from mmder.data.dataset import FusedClipDataset
+    from mmder.mae import build_pretrainer
+    from mmder.pretrain import PretrainConfig, PretrainResult, export_encoder, pretrain
+
+    cell = Cell.from_dict(config["cell"])
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    rank = ray.train.get_context().get_world_rank()
+    caches = [ClipCache.open(path) for path in config["cache_paths"].values()]
+    clips = ConcatDataset(
+        [FusedClipDataset(c, np.arange(len(c)), cell.setting, seed=cell.seed) for c in caches]
+    )
+    torch.manual_seed(cell.seed)
+    model = build_pretrainer(
+        cell.config["model"]["size"], image_size=cell.config["preprocess"]["image_size"], num_frames=16
+    )
+    pre_cfg = PretrainConfig.from_dict(cell.config["pretrain"], seed=cell.seed)
+
+    tracker = run_id = None
+    if rank == 0:
+        tracker = Tracker(uri=config["tracking_uri"], experiment_id=config["experiment_id"])
+        run_id = tracker.cell_run(
+            cell.key,
+            config["parent_run_id"],
+            tags={"setting": cell.setting},
+            params=_flat_params(cell),
+            kind="pretrain",
+        )
+
+    def report(result: PretrainResult, checkpoint_dir: str | None) -> None:
+        metrics = {"epoch": result.epoch, "loss": result.loss, "lr": result.lr}
+        if tracker is not None and run_id is not None:
+            tracker.log_epoch(run_id, result.epoch, {"loss": result.loss, "lr": result.lr})
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as resume_dir:
+            result = pretrain(model, clips, pre_cfg, report=report, resume_from=resume_dir)
+    else:
+        result = pretrain(model, clips, pre_cfg, report=report)
+    if tracker is not None and run_id is not None:
+        path = export_encoder(model, config["encoder_path"])
+        digest = tensor_digest(torch.load(path, weights_only=True)["model"])
+        tracker.tag(run_id, TAG_ENCODER, digest)
+        tracker.tag(run_id, "mmder.encoder_path", str(path))
+        if result.resumed_from_epoch is not None:
+            tracker.tag(run_id, TAG_RESUMED, str(result.resumed_from_epoch))
+        tracker.finish_run(run_id, {"final_loss": result.loss}, {})
+    return {"loss": result.loss, "run_id": run_id}
 
 
 CHAOS_ENV = "MMDER_CHAOS_EXIT_AFTER_EPOCH"
