@@ -1,0 +1,160 @@
+"""The training recipes ``TrainConfig.recipe`` names, their presets, and the linear probe's pieces.
+
+* ``finetune``: every parameter trains (VideoMAE's small-data fine-tuning: layer-wise lr decay, drop
+  path, head dropout, mixup/cutmix, label smoothing, warm-up then cosine).
+* ``partial:K``: as ``finetune``, but only the last K blocks + ``fc_norm`` + ``head`` train; the frozen
+  blocks run in eval mode (no drop path on weights that never change).
+* ``linear_probe``: the authors' code. The encoder is frozen and in eval mode; ``fc_norm`` + ``head``
+  train with a constant lr and no augmentation. Since the encoder is a fixed function then, the
+  trainer runs it once per clip and trains :class:`ProbeHead` on the cached mean-pooled tokens.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+__all__ = [
+    "HEAD_MODULES",
+    "PRESETS",
+    "RECIPES",
+    "FeatureSet",
+    "ProbeHead",
+    "Recipe",
+    "parse_recipe",
+    "pooled_tokens",
+    "preset",
+    "scaled_lr",
+]
+
+RECIPES = ("finetune", "linear_probe", "partial:K")
+
+# Children of VideoMAEClassifier that the linear probe trains (head_drop has no weights).
+HEAD_MODULES = ("fc_norm", "head_drop", "head")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a recipe name implies for the trainer."""
+
+    name: str
+    mode: str  # mmder.optim.trainable_parameters mode
+    frozen_encoder: bool  # encoder never trains: features can be computed once
+    constant_lr: bool  # no warm-up / cosine
+    augment: bool  # mixup / cutmix allowed
+    trained_blocks: int | None  # blocks that train: K for partial:K, 0 for linear_probe, None: all
+
+
+def parse_recipe(name: str) -> Recipe:
+    """``finetune``, ``linear_probe`` or ``partial:K`` (K >= 0; the trainer checks K <= depth)."""
+    if name == "finetune":
+        return Recipe(name, "finetune", False, False, True, None)
+    if name == "linear_probe":
+        return Recipe(name, "linear_probe", True, True, False, 0)
+    if name.startswith("partial:"):
+        try:
+            k = int(name.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"bad recipe {name!r}: expected partial:K with an integer K") from None
+        if k < 0:
+            raise ValueError(f"bad recipe {name!r}: K must be >= 0")
+        return Recipe(name, name, False, False, True, k)
+    raise ValueError(f"unknown recipe {name!r}; expected one of {', '.join(RECIPES)}")
+
+
+def scaled_lr(base_lr: float, total_batch: int) -> float:
+    """VideoMAE's linear scaling rule: the configured lr is per 256 clips of global batch."""
+    return base_lr * total_batch / 256
+
+
+# paper.md section 4. "training" maps onto TrainConfig fields, "model" onto build_model options.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "linear_probe": {  # the authors' code: AdamW 1e-2, wd 0.05, 100 epochs, batch 16, constant lr
+        "training": {
+            "recipe": "linear_probe",
+            "epochs": 100,
+            "batch_size": 16,
+            "lr": 1e-2,
+            "weight_decay": 0.05,
+            "warmup_epochs": 0.0,
+            "layer_decay": 1.0,
+            "label_smoothing": 0.0,
+            "mixup": 0.0,
+            "cutmix": 0.0,
+            "grad_clip": None,
+        },
+        "model": {"drop_path": 0.0, "head_dropout": 0.0},
+    },
+    "finetune": {  # VideoMAE on small data (UCF101); lr is per 256 clips, see scaled_lr
+        "training": {
+            "recipe": "finetune",
+            "epochs": 100,
+            "lr": 5e-4,
+            "min_lr": 1e-6,
+            "weight_decay": 0.05,
+            "warmup_epochs": 5.0,
+            "layer_decay": 0.7,
+            "label_smoothing": 0.1,
+            "mixup": 0.8,
+            "cutmix": 1.0,
+            "mixup_prob": 1.0,
+            "mixup_switch_prob": 0.5,
+        },
+        "model": {"drop_path": 0.2, "head_dropout": 0.5},
+    },
+}
+
+
+def preset(name: str, *, total_batch: int | None = None) -> dict[str, dict[str, Any]]:
+    """A copy of ``PRESETS[name]`` (``partial:K`` gets finetune's), finetune lr scaled to ``total_batch``."""
+    recipe = parse_recipe(name)
+    out = copy.deepcopy(PRESETS["linear_probe" if recipe.frozen_encoder else "finetune"])
+    out["training"]["recipe"] = name
+    if total_batch is not None and not recipe.frozen_encoder:
+        out["training"]["lr"] = scaled_lr(out["training"]["lr"], total_batch)
+    return out
+
+
+class ProbeHead(nn.Module):
+    """``fc_norm`` -> head dropout -> ``head`` of a classifier, sharing (not copying) its modules.
+
+    Trained on cached pooled tokens, it updates the caller's model in place, and its state dict uses the
+    classifier's names (``fc_norm.*``, ``head.*``). ``depth`` gives these the layer id of the classifier's
+    head, so layer-wise lr decay leaves them at scale 1.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.depth = int(model.depth)
+        self.fc_norm = model.fc_norm
+        self.head_drop = model.head_drop
+        self.head = model.head
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        return self.head(self.head_drop(self.fc_norm(pooled)))
+
+
+def pooled_tokens(model: nn.Module, x: Tensor) -> Tensor:
+    """Mean-pooled last-block tokens (B, D) BEFORE ``fc_norm`` (which the probe trains), without grad."""
+    with torch.no_grad():
+        return model.forward_tokens(x).mean(1)
+
+
+class FeatureSet(Dataset):
+    """Cached features standing in for a clip dataset: item i is (feature, label, index) of clip i."""
+
+    def __init__(self, features: Tensor, labels: Tensor, indices: Tensor) -> None:
+        if not len(features) == len(labels) == len(indices):
+            raise ValueError("features, labels and indices must have the same length")
+        self.features, self.labels, self.indices = features, labels, indices
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int, int]:
+        return self.features[i], int(self.labels[i]), int(self.indices[i])
