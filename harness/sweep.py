@@ -182,7 +182,8 @@ class _Progress:
         result = trial.last_result or {}
         if failed:
             self.failed.append(key)
-            what = f"FAILED (see {trial.error_file or trial.local_path})"
+            # the copy under the output folder outlives Ray's temporary session folder
+            what = f"FAILED (see {Path(trial.path) / 'error.txt' if trial.path else trial.error_file})"
         else:
             war = result.get("final_war", result.get("war"))
             what = f"WAR {war:5.1f}" if isinstance(war, int | float) else "WAR   n/a"
