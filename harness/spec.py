@@ -100,6 +100,8 @@ class ModelSpec:
     pretrained: str | None = None
     drop_path: float = bounded(0.0, min=0.0, max=1.0)
     head_dropout: float = bounded(0.0, min=0.0, max=1.0)
+    # Recompute each block's activations in the backward pass: less memory for large sizes, ~30 % slower.
+    grad_checkpointing: bool = False
 
 
 @dataclass

@@ -53,6 +53,8 @@ def build_cell(cell: Cell, cache_path: str, pretrained_path: str | None = None) 
         drop_path_rate=cfg["model"]["drop_path"],
         head_dropout=cfg["model"]["head_dropout"],
     )
+    if cfg["model"].get("grad_checkpointing"):
+        model.set_grad_checkpointing(True)
     digest = None
     if pretrained_path:
         from mmder.checkpoints import load_pretrained
