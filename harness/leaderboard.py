@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.spec import ExperimentSpec, expand_cells
-from harness.tracking import Tracker, resolve_uri, store_exists
+from harness.tracking import Tracker, resolve_uri
 
 COLUMNS = ["dataset", "setting", "folds", "uar_mean", "uar_std", "war_mean", "war_std"]
 FORMATS = ("table", "csv", "markdown")
@@ -23,29 +23,25 @@ def collect_runs(spec: ExperimentSpec, output: Path) -> pd.DataFrame:
     cells = {c.key: c for c in expand_cells(spec)}
     uri = resolve_uri(spec.tracking.uri, output)
     rows = []
-    if store_exists(uri):
-        try:
-            tracker = Tracker.open(uri, spec.mlflow_experiment, create=False)
-        except LookupError:
-            tracker = None
-        if tracker is not None:
-            for key, run in tracker.finished_cells().items():
-                cell = cells.get(key)
-                if cell is None:
-                    continue
-                m = run.data.metrics
-                rows.append(
-                    {
-                        "key": key,
-                        "dataset": cell.dataset,
-                        "setting": cell.setting,
-                        "fold": cell.fold,
-                        "seed": cell.seed,
-                        "uar": m.get("final_uar"),
-                        "war": m.get("final_war"),
-                        "run_id": run.info.run_id,
-                    }
-                )
+    tracker = Tracker.existing(uri, spec.mlflow_experiment)
+    if tracker is not None:
+        for key, run in tracker.finished_cells().items():
+            cell = cells.get(key)
+            if cell is None:
+                continue
+            m = run.data.metrics
+            rows.append(
+                {
+                    "key": key,
+                    "dataset": cell.dataset,
+                    "setting": cell.setting,
+                    "fold": cell.fold,
+                    "seed": cell.seed,
+                    "uar": m.get("final_uar"),
+                    "war": m.get("final_war"),
+                    "run_id": run.info.run_id,
+                }
+            )
     return pd.DataFrame(rows, columns=["key", "dataset", "setting", "fold", "seed", "uar", "war", "run_id"])
 
 

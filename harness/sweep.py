@@ -25,7 +25,7 @@ from harness.spec import (
     expand_cells,
     expand_pretrain_cells,
 )
-from harness.tracking import Tracker, resolve_uri, store_exists
+from harness.tracking import Tracker, resolve_uri
 
 Echo = Callable[[str], None]
 
@@ -54,15 +54,10 @@ def plan_sweep(spec: ExperimentSpec, output: Path) -> Plan:
 def _plan(cells: list[Cell], spec: ExperimentSpec, output: Path) -> Plan:
     uri = resolve_uri(spec.tracking.uri, output)
     finished: dict[str, str] = {}
-    if store_exists(uri):
-        try:
-            tracker = Tracker.open(uri, spec.mlflow_experiment, create=False)
-        except LookupError:
-            tracker = None
-        if tracker is not None:
-            runs = tracker.finished_cells()
-            keys = {c.key for c in cells}
-            finished = {k: r.info.run_id for k, r in runs.items() if k in keys}
+    tracker = Tracker.existing(uri, spec.mlflow_experiment)
+    if tracker is not None:
+        keys = {c.key for c in cells}
+        finished = {k: r.info.run_id for k, r in tracker.finished_cells().items() if k in keys}
     return Plan(cells=cells, finished=finished)
 
 

@@ -73,6 +73,16 @@ class Tracker:
             exp_id = exp.experiment_id
         return cls(uri=uri, experiment_id=exp_id)
 
+    @classmethod
+    def existing(cls, uri: str, experiment: str) -> Tracker | None:
+        """The experiment's tracker if its store and experiment exist; never creates either (dry runs)."""
+        if not store_exists(uri):
+            return None
+        try:
+            return cls.open(uri, experiment, create=False)
+        except LookupError:
+            return None
+
     def _search(self, filter_string: str) -> list[Any]:
         runs: list[Any] = []
         token = None

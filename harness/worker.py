@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import ray.train
 import torch
 
 from harness.spec import Cell
 from harness.tracking import TAG_RESUMED, Tracker
+
+T = TypeVar("T")
 
 TAG_PRETRAINED = "mmder.pretrained_digest"  # digest of the encoder weights a cell started from
 TAG_ENCODER = "mmder.encoder_digest"  # digest of the encoder a pre-training exported
@@ -116,22 +119,17 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
         ray.train.report(metrics, checkpoint=checkpoint)
         _maybe_crash(config, cell.key, result.epoch)
 
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as resume_dir:
-            result = fit(
-                parts["model"],
-                parts["train"],
-                parts["test"],
-                len(cache.classes),
-                train_cfg,
-                report=report,
-                resume_from=resume_dir,
-            )
-    else:
-        result = fit(
-            parts["model"], parts["train"], parts["test"], len(cache.classes), train_cfg, report=report
+    result = _resuming(
+        lambda resume_from: fit(
+            parts["model"],
+            parts["train"],
+            parts["test"],
+            len(cache.classes),
+            train_cfg,
+            report=report,
+            resume_from=resume_from,
         )
+    )
 
     if tracker is not None and run_id is not None:
         if result.resumed_from_epoch is not None:
@@ -203,12 +201,9 @@ def pretrain_cell(config: dict[str, Any]) -> dict[str, Any]:
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=checkpoint)
 
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as resume_dir:
-            result = pretrain(model, clips, pre_cfg, report=report, resume_from=resume_dir)
-    else:
-        result = pretrain(model, clips, pre_cfg, report=report)
+    result = _resuming(
+        lambda resume_from: pretrain(model, clips, pre_cfg, report=report, resume_from=resume_from)
+    )
     if tracker is not None and run_id is not None:
         path = export_encoder(model, config["encoder_path"])
         digest = tensor_digest(torch.load(path, weights_only=True)["model"])
@@ -218,6 +213,15 @@ def pretrain_cell(config: dict[str, Any]) -> dict[str, Any]:
             tracker.tag(run_id, TAG_RESUMED, str(result.resumed_from_epoch))
         tracker.finish_run(run_id, {"final_loss": result.loss}, {})
     return {"loss": result.loss, "run_id": run_id}
+
+
+def _resuming(run: Callable[[str | None], T]) -> T:
+    """Call ``run`` with the Train run's latest checkpoint folder (None on a fresh start)."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return run(None)
+    with checkpoint.as_directory() as resume_dir:
+        return run(resume_dir)
 
 
 CHAOS_ENV = "MMDER_CHAOS_EXIT_AFTER_EPOCH"
