@@ -161,11 +161,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print()
     print(render(experiment_leaderboard(spec, output)))
     print(f"\nsweep took {time.monotonic() - t0:.0f} s; results in {output}")
-    print(
-        f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{output / 'mlflow.db'}"
-        if not (spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI"))
-        else ""
-    )
+    if not (spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")):
+        print(f"MLflow UI: uv run mlflow ui --backend-store-uri sqlite:///{output / 'mlflow.db'}")
     if failed:
         print(f"{failed} cell(s) failed; run the same command again to retry them", file=sys.stderr)
         return 1
