@@ -156,6 +156,9 @@ class _Progress:
         progress = self
 
         class _Callback(Callback):
+            def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+                progress.started[trial.trial_id] = time.monotonic()
+
             def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
                 progress.done(trial, failed=False)
 
@@ -166,19 +169,26 @@ class _Progress:
         self.total, self.concurrency, self.echo, self.grid_param = total, concurrency, echo, grid_param
         self.finished = 0
         self.start = time.monotonic()
+        self.started: dict[str, float] = {}
+        self.durations: list[float] = []
         self.failed: list[str] = []
 
     def done(self, trial: Any, failed: bool) -> None:
         self.finished += 1
         key = trial.config[self.grid_param]["cell"]["key"]
-        elapsed = time.monotonic() - self.start
+        now = time.monotonic()
+        elapsed = now - self.start
+        self.durations.append(now - self.started.get(trial.trial_id, self.start))
         left = self.total - self.finished
-        eta = elapsed / self.finished * left
+        # Cells run `concurrency` at a time and finish in waves: the mean cell time per wave left.
+        eta = sum(self.durations) / len(self.durations) * math.ceil(left / self.concurrency)
         result = trial.last_result or {}
         if failed:
             self.failed.append(key)
             # the copy under the output folder outlives Ray's temporary session folder
             what = f"FAILED (see {Path(trial.path) / 'error.txt' if trial.path else trial.error_file})"
+        elif "final_loss" in result:  # a pre-training
+            what = f"loss {result['final_loss']:.4f}"
         else:
             war = result.get("final_war", result.get("war"))
             what = f"WAR {war:5.1f}" if isinstance(war, int | float) else "WAR   n/a"
