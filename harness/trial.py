@@ -46,6 +46,60 @@ def remove_stray_checkpoints(run_dir: Path) -> list[Path]:
 GRID_PARAM = "job"  # the Tune grid runs over whole job descriptions: {"job": {cell, cache_path, ...}}
 
 
+def _complete_checkpoint(path: Path, world_size: int) -> bool:
+    """Every rank's part of our DeepSpeed checkpoint is there (``latest`` is written last by rank 0)."""
+    from mmder.train import CHECKPOINT_TAG
+
+    tag = path / CHECKPOINT_TAG
+    return (
+        (path / "latest").is_file()
+        and (tag / "mp_rank_00_model_states.pt").is_file()
+        and len(list(tag.glob("*optim_states.pt"))) >= world_size
+    )
+
+
+def repair_snapshot(run_dir: Path, world_size: int) -> str | None:
+    """Mend a torn ``checkpoint_manager_snapshot.json``; returns what was done, None if it was sound.
+
+    Ray rewrites the snapshot in place, so a driver killed mid-write leaves it empty or cut, and Ray
+    then refuses to resume that run on every later attempt. Rebuild it in Ray's own schema from the
+    newest complete checkpoint folder, or, with none, remove it so the cell starts over.
+    """
+    snapshot = run_dir / SNAPSHOT
+    if not snapshot.exists():
+        return None
+    try:
+        json.loads(snapshot.read_text())
+        return None
+    except ValueError:
+        pass
+    from ray.train.v2._internal.execution.checkpoint.checkpoint_manager import (
+        _CheckpointManagerState,
+        _TrainingResultState,
+    )
+
+    complete = sorted(p for p in run_dir.glob("checkpoint_*") if _complete_checkpoint(p, world_size))
+    if not complete:
+        snapshot.unlink()
+        return "torn run snapshot removed (no complete checkpoint): the cell starts over"
+    latest = _TrainingResultState(checkpoint_dir_name=complete[-1].name, metrics={})
+    state = _CheckpointManagerState(
+        checkpoint_results=[latest],
+        checkpoint_report_indices=[0],
+        latest_checkpoint_result=latest,
+        pending_training_results=[],
+        pending_validation_specs=[],
+        current_report_index=1,
+        validated_checkpoint_dir_names=[],
+        timed_out_validation_checkpoint_dir_names=[],
+        failed_validation_checkpoint_dir_names=[],
+    )
+    tmp = snapshot.with_suffix(".tmp")
+    tmp.write_text(state.json())
+    tmp.replace(snapshot)
+    return f"torn run snapshot rebuilt from {complete[-1].name}"
+
+
 def run_cell(trial_config: dict[str, Any]) -> dict[str, Any]:
     """Tune function trainable: one Train job of ``num_workers`` DeepSpeed workers for one cell."""
     config = trial_config[GRID_PARAM]
@@ -53,6 +107,9 @@ def run_cell(trial_config: dict[str, Any]) -> dict[str, Any]:
     resources = config["resources"]
     storage = config["storage_path"]
     if "://" not in storage:
+        repaired = repair_snapshot(Path(storage) / key, resources["num_workers"])
+        if repaired:
+            print(f"[{key}] {repaired}", flush=True)
         remove_stray_checkpoints(Path(storage) / key)
     per_worker: dict[str, float] = {"CPU": resources["cpus_per_worker"]}
     if resources["use_gpu"]:
