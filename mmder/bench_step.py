@@ -16,7 +16,13 @@ from dataclasses import dataclass
 import torch
 
 from mmder.model import ModelSize, build_model, resolve_size
-from mmder.train import TrainConfig, build_optimizer, deepspeed_config, ensure_process_group
+from mmder.train import (
+    TrainConfig,
+    _silence_deepspeed_cpu_build,
+    build_optimizer,
+    deepspeed_config,
+    ensure_process_group,
+)
 
 # Dense bf16 tensor-core peaks (TFLOP/s) by device name fragment; used when --peak-tflops is not given.
 GPU_PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
@@ -109,9 +115,8 @@ def bench_step(
     import deepspeed
 
     ensure_process_group()
+    _silence_deepspeed_cpu_build()
     on_gpu = torch.cuda.is_available()
-    if not on_gpu:
-        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     precision = "bf16" if bf16 else "fp32"
     torch.manual_seed(0)
     model = build_model(size, num_classes, image_size=image_size, num_frames=num_frames, drop_path_rate=0.1)
