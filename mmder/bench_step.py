@@ -15,14 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
+from mmder.config import TrainingConfig
+from mmder.engine import build_optimizer, deepspeed_config, ensure_process_group, silence_deepspeed_cpu_build
 from mmder.model import ModelSize, build_model, resolve_size
-from mmder.train import (
-    TrainConfig,
-    _silence_deepspeed_cpu_build,
-    build_optimizer,
-    deepspeed_config,
-    ensure_process_group,
-)
 
 # Dense bf16 tensor-core peaks (TFLOP/s) by device name fragment; used when --peak-tflops is not given.
 GPU_PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
@@ -115,14 +110,14 @@ def bench_step(
     import deepspeed
 
     ensure_process_group()
-    _silence_deepspeed_cpu_build()
+    silence_deepspeed_cpu_build()
     on_gpu = torch.cuda.is_available()
     precision = "bf16" if bf16 else "fp32"
     torch.manual_seed(0)
     model = build_model(size, num_classes, image_size=image_size, num_frames=num_frames, drop_path_rate=0.1)
     if checkpointing:
         model.set_grad_checkpointing(True)
-    cfg = TrainConfig(batch_size=batch_size, zero_stage=zero_stage, precision=precision, lr=1e-4)
+    cfg = TrainingConfig(batch_size=batch_size, zero_stage=zero_stage, precision=precision, lr=1e-4)
     optimizer = build_optimizer(model, cfg)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(cfg))
     forward = torch.compile(engine.module) if compile else None

@@ -14,68 +14,30 @@ masks it would have drawn.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mmder.mae import VideoMAEPretrainer
-from mmder.train import (
-    CHECKPOINT_TAG,
-    _mean_across_ranks,
-    _set_epoch,
-    _silence_deepspeed_cpu_build,
+from mmder.config import PretrainConfig
+from mmder.engine import (
     adamw,
     engine_config,
     ensure_process_group,
+    epoch_checkpoint,
+    mean_across_ranks,
     resume_engine,
+    set_epoch,
+    silence_deepspeed_cpu_build,
     warmup_cosine,
 )
+from mmder.mae import VideoMAEPretrainer
 
 __all__ = ["PretrainConfig", "PretrainResult", "export_encoder", "pretrain"]
-
-VIDEOMAE_BASE_LR = 1.5e-4  # per 256 clips of global batch
-
-
-@dataclass
-class PretrainConfig:
-    """VideoMAE's pre-training recipe (AdamW betas 0.9/0.95, warm-up + cosine, tube mask 0.9)."""
-
-    epochs: int = 800
-    batch_size: int = 8  # per rank
-    lr: float | None = None  # None: VideoMAE's 1.5e-4 * global batch / 256
-    min_lr: float = 1e-5
-    weight_decay: float = 0.05
-    warmup_epochs: float = 40.0
-    mask_ratio: float = 0.9
-    grad_clip: float | None = None  # VideoMAE pre-trains without clipping
-    zero_stage: int = 2
-    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
-    data_workers: int = 0
-    seed: int = 0
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], **overrides: Any) -> PretrainConfig:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in {**data, **overrides}.items() if k in known})
-
-    def peak_lr(self, world_size: int) -> float:
-        """``lr`` if set, else the linear scaling rule on the global batch."""
-        if self.lr is not None:
-            return self.lr
-        return VIDEOMAE_BASE_LR * self.batch_size * world_size / 256
-
-    def resolved_precision(self) -> str:
-        if self.precision == "auto":
-            return "bf16" if torch.cuda.is_available() else "fp32"
-        return self.precision
 
 
 @dataclass
@@ -111,16 +73,17 @@ def pretrain(
     *,
     report: PretrainReporter,
     resume_from: str | None = None,
+    seed: int = 0,
 ) -> PretrainResult:
     """Pre-train ``cfg.epochs`` epochs (or the rest, when resuming); returns the last epoch's result."""
     import deepspeed
 
     ensure_process_group()
-    _silence_deepspeed_cpu_build()
+    silence_deepspeed_cpu_build()
     rank, world = dist.get_rank(), dist.get_world_size()
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(seed)
 
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=seed)
     loader = DataLoader(
         train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.data_workers, drop_last=False
     )
@@ -151,8 +114,8 @@ def pretrain(
         t0 = time.perf_counter()
         engine.train()
         sampler.set_epoch(epoch)
-        _set_epoch(train_set, epoch)
-        masks = torch.Generator().manual_seed(_mask_seed(cfg.seed, rank, epoch))
+        set_epoch(train_set, epoch)
+        masks = torch.Generator().manual_seed(_mask_seed(seed, rank, epoch))
         loss_sum, seen = 0.0, 0
         for x, _, _ in loader:
             x = x.to(engine.device, dtype=dtype)
@@ -165,17 +128,13 @@ def pretrain(
         result = PretrainResult(
             epoch=epoch,
             epochs=cfg.epochs,
-            loss=_mean_across_ranks(loss_sum, seen),
+            loss=mean_across_ranks(loss_sum, seen),
             lr=max(g["lr"] for g in optimizer.param_groups),
             seconds=time.perf_counter() - t0,
             resumed_from_epoch=resumed_from,
         )
-        checkpoint_dir = tempfile.mkdtemp(prefix="mmder-pretrain-")
-        try:
-            engine.save_checkpoint(checkpoint_dir, tag=CHECKPOINT_TAG, client_state={"epoch": epoch})
+        with epoch_checkpoint(engine, epoch, prefix="mmder-pretrain-") as checkpoint_dir:
             report(result, checkpoint_dir)
-        finally:
-            shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
     if result is None:  # the checkpoint already holds the last epoch: nothing left to train
         result = PretrainResult(

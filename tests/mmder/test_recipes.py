@@ -10,10 +10,12 @@ import pytest
 import torch
 from blob_clips import Blobs
 
+from mmder.config import TrainingConfig
+from mmder.engine import build_optimizer
 from mmder.model import build_model
 from mmder.optim import count_trainable, trainable_parameters
 from mmder.recipes import PRESETS, ProbeHead, parse_recipe, pooled_tokens, preset
-from mmder.train import TrainConfig, build_optimizer, fit
+from mmder.train import fit
 
 ENCODER_PREFIXES = ("patch_embed.", "blocks.")
 HEAD_PREFIXES = ("fc_norm.", "head.")
@@ -41,9 +43,9 @@ def model(head_dropout: float = 0.0) -> torch.nn.Module:
     return build_model("micro", 2, image_size=16, num_frames=4, head_dropout=head_dropout)
 
 
-def probe_cfg(**kw) -> TrainConfig:
+def probe_cfg(**kw) -> TrainingConfig:
     base = dict(recipe="linear_probe", epochs=3, batch_size=8, eval_batch_size=16, lr=1e-2, grad_clip=None)
-    return TrainConfig(**{**base, **kw})
+    return TrainingConfig(**{**base, **kw})
 
 
 def test_parse_recipe_names_and_errors():
@@ -66,9 +68,9 @@ def test_presets_follow_the_paper_and_fit_train_config():
     assert preset("partial:4")["training"]["recipe"] == "partial:4"
     assert PRESETS["finetune"]["training"]["lr"] == 5e-4, "preset() returns a copy"
     for name in ("linear_probe", "finetune"):
-        cfg = TrainConfig.from_dict(preset(name)["training"])
+        cfg = TrainingConfig.model_validate(preset(name)["training"])
         assert cfg.recipe == name
-    assert TrainConfig().recipe == "finetune" and TrainConfig().mixup == TrainConfig().cutmix == 0.0
+    assert TrainingConfig().recipe == "finetune" and TrainingConfig().mixup == TrainingConfig().cutmix == 0.0
 
 
 def test_linear_probe_of_large_trains_9223_parameters_layernorm_and_linear_only():
@@ -82,7 +84,7 @@ def test_linear_probe_of_large_trains_9223_parameters_layernorm_and_linear_only(
     assert trained == {"fc_norm": torch.nn.LayerNorm, "head": torch.nn.Linear}
     head = ProbeHead(large)
     assert sum(p.numel() for p in head.parameters()) == 9_223
-    groups = build_optimizer(head, TrainConfig(layer_decay=0.75)).param_groups
+    groups = build_optimizer(head, TrainingConfig(layer_decay=0.75)).param_groups
     assert {g["lr_scale"] for g in groups} == {1.0}, "fc_norm and head sit at the top layer"
 
 
@@ -209,11 +211,13 @@ def _two_rank_worker(rank: int, port: int, out_dir: str) -> None:
             report=lambda r, d: None,
         )
         outputs[cache] = ({k: v.clone() for k, v in m.state_dict().items()}, last.predictions)
-    from mmder.train import _extract
+    from mmder.probe import extract_features
 
     data = Blobs(21, 0)
     m = model().eval()
-    cached = _extract(m, data, probe_cfg(eval_batch_size=4), torch.device("cpu"), torch.float32, epoch=0)
+    cached = extract_features(
+        m, data, probe_cfg(eval_batch_size=4), torch.device("cpu"), torch.float32, epoch=0
+    )
     assert cached.indices.tolist() == list(range(21)) and torch.equal(cached.labels, data.y)
     assert torch.allclose(cached.features, pooled_tokens(m, data.x), atol=1e-5, rtol=0)
     torch.save(outputs, Path(out_dir) / f"rank{rank}.pt")

@@ -1,0 +1,202 @@
+"""The typed sections of an experiment that the science reads: model, training, pre-training.
+
+These pydantic models are the single source of truth for their fields, defaults and bounds: the
+harness embeds them unchanged in its experiment model (``harness/config.py``), a cell carries them to
+the worker as their exact JSON, and ``mmder.train.fit`` / ``mmder.pretrain.pretrain`` read them. There
+is no second set of defaults anywhere, and an unknown key is an error, never silently dropped.
+
+Fields marked ``operational`` (see :func:`operational`) cannot change a result (how many loader
+processes, the evaluation batch, activation checkpointing): they stay out of a cell's key, so changing
+them re-runs nothing. Every other field is result-bearing.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "Strict",
+    "operational",
+    "is_operational",
+    "result_fields",
+    "ModelConfig",
+    "TrainingConfig",
+    "PretrainConfig",
+    "VIDEOMAE_PRETRAIN_BASE_LR",
+    "resolve_precision",
+]
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+ZeroStage = Literal[0, 1, 2, 3]
+VIDEOMAE_PRETRAIN_BASE_LR = 1.5e-4  # VideoMAE pre-training lr per 256 clips of global batch
+_RECIPE = re.compile(r"finetune|linear_probe|partial:[1-9][0-9]*")
+
+
+class Strict(BaseModel):
+    """Base of every config section: unknown keys are errors, values are checked on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def operational(default: Any, description: str, **bounds: Any) -> Any:
+    """A field that cannot change a result: left out of cell keys (and so never forces a rerun)."""
+    return Field(default, description=description, json_schema_extra={"operational": True}, **bounds)
+
+
+def is_operational(model: type[BaseModel], name: str) -> bool:
+    extra = model.model_fields[name].json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get("operational"))
+
+
+def result_fields(section: BaseModel) -> dict[str, Any]:
+    """The section's result-bearing values (JSON-able, nested sections included): what a key hashes."""
+    out: dict[str, Any] = {}
+    for name in type(section).model_fields:
+        if is_operational(type(section), name):
+            continue
+        value = getattr(section, name)
+        out[name] = result_fields(value) if isinstance(value, BaseModel) else _plain(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def resolve_precision(precision: str, use_gpu: bool | None = None) -> str:
+    """``auto`` -> bf16 on a GPU, fp32 on a CPU; anything else as given."""
+    if precision != "auto":
+        return precision
+    gpu = torch.cuda.is_available() if use_gpu is None else use_gpu
+    return "bf16" if gpu else "fp32"
+
+
+class ModelConfig(Strict):
+    """The encoder and its classification head."""
+
+    size: str = Field("base", description="encoder size: micro, tiny, small, base, large or huge")
+    pretrained: str | None = Field(
+        None,
+        description="checkpoint to start from (official VideoMAE, HuggingFace or ours; relative to the "
+        "experiment file), or `mae`: each cell starts from `mmder pretrain`'s encoder of its setting",
+    )
+    drop_path: float = Field(0.0, ge=0.0, le=1.0, description="stochastic depth rate of the last block")
+    head_dropout: float = Field(0.0, ge=0.0, le=1.0, description="dropout before the classification head")
+    grad_checkpointing: bool = operational(
+        False, "recompute each block's activations in the backward pass: less memory, ~30 % slower"
+    )
+
+    @field_validator("size")
+    @classmethod
+    def _known_size(cls, value: str) -> str:
+        from mmder.model import MODEL_SIZES
+
+        if value not in MODEL_SIZES:
+            raise ValueError(f"{value!r} is not allowed; allowed: {', '.join(MODEL_SIZES)}")
+        return value
+
+
+class TrainingConfig(Strict):
+    """How a cell trains (fine-tuning, partial fine-tuning or a linear probe) and evaluates.
+
+    The recipe fields' defaults (``finetune``, no mixup/cutmix) train plainly. ``linear_probe`` keeps a
+    constant lr (it ignores ``warmup_epochs``/``min_lr``) and has no augmentation, which is what makes its
+    features cacheable.
+    """
+
+    epochs: int = Field(10, ge=1, description="training epochs")
+    batch_size: int = Field(16, ge=1, description="clips per worker and step")
+    eval_batch_size: int = operational(32, "clips per worker and step when evaluating", ge=1)
+    lr: float = Field(5e-4, ge=0.0, description="peak learning rate (of the head's group)")
+    min_lr: float = Field(1e-6, ge=0.0, description="lr at the end of the cosine decay")
+    weight_decay: float = Field(0.05, ge=0.0, description="AdamW weight decay (none on biases and norms)")
+    warmup_epochs: float = Field(1.0, ge=0.0, description="linear warm-up length in epochs")
+    label_smoothing: float = Field(0.0, ge=0.0, le=1.0, description="label smoothing of the loss")
+    grad_clip: float | None = Field(1.0, ge=0.0, description="gradient norm clip; null for none")
+    recipe: str = Field(
+        "finetune",
+        description="finetune (everything trains), linear_probe (frozen encoder, LayerNorm + Linear, "
+        "the authors' code) or partial:K (the last K blocks train too)",
+    )
+    layer_decay: float = Field(1.0, gt=0.0, le=1.0, description="layer-wise lr decay (VideoMAE: 0.75)")
+    mixup: float = Field(0.0, ge=0.0, description="Beta alpha of mixup; 0 = off (VideoMAE: 0.8)")
+    cutmix: float = Field(0.0, ge=0.0, description="Beta alpha of cutmix; 0 = off (VideoMAE: 1.0)")
+    mixup_prob: float = Field(1.0, ge=0.0, le=1.0, description="chance that a batch is mixed at all")
+    mixup_switch_prob: float = Field(
+        0.5, ge=0.0, le=1.0, description="chance of cutmix rather than mixup when both are on"
+    )
+    zero_stage: ZeroStage = Field(2, description="DeepSpeed ZeRO stage")
+    precision: Precision = Field("auto", description="auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16")
+    data_workers: int = operational(0, "DataLoader worker processes (0: read in the training process)", ge=0)
+    cache_features: bool = operational(
+        True, "linear_probe: run the frozen encoder once per clip, not every epoch (bit-identical)"
+    )
+
+    @field_validator("recipe")
+    @classmethod
+    def _known_recipe(cls, value: str) -> str:
+        if not _RECIPE.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not allowed; allowed: finetune, linear_probe, partial:K "
+                "(K = the number of last blocks to train, at least 1)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainingConfig:
+        if self.recipe == "linear_probe" and (self.mixup or self.cutmix):
+            raise ValueError("mixup/cutmix: linear_probe has no augmentation (its features are cached)")
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        return self
+
+    def resolved_precision(self) -> str:
+        return resolve_precision(self.precision)
+
+
+class PretrainConfig(Strict):
+    """VideoMAE's masked-autoencoder pre-training: AdamW betas 0.9/0.95, warm-up + cosine, tube masking.
+
+    VideoMAE itself pre-trains 800 epochs with 40 of warm-up; the defaults here suit a small corpus.
+    """
+
+    epochs: int = Field(20, ge=1, description="pre-training epochs (VideoMAE: 800)")
+    batch_size: int = Field(8, ge=1, description="clips per worker and step")
+    lr: float | None = Field(
+        None, ge=0.0, description="peak lr; null: VideoMAE's 1.5e-4 x global batch / 256"
+    )
+    min_lr: float = Field(1e-5, ge=0.0, description="lr at the end of the cosine decay")
+    weight_decay: float = Field(0.05, ge=0.0, description="AdamW weight decay")
+    warmup_epochs: float = Field(2.0, ge=0.0, description="linear warm-up length in epochs (VideoMAE: 40)")
+    mask_ratio: float = Field(0.9, ge=0.0, le=0.99, description="share of tubes masked")
+    grad_clip: float | None = Field(None, ge=0.0, description="gradient norm clip; VideoMAE uses none")
+    zero_stage: ZeroStage = Field(2, description="DeepSpeed ZeRO stage (0-2: stage 3 cannot export)")
+    precision: Precision = Field("auto", description="auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16")
+    data_workers: int = operational(0, "DataLoader worker processes", ge=0)
+
+    @model_validator(mode="after")
+    def _exportable(self) -> PretrainConfig:
+        if self.zero_stage == 3:
+            raise ValueError(
+                "zero_stage: 3 shards the weights, and the encoder export needs them whole; allowed: 0, 1, 2"
+            )
+        return self
+
+    def peak_lr(self, world_size: int) -> float:
+        """``lr`` if set, else the linear scaling rule on the global batch."""
+        if self.lr is not None:
+            return self.lr
+        return VIDEOMAE_PRETRAIN_BASE_LR * self.batch_size * world_size / 256
+
+    def resolved_precision(self) -> str:
+        return resolve_precision(self.precision)
