@@ -1,79 +1,196 @@
-"""Tracking and leaderboard on a real (SQLite) MLflow store, without Ray."""
+"""The leaderboard on hand-made run frames and predictions: no MLflow needed."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
+import math
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from harness.leaderboard import COLUMNS, collect_runs, leaderboard, render
-from harness.spec import expand_cells, load_experiment
-from harness.sweep import format_plan, plan_sweep
-from harness.tracking import Tracker, default_uri
+from harness.compare import NotComparable, compare, compare_all, format_all, format_comparison
+from harness.leaderboard import (
+    COLUMNS,
+    RUN_COLUMNS,
+    DatasetInfo,
+    ExperimentRuns,
+    leaderboard,
+    missing_cells,
+    reference_rows,
+    render,
+    with_interval,
+)
 
-QUICKSTART = Path(__file__).resolve().parents[2] / "experiments" / "quickstart.yaml"
+CLASSES = ["neutral", "calm", "happy", "sad"]
 
 
-def finish(tracker: Tracker, parent: str, key: str, war: float, uar: float) -> str:
-    run_id = tracker.cell_run(key, parent, tags={}, params={"a": 1})
-    tracker.log_epoch(run_id, 0, {"war": war, "uar": uar})
-    tracker.finish_cell(
-        run_id,
-        {"final_war": war, "final_uar": uar},
-        [[1, 0], [0, 1]],
-        ["a", "b"],
-        [{"clip_id": "c1", "true": "a", "predicted": "a"}],
+class DictLoader:
+    """predictions/confusion/history by run id, as MLflow would hand them back."""
+
+    def __init__(self) -> None:
+        self.preds: dict[str, pd.DataFrame] = {}
+        self.hist: dict[tuple[str, str], list[tuple[int, float]]] = {}
+
+    def predictions(self, run_id: str) -> pd.DataFrame | None:
+        return self.preds.get(run_id)
+
+    def confusion(self, run_id: str) -> dict | None:
+        p = self.preds.get(run_id)
+        if p is None:
+            return None
+        m = pd.crosstab(p["true"], p["predicted"]).reindex(index=CLASSES, columns=CLASSES, fill_value=0)
+        return {"classes": CLASSES, "matrix": m.to_numpy().tolist()}
+
+    def history(self, run_id: str, metric: str) -> list[tuple[int, float]]:
+        return self.hist.get((run_id, metric), [])
+
+
+def fake_predictions(fold: int, accuracy: float, seed: int, n: int = 40) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    true = [CLASSES[i % 4] for i in range(n)]
+    right = rng.random(n) < accuracy
+    pred = [t if ok else CLASSES[(CLASSES.index(t) + 1) % 4] for t, ok in zip(true, right, strict=True)]
+    return pd.DataFrame(
+        {
+            "clip_id": [f"f{fold}-c{i}" for i in range(n)],
+            "speaker": f"s{fold}",
+            "true": true,
+            "predicted": pred,
+        }
     )
-    return run_id
 
 
-@pytest.fixture
-def store(tmp_path):
-    spec = load_experiment(QUICKSTART)
-    tracker = Tracker.open(default_uri(tmp_path), spec.mlflow_experiment, artifact_root=tmp_path / "art")
-    return spec, tracker, tracker.parent_run(spec.name)
+def make_experiment(spec: dict[tuple[str, int, int], float | None], folds: int = 3) -> ExperimentRuns:
+    """(setting, fold, seed) -> accuracy (None: not finished); WAR/UAR come from the predictions."""
+    loader = DictLoader()
+    rows = []
+    for i, ((setting, fold, seed), acc) in enumerate(spec.items()):
+        row = {
+            "key": f"ds-{setting}-f{fold}-s{seed}",
+            "dataset": "ds",
+            "setting": setting,
+            "fold": fold,
+            "seed": seed,
+        }
+        if acc is None:
+            rows.append({**row, "finished": False})
+            continue
+        run_id = f"run{i}"
+        pred = fake_predictions(fold, acc, seed=i)
+        loader.preds[run_id] = pred
+        correct = pred["true"] == pred["predicted"]
+        uar = 100 * correct.groupby(pred["true"]).mean().mean()
+        rows.append(
+            {
+                **row,
+                "finished": True,
+                "run_id": run_id,
+                "uar": uar,
+                "war": 100 * correct.mean(),
+                "wall_seconds": 3600.0,
+                "train_clips_per_s": 10.0,
+                "device_count": 2.0,
+                "mfu": None,
+                "tags": {"mmder.cell": row["key"]},
+            }
+        )
+    runs = pd.DataFrame(rows, columns=RUN_COLUMNS).astype({"finished": bool})
+    info = {"ds": DatasetInfo("ravdess", 8, folds, "fine-tuned")}
+    return ExperimentRuns("toy", runs, loader, ["audio", "FSLF"], info)
 
 
-def test_runs_are_found_again_by_key_not_duplicated(store):
-    spec, tracker, parent = store
-    assert tracker.parent_run(spec.name) == parent
-    key = expand_cells(spec)[0].key
-    first = tracker.cell_run(key, parent, tags={}, params={"a": 1})
-    assert tracker.cell_run(key, parent, tags={}, params={"a": 1}) == first
-    assert tracker.finished_cells() == {}, "a started cell is not finished"
-    finish(tracker, parent, key, 50.0, 40.0)
-    assert set(tracker.finished_cells()) == {key}
+def test_interval_over_folds_and_pooled_figures():
+    exp = make_experiment({("audio", f, 0): 0.5 for f in range(3)} | {("FSLF", f, 0): 0.8 for f in range(3)})
+    table = leaderboard(exp.runs, exp.loader, exp.settings)
+    assert list(table.columns) == COLUMNS
+    assert list(table["setting"]) == ["audio", "FSLF"]
+    row = table.iloc[1]
+    wars = exp.runs.loc[exp.runs["setting"] == "FSLF", "war"].to_numpy(dtype=float)
+    half = 4.302652729911275 * wars.std(ddof=1) / math.sqrt(3)  # t_{0.975, 2}
+    assert (row.n, row.folds, row.seeds, row.runs, row.missing) == (3, 3, 1, 3, 0)
+    assert row.war_mean == pytest.approx(wars.mean())
+    assert (row.war_lo, row.war_hi) == pytest.approx((wars.mean() - half, wars.mean() + half))
+    assert row.war_pooled == pytest.approx(wars.mean())  # equal-size folds: pooled WAR = mean WAR
+    assert row.device_hours == pytest.approx(3 * 1.0 * 2)  # 3 cells x 1 h x 2 devices
+    assert row.wall_s_per_cell == 3600.0 and math.isnan(row.mfu)
+    text = render(table, "table", exp.datasets)
+    assert f"{row.war_mean:.1f} [{row.war_lo:.1f}, {row.war_hi:.1f}]" in text
+    assert "3/3" in text and "missing" not in text
 
 
-def test_leaderboard_means_and_stds_over_folds(store, tmp_path):
-    spec, tracker, parent = store
-    cells = expand_cells(spec)
-    wars = {("video", 0): 40.0, ("video", 1): 50.0, ("FSLF", 0): 90.0, ("FSLF", 1): 80.0}
-    for cell in cells:
-        if (cell.setting, cell.fold) in wars:
-            finish(
-                tracker, parent, cell.key, wars[cell.setting, cell.fold], wars[cell.setting, cell.fold] - 10
-            )
-    table = leaderboard(collect_runs(spec, tmp_path), spec.grid.settings)
-    assert list(table.columns[: len(COLUMNS)]) == COLUMNS
-    assert list(table["setting"]) == ["video", "FSLF"], "rows follow the experiment's settings order"
-    video = table.iloc[0]
+def test_a_missing_fold_is_shown_not_hidden():
+    exp = make_experiment({("audio", 0, 0): 0.5, ("audio", 1, 0): 0.6, ("audio", 2, 0): None})
+    table = leaderboard(exp.runs, exp.loader, exp.settings)
+    row = table.iloc[0]
+    assert (row.folds, row.runs, row.missing, row.n) == (2, 2, 1, 2)
+    text = render(table, "table", exp.datasets)
+    assert "2/3 !1 missing" in text and "not finished" in text
+    assert "| 2/3 !1 missing |" in render(table, "markdown", exp.datasets)
+    assert json.loads(render(table, "json"))["rows"][0]["missing"] == 1
+    assert list(missing_cells(exp.runs)["fold"]) == [2]
+
+
+def test_one_run_has_no_interval_and_says_so():
+    exp = make_experiment({("audio", 0, 0): 0.5}, folds=1)
+    table = leaderboard(exp.runs, exp.loader, exp.settings)
+    assert table.iloc[0].n == 1 and math.isnan(table.iloc[0].war_lo)
+    assert "(n=1, no interval)" in render(table, "table", exp.datasets)
+    assert with_interval(45.12, 40.2, 50.0, 3) == "45.1 [40.2, 50.0]"
+
+
+def test_formats_and_per_class():
+    exp = make_experiment({("audio", f, 0): 0.5 for f in range(3)})
+    table = leaderboard(exp.runs, exp.loader, exp.settings, per_class=True)
+    assert {f"recall_{c}" for c in CLASSES} <= set(table.columns)
     assert (
-        video.folds == 2 and video.war_mean == pytest.approx(45.0) and video.uar_mean == pytest.approx(35.0)
+        render(table, "csv").splitlines()[0].startswith("dataset,setting,folds,seeds,runs,missing,n,uar_mean")
     )
-    assert video.war_std == pytest.approx(7.0710678, rel=1e-6)  # sample std of 40 and 50
-    text = render(table, "table")
-    assert "45.00 ±  7.07" in text and "FSLF" in text
-    assert render(table, "markdown").splitlines()[0].startswith("| dataset | setting | folds |")
-    assert render(table, "csv").splitlines()[1].startswith("synthetic,video,2,35.00,7.07,45.00,7.07")
-
-    plan = plan_sweep(spec, tmp_path)
-    assert len(plan.finished) == 4 and len(plan.todo) == len(cells) - 4
-    assert format_plan(plan).count("  skip  ") == 4
+    latex = render(table, "latex")
+    assert "\\toprule" in latex and "\\midrule" in latex and "\\bottomrule" in latex
+    md = render(table, "markdown", exp.datasets)
+    assert md.splitlines()[1].startswith("|---|")
+    with pytest.raises(ValueError, match="allowed"):
+        render(table, "html")
+    assert render(leaderboard(exp.runs.iloc[0:0]), "table") == "(no finished cells yet)"
 
 
-def test_runs_of_an_edited_experiment_stay_out_of_its_leaderboard(store, tmp_path):
-    spec, tracker, parent = store
-    finish(tracker, parent, "synthetic-video-f0-s0-0000000000", 99.0, 99.0)  # a key the grid no longer has
-    assert collect_runs(spec, tmp_path).empty
-    assert render(leaderboard(collect_runs(spec, tmp_path)), "table") == "(no finished cells yet)"
+def test_references_show_deltas_and_protocol_differences():
+    exp = make_experiment({("audio", f, 0): 0.5 for f in range(3)} | {("FSLF", f, 0): 0.8 for f in range(3)})
+    table = leaderboard(exp.runs, exp.loader, exp.settings)
+    ref = reference_rows(table, exp.datasets)
+    fslf = ref[ref["reference"] == "MultiMAE-DER FSLF"].iloc[0]
+    ours = table.set_index("setting").loc["FSLF"]
+    assert fslf.d_war == pytest.approx(ours.war_mean - 83.61)
+    assert fslf.protocol_differs == "classes 8 vs 7; folds 3 vs 1 hold-out split; fine-tuned vs frozen"
+    hic = ref[ref["reference"] == "HiCMAE-B"].iloc[0]
+    assert math.isnan(hic.d_war) and hic.protocol_differs == "folds 3 vs 6 folds"
+    text = render(table, "table", exp.datasets, references=True)
+    assert "MultiMAE-DER FSLF" in text and "HiCMAE-B" in text and "references 2025.1" in text
+    payload = json.loads(render(table, "json", exp.datasets, references=True))
+    assert payload["references_version"] and payload["references"]
+
+
+def test_compare_pairs_runs_and_refuses_different_test_sets():
+    exp = make_experiment(
+        {("audio", f, s): 0.4 for f in range(3) for s in (0, 1)}
+        | {("FSLF", f, s): 0.9 for f in range(3) for s in (0, 1)}
+    )
+    c = compare(exp, "ds", "FSLF", "audio", "war", n_resamples=500)
+    assert len(c.pairs) == 6 and c.n_clips == 240
+    assert c.bootstrap.lo < c.bootstrap.estimate < c.bootstrap.hi and c.bootstrap.lo > 0
+    assert c.mcnemar.pvalue < 1e-6 and c.folds.n == 6
+    text = format_comparison(c)
+    assert "McNemar exact" in text and "Wilcoxon" in text
+    both = compare_all(exp, n_resamples=200)
+    assert both[0].matrix.loc["FSLF", "audio"] == pytest.approx(c.mcnemar.pvalue)  # one pair: BH = raw
+    assert "BH-corrected McNemar p" in format_all(both)
+
+    # a different clip in one fold of audio: refused, naming the fold and why
+    run_id = exp.runs.loc[(exp.runs["setting"] == "audio") & (exp.runs["fold"] == 1), "run_id"].iloc[0]
+    exp.loader.preds[run_id] = exp.loader.preds[run_id].assign(
+        clip_id=lambda d: d["clip_id"].str.replace("c0", "x0")
+    )
+    with pytest.raises(NotComparable, match="fold 1 .*different clips"):
+        compare(exp, "ds", "FSLF", "audio")
+    assert "refused" in format_all(compare_all(exp, n_resamples=200))
