@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
-from mmder.data.corpora import Clip, CorpusListing, register_corpus
+from mmder.data.corpora import Clip, CorpusListing, modalities_from_option, register_corpus, walk_files
 from mmder.data.folds import natural_key
 
 __all__ = ["EMOTIONS", "CODES", "parse_name", "list_cremad"]
@@ -45,12 +46,8 @@ def parse_name(stem: str) -> dict[str, str]:
     }
 
 
-def _visible(root: Path, p: Path) -> bool:
-    return not any(part.startswith(".") for part in p.relative_to(root).parts)
-
-
-@register_corpus("cremad")
-def list_cremad(root: Path, *, modality: str = "all") -> CorpusListing:
+@register_corpus("cremad", modalities=modalities_from_option)
+def list_cremad(root: Path, *, modality: Literal["av", "video", "audio", "all"] = "all") -> CorpusListing:
     """CREMA-D under ``root``.
 
     ``modality``: ``av`` (clips with a video; audio from the wav/mp3 or the video's own track),
@@ -64,12 +61,13 @@ def list_cremad(root: Path, *, modality: str = "all") -> CorpusListing:
         raise FileNotFoundError(f"cremad: no folder {root}")
     videos: dict[str, Path] = {}
     audios: dict[str, Path] = {}
-    skipped: list[tuple[str, str]] = []
-    files = sorted((p for p in root.rglob("*") if _visible(root, p)), key=lambda p: natural_key(str(p)))
+    files = sorted(walk_files(root), key=lambda p: natural_key(str(p)))
+    listing = CorpusListing(list(EMOTIONS), [], seen=len(files))
     for p in files:
         ext = p.suffix.lower()
         table = videos if ext in VIDEO_EXTS else audios if ext in AUDIO_EXTS else None
         if table is None or not p.is_file():
+            listing.reject("not audio or video files (READMEs, checksums, ...)")
             continue
         prev = table.get(p.stem)
         if prev is None:
@@ -78,18 +76,23 @@ def list_cremad(root: Path, *, modality: str = "all") -> CorpusListing:
         kinds = VIDEO_EXTS if table is videos else AUDIO_EXTS
         first, second = sorted([prev, p], key=lambda q: (kinds.index(q.suffix.lower()), natural_key(str(q))))
         table[p.stem] = first
-        skipped.append((str(second.absolute()), f"another file of the same name is used: {first.absolute()}"))
-    clips: list[Clip] = []
+        reason = f"another file of the same name is used: {first.absolute()}"
+        listing.reject("files of the same name as another", str(second.absolute()), reason)
+    clips = listing.clips
     for stem in sorted(set(videos) | set(audios), key=natural_key):
         video, audio = videos.get(stem), audios.get(stem)
         where = str((video or audio).absolute())
         try:
             f = parse_name(stem)
         except ValueError as exc:
-            skipped.append((where, f"name {stem!r}: {exc}"))
+            n = 2 if video is not None and audio is not None else 1
+            kind = "not named like CREMA-D (<actor>_<sentence>_<emotion>_<level>, e.g. 1001_DFA_ANG_XX)"
+            listing.reject(kind, where, f"name {stem!r}: {exc}")
+            listing.rejected[kind] += n - 1  # the video and audio file of one name are one entry
             continue
         if video is None and modality in ("av", "video"):
-            skipped.append((where, f"audio without a video left out (modality: {modality})"))
+            reason = f"audio without a video left out (modality: {modality})"
+            listing.reject(f"audio files without a video left out (modality: {modality})", where, reason)
             continue
         if video is not None and audio is None and modality != "video":
             audio, source = video, "video track"
@@ -111,4 +114,4 @@ def list_cremad(root: Path, *, modality: str = "all") -> CorpusListing:
                 ),
             )
         )
-    return CorpusListing(classes=list(EMOTIONS), clips=clips, skipped=skipped)
+    return listing

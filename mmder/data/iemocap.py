@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
-from mmder.data.corpora import Clip, CorpusListing, register_corpus
+from mmder.data.corpora import Clip, CorpusListing, modalities_from_option, register_corpus
 from mmder.data.folds import natural_key
 
 __all__ = ["CLASSES_4", "LABEL_MAP_4", "parse_evaluation", "list_iemocap", "SPEAKER_SIDES"]
@@ -69,12 +70,12 @@ def _half(marker: str, speaker: str, side: str) -> tuple[float, float, float, fl
     return (0.0, 0.0, 0.5, 1.0) if left else (0.5, 0.0, 1.0, 1.0)
 
 
-@register_corpus("iemocap")
+@register_corpus("iemocap", modalities=modalities_from_option)
 def list_iemocap(
     root: Path,
     *,
-    speaker_side: str = "marker_left",
-    modality: str = "av",
+    speaker_side: Literal["marker_left", "marker_right", "full"] = "marker_left",
+    modality: Literal["av", "video", "audio"] = "av",
     sessions: list[int] | None = None,
 ) -> CorpusListing:
     """IEMOCAP under ``root`` (the folder holding ``Session1`` ... ``Session5``).
@@ -96,8 +97,9 @@ def list_iemocap(
         session_dirs = [
             p for p in session_dirs if p.name[len("Session") :].isdigit() and int(p.name[7:]) in wanted
         ]
-    clips: list[Clip] = []
-    skipped: list[tuple[str, str]] = []
+    what = "utterance lines in SessionN/dialog/EmoEvaluation/*.txt"
+    listing = CorpusListing(list(CLASSES_4), [], seen=0, seen_what=what)
+    clips = listing.clips
     seen: set[str] = set()
     for sdir in session_dirs:
         group = sdir.name
@@ -107,38 +109,52 @@ def list_iemocap(
             where = str(ev.absolute())
             m = _DIALOG.match(dialog)
             if not m:
-                skipped.append((where, f"dialog name {dialog!r} is not Ses<NN><F|M>_..."))
+                listing.reject(
+                    "dialogs not named Ses<NN><F|M>_...",
+                    where,
+                    f"dialog name {dialog!r} is not Ses<NN><F|M>_...",
+                )
                 continue
             avi = sdir / "dialog" / "avi" / "DivX" / f"{dialog}.avi"
             wav = sdir / "dialog" / "wav" / f"{dialog}.wav"
             need = {"av": (avi, wav), "video": (avi,), "audio": (wav,)}[modality]
             missing = [p for p in need if not p.is_file()]
             if missing:
-                skipped.append((where, f"dialog {dialog}: file not found: {missing[0]}"))
+                reason = f"dialog {dialog}: file not found: {missing[0]}"
+                listing.reject(
+                    f"dialogs without their {'/'.join(p.suffix for p in need)} file", where, reason
+                )
                 continue
             try:
                 rows = parse_evaluation(ev)
             except OSError as exc:
-                skipped.append((where, f"cannot read: {exc}"))
+                listing.reject("unreadable EmoEvaluation files", where, f"cannot read: {exc}")
                 continue
             if not rows:
-                skipped.append((where, "no utterance line found"))
+                listing.reject(
+                    "EmoEvaluation files without an utterance line", where, "no utterance line found"
+                )
                 continue
+            listing.seen = (listing.seen or 0) + len(rows)
             for start, end, utt, raw in rows:
                 label = LABEL_MAP_4.get(raw)
                 su = _UTT_SPEAKER.search(utt)
                 if label is None:
                     name = LABEL_NAMES.get(raw, raw)
-                    skipped.append((f"{where}#{utt}", f"label {raw!r} ({name}) not in the 4-class map"))
+                    reason = f"label {raw!r} ({name}) not in the 4-class map"
+                    listing.reject("utterances with a label outside the 4 classes", f"{where}#{utt}", reason)
                     continue
                 if su is None or not utt.startswith(dialog):
-                    skipped.append((f"{where}#{utt}", f"utterance id {utt!r} does not name its speaker"))
+                    reason = f"utterance id {utt!r} does not name its speaker"
+                    listing.reject("utterance ids without a speaker", f"{where}#{utt}", reason)
                     continue
                 if end - start <= 0:
-                    skipped.append((f"{where}#{utt}", f"empty time range [{start} - {end}]"))
+                    reason = f"empty time range [{start} - {end}]"
+                    listing.reject("utterances with an empty time range", f"{where}#{utt}", reason)
                     continue
                 if utt in seen:
-                    skipped.append((f"{where}#{utt}", f"duplicate utterance id {utt!r}"))
+                    reason = f"duplicate utterance id {utt!r}"
+                    listing.reject("repeated utterance ids", f"{where}#{utt}", reason)
                     continue
                 seen.add(utt)
                 speaker = su["speaker"]
@@ -158,4 +174,6 @@ def list_iemocap(
                         extra=tuple(extra),
                     )
                 )
-    return CorpusListing(classes=list(CLASSES_4), clips=clips, skipped=skipped)
+    if not session_dirs:
+        listing.rejected["no Session1..Session5 folder below the root"] = 0  # said without a count
+    return listing

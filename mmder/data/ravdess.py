@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
-from mmder.data.corpora import Clip, CorpusListing, register_corpus
+from mmder.data.corpora import Clip, CorpusListing, modalities_from_option, register_corpus, walk_files
 from mmder.data.folds import natural_key
 
 __all__ = ["EMOTIONS", "EMOTIONS_7", "parse_name", "list_ravdess"]
@@ -62,12 +63,15 @@ def parse_name(stem: str) -> dict[str, str]:
     }
 
 
-@register_corpus("ravdess")
+_NOT_RAVDESS = "not named like RAVDESS (MM-CC-EE-II-SS-RR-AA, e.g. 03-01-05-01-02-01-12.wav)"
+
+
+@register_corpus("ravdess", modalities=modalities_from_option)
 def list_ravdess(
     root: Path,
     *,
-    classes: int = 8,
-    modality: str = "auto",
+    classes: Literal[7, 8] = 8,
+    modality: Literal["auto", "av", "video", "audio", "all"] = "auto",
     include_song: bool = False,
 ) -> CorpusListing:
     """RAVDESS under ``root``.
@@ -87,22 +91,20 @@ def list_ravdess(
         raise ValueError(f"ravdess: modality must be auto, av, video, audio or all, got {modality!r}")
     if not root.is_dir():
         raise FileNotFoundError(f"ravdess: no folder {root}")
-    class_names = list(EMOTIONS if classes == 8 else EMOTIONS_7)
-    clips: list[Clip] = []
-    skipped: list[tuple[str, str]] = []
+    files = walk_files(root)
+    listing = CorpusListing(list(EMOTIONS if classes == 8 else EMOTIONS_7), [], seen=len(files))
+    clips = listing.clips
     seen: dict[str, str] = {}
-    files = [
-        p for p in root.rglob("*") if not any(part.startswith(".") for part in p.relative_to(root).parts)
-    ]
     parsed: list[tuple[Path, str, dict[str, str]]] = []
     for path in sorted(files, key=lambda p: natural_key(str(p.relative_to(root)))):
         if path.suffix.lower() not in VIDEO_EXTS | AUDIO_EXTS or not path.is_file():
-            continue  # READMEs, checksums, folders
+            listing.reject("not audio or video files (READMEs, checksums, ...)")
+            continue
         where = str(path.absolute())
         try:
             parsed.append((path, where, parse_name(path.stem)))
         except ValueError as exc:
-            skipped.append((where, f"name {path.name!r}: {exc}"))
+            listing.reject(_NOT_RAVDESS, where, f"name {path.name!r}: {exc}")
     why = f"modality: {modality}"
     if modality == "auto":
         has_av = any(
@@ -113,19 +115,24 @@ def list_ravdess(
     for path, where, f in parsed:
         ext = path.suffix.lower()
         if f["channel"] == "song" and not include_song:
-            skipped.append((where, "song recording (vocal channel 02) left out; include_song: true keeps it"))
+            reason = "song recording (vocal channel 02) left out; include_song: true keeps it"
+            listing.reject("song files left out (include_song: false)", where, reason)
             continue
         if modality != "all" and f["modality"] != modality:
-            skipped.append((where, f"modality {f['modality']} left out ({why})"))
+            kind = f"{f['modality']} files left out (modality: {modality})"
+            listing.reject(kind, where, f"modality {f['modality']} left out ({why})")
             continue
         if f["modality"] == "audio" and ext not in AUDIO_EXTS:
-            skipped.append((where, f"audio-only file (modality 03) with a video extension {ext}"))
+            reason = f"audio-only file (modality 03) with a video extension {ext}"
+            listing.reject("audio-only files with a video extension", where, reason)
             continue
         if f["modality"] != "audio" and ext not in VIDEO_EXTS:
-            skipped.append((where, f"video file (modality {f['modality']}) with an audio extension {ext}"))
+            reason = f"video file (modality {f['modality']}) with an audio extension {ext}"
+            listing.reject("video files with an audio extension", where, reason)
             continue
         if f["id"] in seen:
-            skipped.append((where, f"duplicate of {seen[f['id']]} (same 7 fields)"))
+            reason = f"duplicate of {seen[f['id']]} (same 7 fields)"
+            listing.reject("repeats of a clip (same 7 fields)", where, reason)
             continue
         seen[f["id"]] = where
         label = f["emotion"]
@@ -150,4 +157,4 @@ def list_ravdess(
                 ),
             )
         )
-    return CorpusListing(classes=class_names, clips=clips, skipped=skipped)
+    return listing
