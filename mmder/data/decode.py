@@ -5,6 +5,11 @@ its own FFmpeg and reads both. So :func:`read_video_frames` tries OpenCV and fal
 and :func:`read_audio` always uses PyAV (wav, flac, mp3, and the audio tracks of mp4/flv/avi).
 Every failure raises :class:`DecodeError` with a short reason a person can act on, so a corpus
 preparation can skip the clip and report why instead of crashing.
+
+Three ways to read video, all here so that no other module needs this one's private helpers:
+:func:`read_video_frames` (every frame, OpenCV then PyAV), :func:`read_video_segment` (PyAV seeking
+into a long recording) and :func:`read_frames_at` (only the frames a sampling needs, built on both;
+what the cache uses).
 """
 
 from __future__ import annotations
@@ -18,7 +23,16 @@ import av
 import cv2
 import numpy as np
 
-__all__ = ["DecodeError", "read_video_frames", "read_audio", "MIN_AUDIO_SECONDS", "MIN_VIDEO_FRAMES"]
+__all__ = [
+    "DecodeError",
+    "read_video_frames",
+    "read_video_segment",
+    "read_frames_at",
+    "probe_video",
+    "read_audio",
+    "MIN_AUDIO_SECONDS",
+    "MIN_VIDEO_FRAMES",
+]
 
 MIN_AUDIO_SECONDS = 0.1  # shorter than this cannot give 17 windows of at least one 25 ms frame each
 MIN_VIDEO_FRAMES = 2  # one frame is a still image, not a clip
@@ -183,6 +197,142 @@ def read_video_frames(
     except ValueError as exc:
         raise DecodeError("frames of different sizes", p) from exc
     return out, fps
+
+
+def probe_video(path: str | os.PathLike) -> tuple[int, float]:
+    """Frame count and rate as announced by the container (0 when unknown); cheap, nothing decoded."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            return 0, 0.0
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        return max(0, n), fps if math.isfinite(fps) and fps > 0 else 0.0
+    finally:
+        cap.release()
+
+
+def read_video_segment(
+    path: str | os.PathLike, start_s: float, end_s: float | None, transform: FrameTransform
+) -> int:
+    """Pass the RGB frames in ``[start_s, end_s)`` to ``transform``, seeking to the key frame before.
+
+    Why: IEMOCAP utterances lie minutes into a dialog video; decoding from the first frame for each
+    of them would cost hours per corpus. Returns the number of frames passed to ``transform``.
+    """
+    p = Path(path)
+    _check_file(p)
+    with _open(p) as container:
+        if not container.streams.video:
+            raise DecodeError("no video stream", p)
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if start_s > 0 and stream.time_base is not None:
+            container.seek(int(max(0.0, start_s - 1.0) / stream.time_base), stream=stream, backward=True)
+        n = 0
+        first: float | None = None
+        try:
+            for frame in container.decode(stream):
+                t = frame.time
+                if t is None:
+                    raise DecodeError("video frames carry no timestamps", p)
+                first = t if first is None else first
+                if end_s is not None and t >= end_s:
+                    break
+                if t < start_s - 1e-6:
+                    continue
+                transform(frame.to_ndarray(format="rgb24"))
+                n += 1
+        except av.error.FFmpegError as exc:
+            if n == 0:
+                raise _open_error(p, exc) from exc
+            raise DecodeError(f"truncated video stream (decoding failed after {n} frames)", p) from exc
+    if first is not None and first > start_s + 0.5:
+        raise DecodeError(f"seek overshot the segment start ({first:.2f} s > {start_s:.2f} s)", p)
+    if n == 0:
+        raise DecodeError(f"no video frame in the segment [{start_s:.2f}, {end_s}) s", p)
+    if n < MIN_VIDEO_FRAMES:
+        raise DecodeError(f"too short ({n} video frame{'s' if n != 1 else ''})", p)
+    return n
+
+
+_PLACEHOLDER = np.zeros((1, 1, 3), np.uint8)
+
+
+class _Collector:
+    """A frame transform that keeps (prepared) only the frames in ``keep`` and counts them all.
+
+    It returns a 1x1 placeholder for every frame, so the decoder's own stack stays tiny while the
+    frames that matter are kept here, keyed by their index in the clip (or segment).
+    """
+
+    def __init__(self, keep: set[int] | None, prepare: FrameTransform) -> None:
+        self.keep = keep
+        self.prepare = prepare
+        self.n = 0
+        self.kept: dict[int, np.ndarray] = {}
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        if self.keep is None or self.n in self.keep:
+            self.kept[self.n] = self.prepare(rgb)
+        self.n += 1
+        return _PLACEHOLDER
+
+
+def _keep_set(needed: Callable[[int], set[int]], estimate: int, tolerance: int) -> set[int] | None:
+    """Frames to keep when the clip has about ``estimate`` frames (None: keep all, count unknown)."""
+    if estimate <= 0:
+        return None
+    keep: set[int] = set()
+    for n in range(max(1, estimate - tolerance), estimate + tolerance + 1):
+        keep |= needed(n)
+    return keep
+
+
+def read_frames_at(
+    path: str | os.PathLike,
+    needed: Callable[[int], set[int]],
+    prepare: FrameTransform,
+    *,
+    start_s: float | None = None,
+    end_s: float | None = None,
+) -> tuple[int, dict[int, np.ndarray]]:
+    """The clip's (or segment's) frame count and ``prepare(frame)`` at the indices ``needed(count)``.
+
+    Why: a sampling of 16 frames needs 16 of perhaps thousands; keeping and resizing only those
+    matters for long or large videos. The count the container announces guesses the indices in one
+    pass; when the true count differs the clip is decoded again, exactly. A segment starting later
+    than 0 is read by :func:`read_video_segment`, falling back to reading from the start when seeking
+    is impossible.
+    """
+    path = str(path)
+    announced, fps = probe_video(path)
+    if start_s is None and end_s is None:
+        keep = _keep_set(needed, announced, 0)  # the announced count is exact for mp4/flv/avi in practice
+    elif fps and end_s is not None:
+        keep = _keep_set(needed, int(round((end_s - (start_s or 0.0)) * fps)), 2)
+    else:
+        keep = None
+    seg = {k: v for k, v in (("start_s", start_s), ("end_s", end_s)) if v is not None}
+
+    def run(keep: set[int] | None) -> _Collector:
+        col = _Collector(keep, prepare)
+        if start_s:
+            try:
+                read_video_segment(path, float(start_s), end_s, col)
+                return col
+            except DecodeError as exc:
+                if not exc.reason.startswith(("seek overshot", "video frames carry no timestamps")):
+                    raise  # a real problem of the file; the others fall back to reading from the start
+                col = _Collector(keep, prepare)
+        read_video_frames(path, frame_transform=col, **seg)
+        return col
+
+    col = run(keep)
+    need = needed(col.n)
+    if not need <= col.kept.keys():  # the count differed from the estimate: decode again, exactly
+        col = run(need)
+    return col.n, col.kept
 
 
 def _announced_seconds(container: av.container.InputContainer, stream: av.audio.AudioStream) -> float | None:

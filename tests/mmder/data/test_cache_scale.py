@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mmder.data import cache as cache_mod
-from mmder.data import decode
+from mmder.data import decode, extract, store
+from mmder.data import partial as partial_dir
 from mmder.data.cache import ClipCache, PreprocessConfig, partial_path, prepare_corpus
 from mmder.data.features import min_window_seconds
 
@@ -100,8 +100,8 @@ def test_unreadable_file_reason(tmp_path: Path, monkeypatch) -> None:
     from mmder.data.corpora import Clip
 
     _wav(tmp_path / "a.wav", 1.0)
-    monkeypatch.setattr(cache_mod.os, "access", lambda path, mode: False)
-    i, reason, _ = cache_mod._prepare_one(
+    monkeypatch.setattr(extract.os, "access", lambda path, mode: False)
+    i, reason, _ = partial_dir.prepare_one(
         0, Clip("a", None, str(tmp_path / "a.wav"), "x", "s"), str(tmp_path), PreprocessConfig(image_size=16)
     )
     assert reason == "audio: permission denied (the file is not readable)"
@@ -191,7 +191,7 @@ def test_interrupted_after_decoding_resumes_without_decoding(
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cache_mod, "_write_outputs", boom)
+    monkeypatch.setattr(store, "_write_outputs", boom)
     with pytest.raises(KeyboardInterrupt):
         prepare_corpus("ravdess", root, tmp_path / "cache", config)
     monkeypatch.undo()
@@ -211,14 +211,14 @@ def test_frame_count_estimate_off_still_samples_exactly(
     flv = str(shared_data / "crema-d/VideoFlash/1001_DFA_HAP_XX.flv")
     clip = Clip("c", flv, None, "x", "s")
     config = PreprocessConfig(image_size=24)
-    exact = cache_mod._process_clip(clip, config)
+    exact = extract.process_clip(clip, config)
     frames, _ = decode.read_video_frames(flv)
     from mmder.data.features import resize_image, sample_frame_indices
 
     expected = np.stack([resize_image(frames[i], 24) for i in sample_frame_indices(len(frames), 16)])
     assert np.array_equal(exact["video16"], expected)
-    monkeypatch.setattr(cache_mod, "_probe", lambda path: (17, 30.0))
-    assert np.array_equal(cache_mod._process_clip(clip, config)["video16"], expected)
+    monkeypatch.setattr(decode, "probe_video", lambda path: (17, 30.0))
+    assert np.array_equal(extract.process_clip(clip, config)["video16"], expected)
 
 
 @pytest.mark.slow

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmder.data import cache as cache_mod
-from mmder.data import decode
+from mmder.data import decode, store
 from mmder.data.cache import ClipCache, PreprocessConfig, cache_key, prepare_corpus
 from mmder.data.corpora import list_corpus
 from mmder.data.synthetic import CLASSES
@@ -63,7 +62,7 @@ def test_key_changes_with_config_and_files(synthetic_root: Path, tmp_path: Path)
     with pytest.raises(ValueError, match="face"):
         PreprocessConfig(face="retina")
     with pytest.raises(ValueError, match="bogus"):
-        PreprocessConfig.from_dict({"image_size": 32, "bogus": 1})
+        PreprocessConfig.model_validate({"image_size": 32, "bogus": 1})
 
 
 def _manifest(path: Path, rows: list[dict[str, str]]) -> Path:
@@ -130,7 +129,7 @@ def test_interrupted_preparation_leaves_no_complete_cache(
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cache_mod, "_write_outputs", interrupted)
+    monkeypatch.setattr(store, "_write_outputs", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare_corpus("manifest", csv_path, cache_root, PreprocessConfig(image_size=16))
     # only the hidden partial folder is left (resumed by the next call), never a complete-looking cache
