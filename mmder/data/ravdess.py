@@ -105,6 +105,7 @@ def list_ravdess(
             parsed.append((path, where, parse_name(path.stem)))
         except ValueError as exc:
             listing.reject(_NOT_RAVDESS, where, f"name {path.name!r}: {exc}")
+    asked = modality
     why = f"modality: {modality}"
     if modality == "auto":
         has_av = any(
@@ -119,7 +120,7 @@ def list_ravdess(
             listing.reject("song files left out (include_song: false)", where, reason)
             continue
         if modality != "all" and f["modality"] != modality:
-            kind = f"{f['modality']} files left out (modality: {modality})"
+            kind = f"{f['modality']} files left out (modality: {asked})"
             listing.reject(kind, where, f"modality {f['modality']} left out ({why})")
             continue
         if f["modality"] == "audio" and ext not in AUDIO_EXTS:
