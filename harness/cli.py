@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from harness.cli_results import add_result_commands
 from harness.errors import ConfigError
 
 EXAMPLES = {
@@ -60,13 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     pt.add_argument("--address", help="Ray cluster address")
     pt.add_argument("--verbose", action="store_true", help="show the Ray Train workers' logs")
 
-    lb = add(
-        "leaderboard",
-        "Print the experiment's results: one row per (dataset, setting), mean ± std over folds.",
-    )
-    lb.add_argument("experiment", help="experiment YAML file")
-    lb.add_argument("--output", help="the sweep's output folder (default: runs/<experiment name>)")
-    lb.add_argument("--format", choices=["table", "csv", "markdown"], default="table")
+    COMMANDS.update(add_result_commands(add))  # leaderboard, compare, report
 
     sy = add("synth", "Write the synthetic corpus with known answers (mp4 + wav per clip, manifest.csv).")
     sy.add_argument("out", help="output folder")
@@ -184,16 +179,6 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if failed:
         print(f"{failed} pre-training(s) failed; run the same command again to retry them", file=sys.stderr)
         return 1
-    return 0
-
-
-def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from harness.leaderboard import experiment_leaderboard, render
-    from harness.spec import load_experiment
-    from harness.sweep import output_dir
-
-    spec = load_experiment(args.experiment)
-    print(render(experiment_leaderboard(spec, output_dir(spec, args.output)), args.format))
     return 0
 
 
@@ -321,7 +306,6 @@ def _print_figures(figures: dict) -> None:
 
 COMMANDS = {
     "sweep": cmd_sweep,
-    "leaderboard": cmd_leaderboard,
     "synth": cmd_synth,
     "convert": cmd_convert,
     "bench": cmd_bench,

@@ -192,7 +192,7 @@ def compare_all(exp: ExperimentRuns, metric: str = "war", n_resamples: int = 200
     return out
 
 
-def _p(p: float) -> str:
+def format_p(p: float) -> str:
     if p is None or math.isnan(p):
         return "n/a"
     return f"{p:.2g}" if p < 0.001 else f"{p:.4f}"
@@ -206,9 +206,10 @@ def format_comparison(c: Comparison) -> str:
         f"{c.dataset}: {c.a} (A) vs {c.b} (B), {m}; {len(c.pairs)} (fold, seed) pairs, "
         f"{c.n_clips} paired test predictions",
         f"  pooled {m}: A {c.value_a:.2f}  B {c.value_b:.2f}  A-B {bs.estimate:+.2f} points, {ci}",
-        f"  McNemar exact: {mc.b} clips only A right, {mc.c} only B right, p = {_p(mc.pvalue)}",
-        f"  over folds x seeds (n={ft.n}): mean A-B {ft.mean_diff:+.2f}, paired t p = {_p(ft.t_pvalue)}, "
-        f"Wilcoxon p = {_p(ft.wilcoxon_pvalue)}",
+        f"  McNemar exact: {mc.b} clips only A right, {mc.c} only B right, p = {format_p(mc.pvalue)}",
+        f"  over folds x seeds (n={ft.n}): mean A-B {ft.mean_diff:+.2f}, "
+        f"paired t p = {format_p(ft.t_pvalue)}, "
+        f"Wilcoxon p = {format_p(ft.wilcoxon_pvalue)}",
     ]
     for note in ([ft.note] if ft.note else []) + ([bs.note] if bs.note else []) + c.notes:
         lines.append(f"  note: {note}")
@@ -223,12 +224,12 @@ def format_all(results: list[AllPairs]) -> str:
             shown = r.table.copy()
             for col in shown.columns:
                 if col.endswith("_p") or col.endswith("_bh"):
-                    shown[col] = shown[col].map(_p)
+                    shown[col] = shown[col].map(format_p)
             lines.append(
                 "\n".join("  " + ln for ln in shown.to_string(index=False, float_format="%.2f").splitlines())
             )
             lines.append("  BH-corrected McNemar p (row vs column):")
-            matrix = r.matrix.map(lambda v: "" if math.isnan(v) else _p(v))
+            matrix = r.matrix.map(lambda v: "" if math.isnan(v) else format_p(v))
             lines.append("\n".join("    " + ln for ln in matrix.to_string().splitlines()))
         for msg in r.refused:
             lines.append(f"  refused: {msg}")

@@ -6,7 +6,7 @@ all test predictions (some papers report that instead); optionally per-class rec
 cells cost (wall time, clips/s, device-hours, MFU). An unfinished row is shown, marked, with its
 missing count: it is never quietly averaged over fewer folds.
 
-Only ``collect_runs`` knows the experiment file and MLflow layout (harness.spec, harness.tracking);
+Only ``collect_runs`` knows the experiment file and MLflow layout (harness.config/grid/tracking);
 everything else works on an ``ExperimentRuns`` (a DataFrame of cells + an artifact loader), so it is
 unit-testable with hand-made frames and re-pointable when those modules move.
 """
@@ -111,7 +111,12 @@ class MlflowLoader:
     """Artifacts and metric histories of runs in one MLflow store, cached per run."""
 
     def __init__(self, uri: str) -> None:
+        import os
+
         from mlflow.tracking import MlflowClient
+
+        # one progress bar per tiny artifact would bury the table on stderr
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
         self.client = MlflowClient(tracking_uri=uri)
         self._cache: dict[tuple[str, str], Any] = {}
@@ -152,7 +157,7 @@ def _training_kind(recipe: str) -> str:
 def collect_runs(experiment: str | Path | Any, output: str | Path | None = None) -> ExperimentRuns:
     """The one place that reads the experiment (a file, or a loaded spec) and asks MLflow what finished.
 
-    Re-point this when harness.spec / harness.tracking move; nothing else here imports them.
+    Re-point this when harness.config / harness.grid / harness.tracking move; nothing else imports them.
     """
     from harness.config import load_experiment
     from harness.grid import expand_cells
@@ -333,7 +338,10 @@ def reference_rows(table: pd.DataFrame, datasets: dict[str, DatasetInfo]) -> pd.
                     "source": ref.source + (f" ({ref.note})" if ref.note else ""),
                 }
             )
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame["folds"] = frame["folds"].astype("Int64")  # None = not published, not 0 and not 6.00
+    return frame
 
 
 def _delta(mine: pd.Series | None, column: str, value: float | None) -> float:
@@ -415,7 +423,7 @@ def _references_display(ref: pd.DataFrame) -> pd.DataFrame:
             "ΔUAR (ours-ref)": ref["d_uar"].map(lambda v: _signed(v)),
             "ΔWAR (ours-ref)": ref["d_war"].map(lambda v: _signed(v)),
             "protocol": [
-                f"{c} cl, {_folds_text(f)}, {t}"
+                f"{c} cl, {folds_text(f)}, {t}"
                 for c, f, t in zip(ref["classes"], ref["folds"], ref["training"], strict=True)
             ],
             "differs from ours": ref["protocol_differs"].replace("", "same"),
@@ -427,8 +435,8 @@ def _signed(v: float) -> str:
     return "" if v is None or math.isnan(v) else f"{v:+.1f}"
 
 
-def _folds_text(folds: Any) -> str:
-    if folds is None or (isinstance(folds, float) and math.isnan(folds)):
+def folds_text(folds: Any) -> str:
+    if pd.isna(folds):
         return "folds n/a"
     return "1 split" if int(folds) == 1 else f"{int(folds)} folds"
 

@@ -1,0 +1,124 @@
+"""The result commands of ``mmder``: leaderboard, compare, report (argparse and handlers).
+
+Kept apart from harness/cli.py so the training commands and these evolve independently;
+``add_result_commands(add)`` registers the sub-parsers and returns their handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+EXAMPLES = {
+    "leaderboard": "example: mmder leaderboard experiments/quickstart.yaml --format markdown\n"
+    "         mmder leaderboard experiments/ravdess-audio.yaml --references --per-class",
+    "compare": "example: mmder compare experiments/quickstart.yaml FSLF video\n"
+    "         mmder compare experiments/quickstart.yaml --all --metric uar",
+    "report": "example: mmder report experiments/quickstart.yaml   (writes runs/quickstart/report.html)",
+}
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def add_result_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> dict[str, Handler]:
+    """Register leaderboard/compare/report with cli.py's ``add(name, help)``; return name -> handler."""
+    from harness.leaderboard import FORMATS
+
+    lb = add(
+        "leaderboard",
+        "Print the experiment's results: per (dataset, setting) mean with 95 % t interval over folds x "
+        "seeds, pooled UAR/WAR, cost, and missing cells.",
+    )
+    lb.epilog = EXAMPLES["leaderboard"]
+    lb.add_argument("experiment", help="experiment YAML file")
+    lb.add_argument("--output", help="the sweep's output folder (default: runs/<experiment name>)")
+    lb.add_argument("--format", choices=list(FORMATS), default="table")
+    lb.add_argument("--per-class", action="store_true", help="add per-class recall (pooled predictions)")
+    lb.add_argument(
+        "--references",
+        action="store_true",
+        help="print published results below, with deltas and protocol notes",
+    )
+
+    cp = add(
+        "compare",
+        "Paired comparison of two settings on the same folds, seeds and test clips: McNemar exact, "
+        "paired bootstrap interval, paired t and Wilcoxon over folds x seeds.",
+    )
+    cp.epilog = EXAMPLES["compare"]
+    cp.add_argument("experiment", help="experiment YAML file")
+    cp.add_argument("a", nargs="?", help="setting A (e.g. FSLF)")
+    cp.add_argument("b", nargs="?", help="setting B (e.g. video)")
+    cp.add_argument("--output", help="the sweep's output folder (default: runs/<experiment name>)")
+    cp.add_argument("--metric", choices=["war", "uar"], default="war")
+    cp.add_argument("--dataset", help="dataset name (default: every dataset holding both settings)")
+    cp.add_argument("--all", action="store_true", help="every pair per dataset, Benjamini-Hochberg corrected")
+    cp.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+
+    rp = add(
+        "report", "Write one self-contained HTML report (figures embedded) and log it to the sweep's run."
+    )
+    rp.epilog = EXAMPLES["report"]
+    rp.add_argument("experiment", help="experiment YAML file")
+    rp.add_argument("--output", help="the sweep's output folder (default: runs/<experiment name>)")
+    rp.add_argument(
+        "--no-mlflow", action="store_true", help="do not log the figures to the sweep's MLflow run"
+    )
+    return {"leaderboard": cmd_leaderboard, "compare": cmd_compare, "report": cmd_report}
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from harness.leaderboard import collect_runs, leaderboard, render
+
+    exp = collect_runs(args.experiment, args.output)
+    table = leaderboard(exp.runs, exp.loader, exp.settings, per_class=args.per_class)
+    print(render(table, args.format, exp.datasets, references=args.references))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.compare import NotComparable, compare, compare_all, format_all, format_comparison
+    from harness.leaderboard import collect_runs
+
+    exp = collect_runs(args.experiment, args.output)
+    if args.all:
+        print(format_all(compare_all(exp, args.metric, n_resamples=args.resamples)))
+        return 0
+    if not (args.a and args.b):
+        print("mmder: error: compare needs two settings A B, or --all", file=sys.stderr)
+        return 2
+    for s in (args.a, args.b):
+        if s not in exp.settings:
+            print(
+                f"mmder: error: setting {s!r} is not in the grid; allowed: {', '.join(exp.settings)}",
+                file=sys.stderr,
+            )
+            return 2
+    datasets = [args.dataset] if args.dataset else list(exp.runs["dataset"].unique())
+    status = 0
+    for dataset in datasets:
+        try:
+            print(
+                format_comparison(
+                    compare(exp, dataset, args.a, args.b, args.metric, n_resamples=args.resamples)
+                )
+            )
+        except NotComparable as err:
+            print(f"mmder: cannot compare: {err}", file=sys.stderr)
+            status = 2
+    return status
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.leaderboard import collect_runs
+    from harness.report import write_report
+
+    exp = collect_runs(args.experiment, args.output)
+    out = Path(exp.output or ".")
+    path, parent = write_report(exp, out / "report.html", log_to_mlflow=not args.no_mlflow)
+    print(f"report: {path}")
+    if parent:
+        print(f"figures logged to the sweep's MLflow run {parent} (artifacts/report)")
+    return 0
