@@ -12,6 +12,9 @@ from harness.cli_results import add_result_commands
 from harness.errors import ConfigError
 
 EXAMPLES = {
+    "validate": "example: mmder validate experiments/quickstart.yaml\n"
+    "         mmder validate experiments/paper.yaml   (paths on another machine are warnings here)",
+    "schema": "example: mmder schema > experiments/experiment.schema.json",
     "pretrain": "example: mmder pretrain experiments/quickstart-mae.yaml\n"
     "         mmder sweep experiments/quickstart-mae.yaml   (cells start from the encoders)",
     "sweep": "example: mmder sweep experiments/quickstart.yaml            (results in runs/quickstart)\n"
@@ -40,6 +43,17 @@ def _parser() -> argparse.ArgumentParser:
             epilog=EXAMPLES.get(name),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+
+    v = add(
+        "validate",
+        "Check an experiment file (and, where its data is here, its corpus listings) and print its cells; "
+        "starts nothing.",
+    )
+    v.add_argument("experiment", help="experiment YAML file")
+    v.add_argument("--output", help="the sweep's output folder (default: runs/<experiment name>)")
+
+    sc = add("schema", "Print the experiment file's JSON Schema (for editors that complete and check YAML).")
+    sc.add_argument("--output", "-o", help="write it to this file instead of standard output")
 
     s = add("sweep", "Run every unfinished cell of an experiment, then print its leaderboard.")
     s.add_argument("experiment", help="experiment YAML file")
@@ -142,8 +156,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from harness.config import load_experiment
     from harness.leaderboard import experiment_leaderboard, render
-    from harness.spec import load_experiment
     from harness.sweep import format_plan, output_dir, plan_sweep, run_sweep
 
     spec = load_experiment(args.experiment)
@@ -164,8 +178,52 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from harness.checks import check_listings, missing_paths
+    from harness.config import load_experiment
+    from harness.grid import expand_cells, expand_pretrain_cells
+    from harness.sweep import output_dir
+
+    spec = load_experiment(args.experiment)
+    output = output_dir(spec, args.output)
+    cells = expand_cells(spec)
+    print(f"{args.experiment}: valid; {len(cells)} cells")
+    for cell in cells:
+        print(f"  {cell.key}  {cell.dataset} / {cell.setting} / {cell.fold_name} / seed {cell.seed}")
+    if spec.model.pretrained == "mae":
+        print(f"  + {len(expand_pretrain_cells(spec))} pre-trainings (mmder pretrain)")
+    t = spec.training
+    world = spec.resources.num_workers
+    print(
+        f"training: recipe {t.recipe}, lr {t.lr:g} at a global batch of {t.batch_size * world} "
+        f"({t.batch_size} x {world} workers), {t.epochs} epochs, precision "
+        f"{cells[0].training.precision if cells and cells[0].training else t.precision}"
+    )
+    missing = missing_paths(spec, output)
+    for key, path in missing:
+        print(f"warning: {key}: {path} does not exist here (a sweep checks it again before it starts)")
+    if not missing:
+        check_listings(spec, output, {ds.label for ds in spec.datasets}, print, generate=False)
+        print("corpus listings and folds: ok")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.config import experiment_schema
+
+    text = json.dumps(experiment_schema(), indent=2) + "\n"
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from harness.spec import load_experiment
+    from harness.config import load_experiment
     from harness.sweep import encoder_path, format_plan, output_dir, plan_pretrain, run_pretrain
 
     spec = load_experiment(args.experiment)
@@ -305,6 +363,8 @@ def _print_figures(figures: dict) -> None:
 
 
 COMMANDS = {
+    "validate": cmd_validate,
+    "schema": cmd_schema,
     "sweep": cmd_sweep,
     "synth": cmd_synth,
     "convert": cmd_convert,

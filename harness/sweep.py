@@ -16,21 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.checks import check_data_roots, check_listings, dataset_root
+from harness.config import ExperimentConfig
 from harness.errors import ConfigError
-from harness.spec import (
-    Cell,
-    ExperimentSpec,
-    check_data_roots,
-    dataset_root,
-    expand_cells,
-    expand_pretrain_cells,
-)
+from harness.grid import Cell, CellJob, expand_cells, expand_pretrain_cells
 from harness.tracking import Tracker, resolve_uri
 
 Echo = Callable[[str], None]
 
 
-def output_dir(spec: ExperimentSpec, output: str | Path | None) -> Path:
+def output_dir(spec: ExperimentConfig, output: str | Path | None) -> Path:
     return Path(output or Path("runs") / spec.name).expanduser().resolve()
 
 
@@ -46,12 +41,12 @@ class Plan:
         return [c for c in self.cells if c.key not in self.finished]
 
 
-def plan_sweep(spec: ExperimentSpec, output: Path) -> Plan:
+def plan_sweep(spec: ExperimentConfig, output: Path) -> Plan:
     """Expand the grid and look up finished cells; needs no data, no Ray, and creates nothing."""
     return _plan(expand_cells(spec), spec, output)
 
 
-def _plan(cells: list[Cell], spec: ExperimentSpec, output: Path) -> Plan:
+def _plan(cells: list[Cell], spec: ExperimentConfig, output: Path) -> Plan:
     uri = resolve_uri(spec.tracking.uri, output)
     finished: dict[str, str] = {}
     tracker = Tracker.existing(uri, spec.mlflow_experiment)
@@ -76,41 +71,23 @@ def cache_root(output: Path) -> Path:
     return Path(os.environ.get("MMDER_CACHE_DIR") or output / "cache").expanduser().resolve()
 
 
-def prepare_datasets(spec: ExperimentSpec, output: Path, labels: set[str], echo: Echo) -> dict[str, str]:
-    """Generate (synthetic) and preprocess every dataset the remaining cells need; label -> cache path."""
-    from mmder.data.cache import PreprocessConfig, prepare_corpus
-    from mmder.data.synthetic import generate_corpus
+def prepare_datasets(spec: ExperimentConfig, output: Path, labels: set[str], echo: Echo) -> dict[str, str]:
+    """Preprocess every dataset the remaining cells need (synthetic ones generated first); label -> cache."""
+    from mmder.data.cache import prepare_corpus
 
-    pre = spec.preprocess
-    config = PreprocessConfig(
-        image_size=pre.image_size,
-        face=pre.face,
-        spectrogram=pre.spectrogram,
-        colormap=pre.colormap,
-        sample_rate=pre.sample_rate,
-    )
     paths: dict[str, str] = {}
     for ds in spec.datasets:
         if ds.label not in labels:
             continue
         root = dataset_root(spec, ds, output)
-        if ds.corpus == "synthetic" and not ds.root:
-            t0 = time.perf_counter()
-            generate_corpus(
-                root,
-                clips_per_class=ds.synthetic.clips_per_class,
-                speakers=ds.synthetic.speakers,
-                seed=ds.synthetic.seed,
-            )
-            echo(f"synthetic corpus ready in {root} ({time.perf_counter() - t0:.1f} s)")
         t0 = time.perf_counter()
         prepared = prepare_corpus(
             ds.corpus,
             root,
             cache_root(output),
-            config,
+            spec.preprocess,
             corpus_options=ds.options,
-            workers=pre.workers,
+            workers=spec.preprocess.workers,
             progress=sys.stderr.isatty(),
         )
         echo(
@@ -121,7 +98,7 @@ def prepare_datasets(spec: ExperimentSpec, output: Path, labels: set[str], echo:
     return paths
 
 
-def _init_ray(spec: ExperimentSpec, address: str | None, verbose: bool) -> None:
+def _init_ray(spec: ExperimentConfig, address: str | None, verbose: bool) -> None:
     # `uv run` would otherwise make Ray ship the whole project folder, .venv included, to every worker.
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "token")
@@ -208,21 +185,19 @@ def encoder_path(output: Path, pretrain_key: str) -> Path:
     return output / "pretrain" / pretrain_key / "encoder.pt"
 
 
-def _pretrained_paths(spec: ExperimentSpec, output: Path, cells: list[Cell]) -> dict[str, str | None]:
+def _pretrained_paths(spec: ExperimentConfig, output: Path, cells: list[Cell]) -> dict[str, str | None]:
     """cell key -> absolute checkpoint to start from; a missing one stops the sweep before it starts."""
     paths: dict[str, str | None] = {}
     for cell in cells:
-        wanted = cell.config["model"]["pretrained"]
-        if not wanted:
+        if cell.pretrain_key:
+            path = encoder_path(output, cell.pretrain_key)
+            hint = f"run `mmder pretrain` on this experiment first (no encoder at {path})"
+        elif cell.model.pretrained:
+            path = spec.resolved_path(cell.model.pretrained)
+            hint = f"no such checkpoint: {path}"
+        else:
             paths[cell.key] = None
             continue
-        if spec.model.pretrained == "mae":
-            path = encoder_path(output, wanted)
-            hint = f"run `mmder pretrain` on this experiment first (no encoder at {path})"
-        else:
-            path = Path(wanted).expanduser()
-            path = path if path.is_absolute() else (Path(spec.base_dir) / path).resolve()
-            hint = f"no such checkpoint: {path}"
         if not path.exists():
             raise ConfigError("model.pretrained", hint)
         paths[cell.key] = str(path)
@@ -230,7 +205,7 @@ def _pretrained_paths(spec: ExperimentSpec, output: Path, cells: list[Cell]) -> 
 
 
 def run_sweep(
-    spec: ExperimentSpec,
+    spec: ExperimentConfig,
     output: Path,
     *,
     address: str | None = None,
@@ -240,13 +215,14 @@ def run_sweep(
     """Run every unfinished cell; returns the number of cells that failed."""
     check_data_roots(spec, output)
     plan = plan_sweep(spec, output)
+    check_listings(spec, output, {c.dataset for c in plan.todo}, echo)
     pretrained = _pretrained_paths(spec, output, plan.todo)
     extras = {c.key: {"pretrained_path": pretrained[c.key]} for c in plan.todo}
     return _run_cells(spec, output, plan, "train", extras, address=address, verbose=verbose, echo=echo)
 
 
 def run_pretrain(
-    spec: ExperimentSpec,
+    spec: ExperimentConfig,
     output: Path,
     *,
     address: str | None = None,
@@ -256,16 +232,18 @@ def run_pretrain(
     """MAE pre-training, one resumable cell per input setting; returns the number that failed."""
     check_data_roots(spec, output)
     plan = plan_pretrain(spec, output)
+    if plan.todo:
+        check_listings(spec, output, {ds.label for ds in spec.datasets}, echo)
     extras = {c.key: {"encoder_path": str(encoder_path(output, c.key))} for c in plan.todo}
     return _run_cells(spec, output, plan, "pretrain", extras, address=address, verbose=verbose, echo=echo)
 
 
-def plan_pretrain(spec: ExperimentSpec, output: Path) -> Plan:
+def plan_pretrain(spec: ExperimentConfig, output: Path) -> Plan:
     return _plan(expand_pretrain_cells(spec), spec, output)
 
 
 def _run_cells(
-    spec: ExperimentSpec,
+    spec: ExperimentConfig,
     output: Path,
     plan: Plan,
     kind: str,
@@ -297,23 +275,16 @@ def _run_cells(
 
     res = spec.resources
     configs = [
-        {
-            "kind": kind,
-            "cell": cell.to_dict(),
-            "cache_paths": caches,
-            "tracking_uri": uri,
-            "experiment_id": tracker.experiment_id,
-            "parent_run_id": parent,
-            "storage_path": storage,
-            "threads": max(1, int(res.cpus_per_worker)),
-            "resources": {
-                "num_workers": res.num_workers,
-                "use_gpu": res.use_gpu,
-                "cpus_per_worker": res.cpus_per_worker,
-                "max_failures": res.max_failures,
-            },
+        CellJob(
+            cell=cell,
+            cache_paths=caches,
+            tracking_uri=uri,
+            experiment_id=tracker.experiment_id,
+            parent_run_id=parent,
+            storage_path=storage,
+            resources=res,
             **extras[cell.key],
-        }
+        ).model_dump(mode="json")
         for cell in todo
     ]
     progress = _Progress(len(todo), res.max_concurrent_trials, echo, GRID_PARAM)

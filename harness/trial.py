@@ -115,7 +115,7 @@ def run_cell(trial_config: dict[str, Any]) -> dict[str, Any]:
     if resources["use_gpu"]:
         per_worker["GPU"] = 1
     trainer = TorchTrainer(
-        pretrain_cell if config["kind"] == "pretrain" else train_cell,
+        pretrain_cell if config["cell"]["kind"] == "pretrain" else train_cell,
         train_loop_config=config,
         scaling_config=ScalingConfig(
             num_workers=resources["num_workers"],

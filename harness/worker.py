@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+import time
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import ray.train
 import torch
 
-from harness.spec import Cell
+from harness.grid import Cell, CellJob
+from harness.resume import resume_from
 from harness.tracking import TAG_RESUMED, Tracker
-
-T = TypeVar("T")
 
 TAG_PRETRAINED = "mmder.pretrained_digest"  # digest of the encoder weights a cell started from
 TAG_ENCODER = "mmder.encoder_digest"  # digest of the encoder a pre-training exported
@@ -41,22 +40,21 @@ def build_cell(cell: Cell, cache_path: str, pretrained_path: str | None = None) 
     from mmder.data.folds import make_folds
     from mmder.model import build_model
 
-    cfg = cell.config
     cache = ClipCache.open(cache_path)
-    folds = make_folds(cfg["dataset"]["protocol"], cache.speakers, [c.group for c in cache.clips])
+    folds = make_folds(cell.dataset_config.protocol, cache.speakers, [c.group for c in cache.clips])
     fold = folds[cell.fold]
     train_set = FusedClipDataset(cache, fold.train_idx, cell.setting, seed=cell.seed)
     test_set = FusedClipDataset(cache, fold.test_idx, cell.setting, seed=cell.seed)
     torch.manual_seed(cell.seed)
     model = build_model(
-        cfg["model"]["size"],
+        cell.model.size,
         num_classes=len(cache.classes),
-        image_size=cfg["preprocess"]["image_size"],
+        image_size=cell.preprocess.image_size,
         num_frames=16,
-        drop_path_rate=cfg["model"]["drop_path"],
-        head_dropout=cfg["model"]["head_dropout"],
+        drop_path_rate=cell.model.drop_path,
+        head_dropout=cell.model.head_dropout,
     )
-    if cfg["model"].get("grad_checkpointing"):
+    if cell.model.grad_checkpointing:
         model.set_grad_checkpointing(True)
     digest = None
     if pretrained_path:
@@ -77,29 +75,32 @@ def build_cell(cell: Cell, cache_path: str, pretrained_path: str | None = None) 
 
 
 def train_cell(config: dict[str, Any]) -> dict[str, Any]:
-    """Ray Train loop for one cell; ``config`` is the trial's config (cell, cache path, tracking)."""
-    from mmder.train import EpochResult, TrainConfig, fit
+    """Ray Train loop for one cell; ``config`` is the trial's :class:`CellJob` as JSON."""
+    from mmder.train import EpochResult, fit
 
-    cell = Cell.from_dict(config["cell"])
-    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    job = CellJob.model_validate(config)
+    cell = job.cell
+    assert cell.training is not None, "a train cell carries its training section"
+    torch.set_num_threads(job.threads)
     rank = ray.train.get_context().get_world_rank()
-    parts = build_cell(cell, config["cache_paths"][cell.dataset], config.get("pretrained_path"))
+    parts = build_cell(cell, job.cache_paths[cell.dataset], job.pretrained_path)
     cache, fold = parts["cache"], parts["fold"]
-    train_cfg = TrainConfig.from_dict(cell.config["training"], seed=cell.seed)
 
     tracker = run_id = None
     if rank == 0:
-        tracker = Tracker(uri=config["tracking_uri"], experiment_id=config["experiment_id"])
+        tracker = Tracker(uri=job.tracking_uri, experiment_id=job.experiment_id)
         run_id = tracker.cell_run(
             cell.key,
-            config["parent_run_id"],
+            job.parent_run_id,
             tags={
                 "dataset": cell.dataset,
                 "setting": cell.setting,
                 "fold": cell.fold_name,
                 "seed": str(cell.seed),
+                "mmder.device_kind": _device_kind(job),
+                "mmder.device_count": str(cell.world_size),
             },
-            params=_flat_params(cell),
+            params=flat_params(cell),
         )
         if parts["pretrained_digest"]:
             tracker.tag(run_id, TAG_PRETRAINED, parts["pretrained_digest"])
@@ -112,24 +113,28 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
             "test_loss": result.test_loss,
             "train_loss": result.train_loss,
             "lr": result.lr,
+            "epoch_seconds": result.seconds,
+            "train_clips_per_s": result.train_clips_per_s,
+            "peak_memory_mb": result.peak_memory_mb,
         }
         if tracker is not None and run_id is not None:
             tracker.log_epoch(run_id, result.epoch, {k: v for k, v in metrics.items() if k != "epoch"})
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=checkpoint)
-        _maybe_crash(config, cell.key, result.epoch)
+        _maybe_crash(job, cell.key, result.epoch)
 
-    result = _resuming(
-        lambda resume_from: fit(
+    t0 = time.monotonic()
+    with resume_from(job.storage_path, cell.key, cell.world_size) as resume_dir:
+        result = fit(
             parts["model"],
             parts["train"],
             parts["test"],
             len(cache.classes),
-            train_cfg,
+            cell.training,
             report=report,
-            resume_from=resume_from,
+            resume_from=resume_dir,
+            seed=cell.seed,
         )
-    )
 
     if tracker is not None and run_id is not None:
         if result.resumed_from_epoch is not None:
@@ -146,7 +151,11 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
         ]
         tracker.finish_cell(
             run_id,
-            final={"final_uar": 100.0 * result.uar, "final_war": 100.0 * result.war},
+            final={
+                "final_uar": 100.0 * result.uar,
+                "final_war": 100.0 * result.war,
+                "wall_seconds": time.monotonic() - t0,
+            },
             confusion=result.confusion,
             class_names=list(cache.classes),
             predictions=predictions,
@@ -168,29 +177,28 @@ def pretrain_cell(config: dict[str, Any]) -> dict[str, Any]:
     from mmder.data.cache import ClipCache
     from mmder.data.dataset import FusedClipDataset
     from mmder.mae import build_pretrainer
-    from mmder.pretrain import PretrainConfig, PretrainResult, export_encoder, pretrain
+    from mmder.pretrain import PretrainResult, export_encoder, pretrain
 
-    cell = Cell.from_dict(config["cell"])
-    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    job = CellJob.model_validate(config)
+    cell = job.cell
+    assert cell.pretrain is not None and job.encoder_path, "a pre-training cell carries its recipe"
+    torch.set_num_threads(job.threads)
     rank = ray.train.get_context().get_world_rank()
-    caches = [ClipCache.open(path) for path in config["cache_paths"].values()]
+    caches = [ClipCache.open(path) for path in job.cache_paths.values()]
     clips = ConcatDataset(
         [FusedClipDataset(c, np.arange(len(c)), cell.setting, seed=cell.seed) for c in caches]
     )
     torch.manual_seed(cell.seed)
-    model = build_pretrainer(
-        cell.config["model"]["size"], image_size=cell.config["preprocess"]["image_size"], num_frames=16
-    )
-    pre_cfg = PretrainConfig.from_dict(cell.config["pretrain"], seed=cell.seed)
+    model = build_pretrainer(cell.model.size, image_size=cell.preprocess.image_size, num_frames=16)
 
     tracker = run_id = None
     if rank == 0:
-        tracker = Tracker(uri=config["tracking_uri"], experiment_id=config["experiment_id"])
+        tracker = Tracker(uri=job.tracking_uri, experiment_id=job.experiment_id)
         run_id = tracker.cell_run(
             cell.key,
-            config["parent_run_id"],
+            job.parent_run_id,
             tags={"setting": cell.setting},
-            params=_flat_params(cell),
+            params=flat_params(cell),
             kind="pretrain",
         )
 
@@ -201,11 +209,10 @@ def pretrain_cell(config: dict[str, Any]) -> dict[str, Any]:
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=checkpoint)
 
-    result = _resuming(
-        lambda resume_from: pretrain(model, clips, pre_cfg, report=report, resume_from=resume_from)
-    )
+    with resume_from(job.storage_path, cell.key, cell.world_size) as resume_dir:
+        result = pretrain(model, clips, cell.pretrain, report=report, resume_from=resume_dir, seed=cell.seed)
     if tracker is not None and run_id is not None:
-        path = export_encoder(model, config["encoder_path"])
+        path = export_encoder(model, job.encoder_path)
         digest = tensor_digest(torch.load(path, weights_only=True)["model"])
         tracker.tag(run_id, TAG_ENCODER, digest)
         tracker.tag(run_id, "mmder.encoder_path", str(path))
@@ -215,19 +222,16 @@ def pretrain_cell(config: dict[str, Any]) -> dict[str, Any]:
     return {"loss": result.loss, "run_id": run_id}
 
 
-def _resuming(run: Callable[[str | None], T]) -> T:
-    """Call ``run`` with the Train run's latest checkpoint folder (None on a fresh start)."""
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return run(None)
-    with checkpoint.as_directory() as resume_dir:
-        return run(resume_dir)
+def _device_kind(job: CellJob) -> str:
+    if job.resources.use_gpu and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return "cpu"
 
 
 CHAOS_ENV = "MMDER_CHAOS_EXIT_AFTER_EPOCH"
 
 
-def _maybe_crash(config: dict[str, Any], key: str, epoch: int) -> None:
+def _maybe_crash(job: CellJob, key: str, epoch: int) -> None:
     """Fault injection for recovery drills: with $MMDER_CHAOS_EXIT_AFTER_EPOCH=N the last rank of every
     cell dies (os._exit) once, right after epoch N was checkpointed; Ray Train must restart the worker
     group from that checkpoint (resources.max_failures) and lose nothing but the dying process."""
@@ -235,7 +239,7 @@ def _maybe_crash(config: dict[str, Any], key: str, epoch: int) -> None:
     ctx = ray.train.get_context()
     if target is None or int(target) != epoch or ctx.get_world_rank() != ctx.get_world_size() - 1:
         return
-    marker = Path(config["storage_path"]) / key / "chaos-done"
+    marker = Path(job.storage_path) / key / "chaos-done"
     if marker.exists():
         return
     marker.parent.mkdir(parents=True, exist_ok=True)
@@ -244,15 +248,19 @@ def _maybe_crash(config: dict[str, Any], key: str, epoch: int) -> None:
     os._exit(1)
 
 
-def _flat_params(cell: Cell) -> dict[str, Any]:
+def flat_params(cell: Cell) -> dict[str, Any]:
+    """The cell's sections as flat MLflow params (``training.lr``, ``datasets.0.options.classes``, ...)."""
     flat: dict[str, Any] = {"cell_key": cell.key, "fold_name": cell.fold_name}
 
     def walk(prefix: str, value: Any) -> None:
         if isinstance(value, dict):
             for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            for i, v in enumerate(value):
+                walk(f"{prefix}.{i}", v)
         else:
             flat[prefix] = value
 
-    walk("", cell.config)
+    walk("", cell.model_dump(mode="json", exclude={"key", "fold_name"}))
     return flat

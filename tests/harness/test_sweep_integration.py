@@ -45,12 +45,14 @@ def test_sweep_logs_every_cell_once_and_a_rerun_trains_nothing(tmp_path):
         assert sum(map(sum, confusion["matrix"])) == 12
         assert run.data.tags["mlflow.parentRunId"]
 
-    t0 = time.monotonic()
+    tune_runs = sorted((out / "ray" / "tune").glob("train-*"))
+    assert len(tune_runs) == 1, tune_runs
     again = mmder("sweep", str(exp), "--output", str(out))
     assert again.returncode == 0, again.stderr[-3000:]
     assert "2 already finished, 0 to run" in again.stdout
-    assert time.monotonic() - t0 < 60
-    assert not list((out / "ray" / "tune").glob("sweep-*"))[1:], "a rerun must not start another Tune run"
+    assert sorted((out / "ray" / "tune").glob("train-*")) == tune_runs, (
+        "a rerun must not start another Tune run"
+    )
     assert {r.info.run_id for r in child_runs(out, "e2e")} == {r.info.run_id for r in runs}
 
     board = mmder("leaderboard", str(exp), "--output", str(out), "--format", "csv")
@@ -67,7 +69,8 @@ def _checkpointed_epochs(run_dir: Path) -> int:
 
 
 def test_killed_driver_resumes_only_unfinished_cells_from_their_checkpoint(tmp_path):
-    from harness.spec import expand_cells, load_experiment
+    from harness.config import load_experiment
+    from harness.grid import expand_cells
 
     exp = tiny_experiment(
         tmp_path,

@@ -1,0 +1,169 @@
+"""The experiment -> the grid of cells, each with a deterministic key, and the job a worker receives.
+
+A cell's key hashes what changes its result: the dataset's identity (corpus, adapter options, generated
+corpus parameters, protocol), the fold, input setting and seed, and the result-bearing fields of the
+preprocessing, model and training sections (fields marked operational in the schema stay out), plus the
+world size. It names the cell's Train runs, its checkpoints and its MLflow tag, so a rerun finds its own
+past and never duplicates it. The cell carries its sections as the validated pydantic models; the worker
+receives them as their exact JSON and validates them back, so nothing is dropped or defaulted twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.config import DatasetConfig, ExperimentConfig, ResourcesConfig
+from mmder.config import ModelConfig, PretrainConfig, TrainingConfig, resolve_precision, result_fields
+from mmder.data.preprocess import PreprocessConfig
+
+__all__ = ["Cell", "CellJob", "expand_cells", "expand_pretrain_cells"]
+
+
+class Cell(BaseModel):
+    """One training job of the grid (``kind=train``) or one MAE pre-training (``kind=pretrain``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["train", "pretrain"] = "train"
+    key: str
+    dataset: str = Field(description="the dataset's label; '+'-joined labels for a pre-training")
+    setting: str
+    fold: int = Field(description="fold index; -1 for a pre-training (all clips)")
+    fold_name: str
+    seed: int
+    datasets: list[DatasetConfig] = Field(description="the cell's dataset (all datasets for a pre-training)")
+    preprocess: PreprocessConfig
+    model: ModelConfig
+    training: TrainingConfig | None = None
+    pretrain: PretrainConfig | None = None
+    world_size: int
+    pretrain_key: str | None = Field(None, description="model.pretrained: mae -> the pre-training's key")
+
+    @property
+    def dataset_config(self) -> DatasetConfig:
+        return self.datasets[0]
+
+
+class CellJob(BaseModel):
+    """What one Tune trial hands to its Train workers: the cell and where things are."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cell: Cell
+    cache_paths: dict[str, str]
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    storage_path: str
+    resources: ResourcesConfig
+    pretrained_path: str | None = None
+    encoder_path: str | None = None
+
+    @property
+    def threads(self) -> int:
+        return max(1, int(self.resources.cpus_per_worker))
+
+
+def _digest(payload: Any) -> str:
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def _dataset_identity(ds: DatasetConfig) -> dict[str, Any]:
+    """What of a dataset changes a result: not its display name, nor where its files lie."""
+    identity = result_fields(ds)
+    if ds.corpus != "synthetic":
+        identity.pop("synthetic")
+    identity.pop("folds")  # which folds run selects cells; it does not change any one of them
+    return identity
+
+
+def _resolved(spec: ExperimentConfig, section: TrainingConfig | PretrainConfig) -> Any:
+    """The section with ``precision: auto`` resolved for the experiment's devices (part of the key)."""
+    return section.model_copy(
+        update={"precision": resolve_precision(section.precision, spec.resources.use_gpu)}
+    )
+
+
+def expand_pretrain_cells(spec: ExperimentConfig) -> list[Cell]:
+    """One MAE pre-training per input setting, on the unlabeled clips of all datasets."""
+    recipe = _resolved(spec, spec.pretrain.recipe())
+    cells = []
+    for setting in spec.pretrain_settings:
+        identity = {
+            "kind": "pretrain",
+            "datasets": [_dataset_identity(ds) for ds in spec.datasets],
+            "setting": setting,
+            "preprocess": result_fields(spec.preprocess),
+            "model": {"size": spec.model.size},
+            "pretrain": result_fields(recipe),
+            "world_size": spec.resources.num_workers,
+        }
+        cells.append(
+            Cell(
+                kind="pretrain",
+                key=f"pretrain-{setting}-{_digest(identity)}",
+                dataset="+".join(ds.label for ds in spec.datasets),
+                setting=setting,
+                fold=-1,
+                fold_name="all clips",
+                seed=0,
+                datasets=spec.datasets,
+                preprocess=spec.preprocess,
+                model=spec.model,
+                pretrain=recipe,
+                world_size=spec.resources.num_workers,
+            )
+        )
+    return cells
+
+
+def expand_cells(spec: ExperimentConfig) -> list[Cell]:
+    """The grid in a stable order: dataset, fold, setting, seed."""
+    from mmder.data.folds import fold_names
+
+    pretrained = (
+        {c.setting: c.key for c in expand_pretrain_cells(spec)} if spec.model.pretrained == "mae" else {}
+    )
+    training = _resolved(spec, spec.training)
+    cells: list[Cell] = []
+    for ds in spec.datasets:
+        names = fold_names(ds.protocol)
+        folds = ds.folds if ds.folds is not None else list(range(len(names)))
+        for fold in folds:
+            for setting in spec.grid.settings:
+                for seed in spec.grid.seeds:
+                    model = result_fields(spec.model)
+                    # with `mae`, the pre-training's key: a new pre-training makes new cells
+                    model["pretrained"] = pretrained.get(setting, spec.model.pretrained)
+                    identity = {
+                        "dataset": _dataset_identity(ds),
+                        "fold": fold,
+                        "setting": setting,
+                        "seed": seed,
+                        "preprocess": result_fields(spec.preprocess),
+                        "model": model,
+                        "training": result_fields(training),
+                        "world_size": spec.resources.num_workers,
+                    }
+                    cells.append(
+                        Cell(
+                            key=f"{ds.label}-{setting}-f{fold}-s{seed}-{_digest(identity)}",
+                            dataset=ds.label,
+                            setting=setting,
+                            fold=fold,
+                            fold_name=names[fold],
+                            seed=seed,
+                            datasets=[ds],
+                            preprocess=spec.preprocess,
+                            model=spec.model,
+                            training=training,
+                            world_size=spec.resources.num_workers,
+                            pretrain_key=pretrained.get(setting),
+                        )
+                    )
+    return cells
