@@ -264,3 +264,19 @@ def test_paper_grid_dry_runs_without_data_gpu_or_ray(tmp_path):
         assert sum(f" {dataset} / " in ln for ln in lines) == 8 * (1 if dataset == "ravdess" else 5)
     assert "88 cells: 88 to run, 0 finished" in proc.stdout
     assert not (tmp_path / "p").exists()
+
+
+def test_schema_file_is_current_validates_every_experiment_and_rejects_a_typo(tmp_path, capsys):
+    import jsonschema
+
+    assert main(["schema", "--output", str(tmp_path / "schema.json")]) == 0
+    schema = json.loads((tmp_path / "schema.json").read_text())
+    shipped = ROOT / "experiments" / "experiment.schema.json"
+    assert json.loads(shipped.read_text()) == schema, "run `mmder schema -o experiments/experiment.schema.json`"
+    for path in sorted((ROOT / "experiments").glob("*.yaml")):
+        assert path.read_text().startswith("# yaml-language-server: $schema=./experiment.schema.json"), path
+        jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+    data = quickstart()
+    data["training"]["epoch"] = 3
+    with pytest.raises(jsonschema.ValidationError, match="epoch"):
+        jsonschema.validate(data, schema)
