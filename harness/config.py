@@ -98,18 +98,21 @@ class GridConfig(Strict):
     settings: list[str] = Field(
         default_factory=lambda: ["video", "audio", "CFAS", "SFAS", "FFLS", "FSLF", "OFOS", "RFAS"],
         min_length=1,
-        description="input settings: video, audio or a fusion (CFAS, SFAS, SFAS-raw, FFLS, FSLF, OFOS, RFAS)",
+        description="input settings: video, audio, a fusion (CFAS, SFAS, SFAS-raw, FFLS, FSLF, OFOS, "
+        "RFAS), or a classical baseline in the same folds (audio-egemaps-svm, audio-compare-svm)",
     )
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="seeds of every cell")
 
     @field_validator("settings")
     @classmethod
     def _known_settings(cls, value: list[str]) -> list[str]:
+        from mmder.baseline import BASELINES
         from mmder.fusion import SETTINGS
 
         for s in value:
-            if s not in SETTINGS:
-                raise ValueError(f"{s!r} is not allowed; allowed: {', '.join(SETTINGS)}")
+            if s not in SETTINGS and s not in BASELINES:
+                allowed = [*SETTINGS, *BASELINES]
+                raise ValueError(f"{s!r} is not allowed; allowed: {', '.join(allowed)}")
         if len(set(value)) != len(value):
             raise ValueError("a setting is listed twice")
         return value
@@ -210,7 +213,7 @@ class ExperimentConfig(Strict):
         _check_datasets(self)
         _check_model(self)
         if self.model.pretrained == "mae":
-            missing = sorted(set(self.grid.settings) - set(self.pretrain_settings))
+            missing = sorted(set(self.deep_settings) - set(self.pretrain_settings))
             if missing:
                 raise _error(
                     ("pretrain", "settings"), f"model.pretrained: mae needs a pre-training for {missing}"
@@ -225,8 +228,15 @@ class ExperimentConfig(Strict):
         return self
 
     @property
+    def deep_settings(self) -> list[str]:
+        """The grid's settings that train the encoder (not the classical baselines)."""
+        from mmder.baseline import BASELINES
+
+        return [s for s in self.grid.settings if s not in BASELINES]
+
+    @property
     def pretrain_settings(self) -> list[str]:
-        return self.pretrain.settings or self.grid.settings
+        return self.pretrain.settings or self.deep_settings
 
     def resolved_path(self, value: str) -> Path:
         path = Path(value).expanduser()
@@ -247,7 +257,8 @@ def _check_datasets(spec: ExperimentConfig) -> None:
             raise _error(("datasets", i, "root"), f"is required for corpus {ds.corpus!r}")
         fed = corpus_modalities(ds.corpus, ds.options)
         for setting in spec.grid.settings:
-            needs = {"video" if m == "visual" else m for m in SETTINGS[setting].modalities}
+            modalities = SETTINGS[setting].modalities if setting in SETTINGS else ("audio",)  # baselines
+            needs = {"video" if m == "visual" else m for m in modalities}
             if not needs <= fed:
                 raise _error(
                     ("grid", "settings"),

@@ -28,7 +28,7 @@ class Cell(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["train", "pretrain"] = "train"
+    kind: Literal["train", "pretrain"] = "train"  # a baseline setting is a train cell without training
     key: str
     dataset: str = Field(description="the dataset's label; '+'-joined labels for a pre-training")
     setting: str
@@ -129,6 +129,8 @@ def expand_cells(spec: ExperimentConfig) -> list[Cell]:
     pretrained = (
         {c.setting: c.key for c in expand_pretrain_cells(spec)} if spec.model.pretrained == "mae" else {}
     )
+    from mmder.baseline import BASELINE_VERSION, BASELINES
+
     training = _resolved(spec, spec.training)
     cells: list[Cell] = []
     for ds in spec.datasets:
@@ -140,7 +142,7 @@ def expand_cells(spec: ExperimentConfig) -> list[Cell]:
                     model = result_fields(spec.model)
                     # with `mae`, the pre-training's key: a new pre-training makes new cells
                     model["pretrained"] = pretrained.get(setting, spec.model.pretrained)
-                    identity = {
+                    identity: dict[str, Any] = {
                         "dataset": _dataset_identity(ds),
                         "fold": fold,
                         "setting": setting,
@@ -150,6 +152,15 @@ def expand_cells(spec: ExperimentConfig) -> list[Cell]:
                         "training": result_fields(training),
                         "world_size": spec.resources.num_workers,
                     }
+                    baseline = BASELINES.get(setting)
+                    if baseline is not None:  # reads the audio files: no model, no training, no cache
+                        identity = {
+                            "dataset": _dataset_identity(ds),
+                            "fold": fold,
+                            "setting": setting,
+                            "seed": seed,
+                            "baseline": [baseline.feature_set, baseline.kernel, baseline.C, BASELINE_VERSION],
+                        }
                     cells.append(
                         Cell(
                             key=f"{ds.label}-{setting}-f{fold}-s{seed}-{_digest(identity)}",
@@ -161,8 +172,8 @@ def expand_cells(spec: ExperimentConfig) -> list[Cell]:
                             datasets=[ds],
                             preprocess=spec.preprocess,
                             model=spec.model,
-                            training=training,
-                            world_size=spec.resources.num_workers,
+                            training=None if baseline else training,
+                            world_size=1 if baseline else spec.resources.num_workers,
                             pretrain_key=pretrained.get(setting),
                         )
                     )

@@ -189,6 +189,9 @@ def _pretrained_paths(spec: ExperimentConfig, output: Path, cells: list[Cell]) -
     """cell key -> absolute checkpoint to start from; a missing one stops the sweep before it starts."""
     paths: dict[str, str | None] = {}
     for cell in cells:
+        if cell.training is None:  # a classical baseline loads no weights
+            paths[cell.key] = None
+            continue
         if cell.pretrain_key:
             path = encoder_path(output, cell.pretrain_key)
             hint = f"run `mmder pretrain` on this experiment first (no encoder at {path})"

@@ -222,6 +222,79 @@ def pretrain_cell(config: dict[str, Any]) -> dict[str, Any]:
     return {"loss": result.loss, "run_id": run_id}
 
 
+def baseline_cell(job: CellJob) -> dict[str, Any]:
+    """A classical baseline setting (openSMILE functionals + SVM) in exactly the deep cells' folds.
+
+    Runs in the Tune trial itself (one process, no DeepSpeed): the folds come from the same cache rows
+    as :func:`build_cell`'s, and each row's audio file from the corpus listing the cache was made of.
+    Features are cached next to the clip cache, so every fold and seed extracts them once.
+    """
+    import numpy as np
+
+    from mmder.baseline import BASELINES, extract_features, fit_predict
+    from mmder.data.cache import ClipCache
+    from mmder.data.corpora import list_corpus
+    from mmder.data.folds import make_folds
+    from mmder.metrics import classification_metrics
+
+    cell = job.cell
+    baseline = BASELINES[cell.setting]
+    t0 = time.monotonic()
+    cache_path = Path(job.cache_paths[cell.dataset])
+    cache = ClipCache.open(cache_path)
+    folds = make_folds(cell.dataset_config.protocol, cache.speakers, [c.group for c in cache.clips])
+    fold = folds[cell.fold]
+    listing = list_corpus(cell.dataset_config.corpus, cache.meta["root"], **cell.dataset_config.options)
+    audio = {c.clip_id: c.audio for c in listing.clips}
+    paths = [audio[c.clip_id] for c in cache.clips]
+    x = extract_features(paths, baseline.feature_set, cache_path.parent / "opensmile")
+    y = cache.labels
+    predicted = fit_predict(x, y, fold.train_idx, fold.test_idx, baseline.kernel, baseline.C, cell.seed)
+    truth = y[fold.test_idx]
+    metrics = classification_metrics(truth.tolist(), predicted.tolist(), len(cache.classes))
+
+    tracker = Tracker(uri=job.tracking_uri, experiment_id=job.experiment_id)
+    run_id = tracker.cell_run(
+        cell.key,
+        job.parent_run_id,
+        tags={
+            "dataset": cell.dataset,
+            "setting": cell.setting,
+            "fold": cell.fold_name,
+            "seed": str(cell.seed),
+            "mmder.device_kind": "cpu",
+            "mmder.device_count": "1",
+        },
+        params={
+            **flat_params(cell),
+            "baseline.features": baseline.feature_set,
+            "baseline.kernel": baseline.kernel,
+            "baseline.C": baseline.C,
+        },
+    )
+    clips = cache.clips
+    tracker.finish_cell(
+        run_id,
+        final={
+            "final_uar": 100.0 * metrics["uar"],
+            "final_war": 100.0 * metrics["war"],
+            "wall_seconds": time.monotonic() - t0,
+        },
+        confusion=metrics["confusion"],
+        class_names=list(cache.classes),
+        predictions=[
+            {
+                "clip_id": clips[i].clip_id,
+                "speaker": clips[i].speaker,
+                "true": cache.classes[int(t)],
+                "predicted": cache.classes[int(p)],
+            }
+            for i, t, p in zip(np.asarray(fold.test_idx).tolist(), truth, predicted, strict=True)
+        ],
+    )
+    return {"war": 100.0 * metrics["war"], "uar": 100.0 * metrics["uar"], "run_id": run_id}
+
+
 def _device_kind(job: CellJob) -> str:
     if job.resources.use_gpu and torch.cuda.is_available():
         return torch.cuda.get_device_name()
