@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from mmder.checkpoint_files import listing, write_manifest
 from mmder.config import TrainingConfig
 from mmder.optim import param_groups_layer_decay
 
@@ -170,14 +172,45 @@ def resume_engine(engine: Any, resume_from: str | None) -> tuple[int, int | None
 def epoch_checkpoint(engine: Any, epoch: int, prefix: str = "mmder-ckpt-") -> Iterator[str]:
     """Save the engine after ``epoch`` into a temporary folder (every rank: ZeRO shards), yield it, clean up.
 
-    The caller hands the folder to its reporter (Ray Train copies it into the run's storage).
+    The caller hands the folder to its reporter (Ray Train copies every rank's folder into one
+    checkpoint in the run's storage). After DeepSpeed's files, each rank writes its manifest
+    (:mod:`mmder.checkpoint_files`), so that a copy cut off by a kill is recognised as incomplete.
     """
     checkpoint_dir = tempfile.mkdtemp(prefix=prefix)
     try:
+        before = listing(checkpoint_dir)
         engine.save_checkpoint(checkpoint_dir, tag=CHECKPOINT_TAG, client_state={"epoch": epoch})
+        write_epoch_manifest(engine, checkpoint_dir, epoch, before)
         yield checkpoint_dir
     finally:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+
+def write_epoch_manifest(engine: Any, checkpoint_dir: str, epoch: int, before: dict[str, int]) -> None:
+    """This rank's manifest of what ``save_checkpoint`` wrote; warns when DeepSpeed's names changed.
+
+    A warning rather than silence: a DeepSpeed that names its shards differently would make every
+    checkpoint look incomplete, and cells would quietly start over instead of resuming.
+    """
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    _, missing = write_manifest(
+        checkpoint_dir,
+        rank=rank,
+        world_size=world,
+        epoch=epoch,
+        zero_stage=int(engine.zero_optimization_stage()),
+        tag=CHECKPOINT_TAG,
+        bf16=bool(engine.bfloat16_enabled()),
+        before=before,
+    )
+    if missing:
+        warnings.warn(
+            f"rank {rank}: DeepSpeed did not write the expected {sorted(missing)}; "
+            "this checkpoint will not count as complete",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 def shard(dataset: Dataset, rank: int, world: int) -> Subset:
