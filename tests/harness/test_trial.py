@@ -1,45 +1,96 @@
-"""A Train run folder left behind by a killed driver is mended before the cell runs again."""
+"""A cell's Tune trial starts a fresh Train run per attempt and tidies the cell's folder around it."""
 
 from __future__ import annotations
 
-import json
+import sys
+import types
 from pathlib import Path
+from typing import Any
 
-from ray.train.v2._internal.execution.checkpoint.checkpoint_manager import _CheckpointManagerState
+import pytest
+from ray.train import UserCallback
+from test_resume import SNAPSHOT, fake_checkpoint
 
-from harness.trial import SNAPSHOT, remove_stray_checkpoints, repair_snapshot
-
-
-def checkpoint(run_dir: Path, name: str, *, ranks: int, complete: bool = True) -> Path:
-    path = run_dir / name
-    (path / "state").mkdir(parents=True)
-    (path / "state" / "mp_rank_00_model_states.pt").write_bytes(b"weights")
-    for r in range(ranks):
-        (path / "state" / f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt").write_bytes(b"shard")
-    if complete:
-        (path / "latest").write_text("state")
-    return path
+import harness.trial as trial
 
 
-def test_a_torn_snapshot_is_rebuilt_from_the_newest_complete_checkpoint(tmp_path):
-    checkpoint(tmp_path, "checkpoint_2026-11-24_01-00-00.000001", ranks=2)
-    good = checkpoint(tmp_path, "checkpoint_2026-11-24_01-00-05.000001", ranks=2)
-    torn = checkpoint(tmp_path, "checkpoint_2026-11-24_01-00-09.000001", ranks=2, complete=False)
-    (tmp_path / SNAPSHOT).write_text("")  # killed between truncate and write
+def job(storage: Path, key: str, kind: str = "train") -> dict[str, Any]:
+    resources = {"num_workers": 1, "cpus_per_worker": 1, "use_gpu": False, "max_failures": 2}
+    return {
+        trial.GRID_PARAM: {
+            "cell": {"key": key},
+            "kind": kind,
+            "resources": resources,
+            "storage_path": str(storage),
+        }
+    }
 
-    assert good.name in repair_snapshot(tmp_path, world_size=2)
-    state = _CheckpointManagerState.parse_obj(json.loads((tmp_path / SNAPSHOT).read_text()))
-    assert state.latest_checkpoint_result.checkpoint_dir_name == good.name, "Ray reads it back"
-    removed = remove_stray_checkpoints(tmp_path)
-    assert torn in removed and good.exists()
+
+class FakeTrainer:
+    """Stands in for TorchTrainer: records how it was built; ``fit`` leaves what a run leaves."""
+
+    built: list[FakeTrainer] = []
+
+    def __init__(self, fn, *, train_loop_config, scaling_config, run_config) -> None:
+        self.fn, self.config, self.scaling, self.run = fn, train_loop_config, scaling_config, run_config
+        FakeTrainer.built.append(self)
+
+    def fit(self) -> types.SimpleNamespace:
+        run_dir = Path(self.run.storage_path) / self.run.name
+        self.existing_before_fit = sorted(p.name for p in run_dir.parent.iterdir())
+        fake_checkpoint(run_dir / "checkpoint_2026-11-24_02-00-00.000001", epoch=2)
+        (run_dir / "checkpoint_2026-11-24_02-00-09.000001").mkdir()  # a stray cut off by a kill
+        (run_dir / SNAPSHOT).write_text("{}")
+        return types.SimpleNamespace(return_value={"war": 50.0, "done": True, "run_id": "r", "x": None})
 
 
-def test_a_sound_snapshot_is_left_alone_and_one_without_checkpoints_is_dropped(tmp_path):
-    (tmp_path / SNAPSHOT).write_text('{"checkpoint_results": []}')
-    assert repair_snapshot(tmp_path, world_size=1) is None
-    assert (tmp_path / SNAPSHOT).read_text() == '{"checkpoint_results": []}'
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """No Ray run, and a stand-in for harness.worker (it may be mid-rewrite and imports the stack)."""
+    worker = types.ModuleType("harness.worker")
+    worker.train_cell = lambda config: None  # type: ignore[attr-defined]
+    worker.pretrain_cell = lambda config: None  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "harness.worker", worker)
+    monkeypatch.setattr(trial, "TorchTrainer", FakeTrainer)
+    monkeypatch.setattr(trial, "TuneReportCallback", UserCallback)  # the real one needs a Tune session
+    FakeTrainer.built = []
+    return worker
 
-    checkpoint(tmp_path, "checkpoint_2026-11-24_01-00-00.000001", ranks=1)  # one shard short of 2 ranks
-    (tmp_path / SNAPSHOT).write_text('{"ray_ver')
-    assert "starts over" in repair_snapshot(tmp_path, world_size=2)
-    assert not (tmp_path / SNAPSHOT).exists()
+
+def test_each_start_is_a_fresh_attempt_and_the_old_ones_go_once_a_newer_checkpoint_exists(tmp_path, fakes):
+    storage, key = tmp_path / "runs", "ravdess-FSLF-f0-s0"
+    cell = storage / key
+    old = fake_checkpoint(cell / "attempt-000" / "checkpoint_2026-11-24_01-00-00.000001", epoch=1)
+    stray = cell / "attempt-000" / "checkpoint_2026-11-24_01-00-05.000001"
+    stray.mkdir()
+    (cell / "attempt-000" / SNAPSHOT).write_text("")  # torn by a killed driver: nobody reads it again
+    (cell / "chaos-done").touch()  # worker.py's fault-injection marker lives in the cell's folder
+
+    out = trial.run_cell(job(storage, key))
+    assert out == {"final_war": 50.0}
+    (first,) = FakeTrainer.built
+    assert (first.run.storage_path, first.run.name) == (str(cell), "attempt-001")
+    assert first.run.failure_config.max_failures == 2
+    assert first.fn is fakes.train_cell
+    assert first.existing_before_fit == ["attempt-000", "attempt-001", "chaos-done"], "the stray went"
+    assert not stray.exists() and not old.exists(), "attempt-001 now holds the newest checkpoint"
+    assert sorted(p.name for p in cell.iterdir()) == ["attempt-001", "chaos-done"]
+    assert [p.name for p in (cell / "attempt-001").glob("checkpoint_*") if p.is_dir()] == [
+        "checkpoint_2026-11-24_02-00-00.000001"
+    ], "the run's own stray is gone once it finished"
+
+    trial.run_cell(job(storage, key, kind="pretrain"))
+    second = FakeTrainer.built[-1]
+    assert second.run.name == "attempt-002" and second.fn is fakes.pretrain_cell
+
+
+def test_a_remote_storage_runs_under_one_name_and_touches_no_disk(tmp_path, fakes, monkeypatch):
+    monkeypatch.setattr(FakeTrainer, "fit", lambda self: types.SimpleNamespace(return_value=None))
+    monkeypatch.chdir(tmp_path)
+    config = job(tmp_path, "k")
+    config[trial.GRID_PARAM]["storage_path"] = "s3://bucket/runs"
+    for _ in range(2):  # Ray resumes the same run from its own snapshot there
+        assert trial.run_cell(config) == {}
+        run = FakeTrainer.built[-1].run
+        assert (run.storage_path, run.name) == ("s3://bucket/runs/k", "attempt-000")
+    assert list(tmp_path.iterdir()) == []
