@@ -42,10 +42,16 @@ def cell_run_config(storage: str, key: str, world_size: int, max_failures: int) 
 
 def run_cell(trial_config: dict[str, Any]) -> dict[str, Any]:
     """Tune function trainable: one Train job of ``num_workers`` DeepSpeed workers for one cell."""
-    from harness.worker import pretrain_cell, train_cell  # lazily: the worker imports the whole stack
+    from harness.worker import baseline_cell, pretrain_cell, train_cell  # lazily: the whole stack
 
     config = trial_config[GRID_PARAM]
     key = config["cell"]["key"]
+    if config["cell"]["training"] is None and config["cell"]["kind"] == "train":
+        # a classical baseline: one process, no DeepSpeed, no checkpoints; runs in the trial itself
+        from harness.grid import CellJob
+
+        value = baseline_cell(CellJob.model_validate(config))
+        return {f"final_{k}": v for k, v in value.items() if isinstance(v, int | float)}
     resources = config["resources"]
     storage = config["storage_path"]
     world_size = resources["num_workers"]
@@ -54,7 +60,7 @@ def run_cell(trial_config: dict[str, Any]) -> dict[str, Any]:
         per_worker["GPU"] = 1
     run_config = cell_run_config(storage, key, world_size, resources["max_failures"])
     trainer = TorchTrainer(
-        pretrain_cell if config["kind"] == "pretrain" else train_cell,
+        pretrain_cell if config["cell"]["kind"] == "pretrain" else train_cell,
         train_loop_config=config,
         scaling_config=ScalingConfig(
             num_workers=world_size,

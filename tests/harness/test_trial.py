@@ -18,8 +18,7 @@ def job(storage: Path, key: str, kind: str = "train") -> dict[str, Any]:
     resources = {"num_workers": 1, "cpus_per_worker": 1, "use_gpu": False, "max_failures": 2}
     return {
         trial.GRID_PARAM: {
-            "cell": {"key": key},
-            "kind": kind,
+            "cell": {"key": key, "kind": kind, "training": {} if kind == "train" else None},
             "resources": resources,
             "storage_path": str(storage),
         }
@@ -50,6 +49,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     worker = types.ModuleType("harness.worker")
     worker.train_cell = lambda config: None  # type: ignore[attr-defined]
     worker.pretrain_cell = lambda config: None  # type: ignore[attr-defined]
+    worker.baseline_cell = lambda job: None  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "harness.worker", worker)
     monkeypatch.setattr(trial, "TorchTrainer", FakeTrainer)
     monkeypatch.setattr(trial, "TuneReportCallback", UserCallback)  # the real one needs a Tune session
