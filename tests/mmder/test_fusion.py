@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from mmder.fusion import SETTINGS, FusionSetting, fuse, get_setting, rfas_permutation
+from mmder.fusion import SETTINGS, fuse, get_setting, rfas_permutation
 
 C, H, W = 3, 8, 6
 
@@ -29,20 +29,6 @@ def _aud(n: int) -> list[float]:
     return [round(0.5 + 0.01 * (i + 1), 6) for i in range(n)]  # 0.51 .. 0.66
 
 
-def test_registry_names_and_fields() -> None:
-    assert set(SETTINGS) == {"video", "audio", "CFAS", "SFAS", "SFAS-raw", "FFLS", "FSLF", "OFOS", "RFAS"}
-    for name, s in SETTINGS.items():
-        assert isinstance(s, FusionSetting)
-        assert s.name == name
-        assert callable(s.fn) and s.doc
-    assert {n for n, s in SETTINGS.items() if s.steps == 16} == {"video", "audio", "CFAS", "SFAS", "SFAS-raw"}
-    assert {n for n, s in SETTINGS.items() if s.steps == 8} == {"FFLS", "FSLF", "OFOS", "RFAS"}
-    assert SETTINGS["video"].modalities == ("visual",)
-    assert SETTINGS["audio"].modalities == ("audio",)
-    assert SETTINGS["OFOS"].modalities == ("visual", "audio")
-    assert get_setting("FSLF") is SETTINGS["FSLF"]
-
-
 @pytest.mark.parametrize("bad", ["cfas", "Video", "sfas-raw", "", "VAFS"])
 def test_unknown_setting_lists_allowed_names(bad: str) -> None:
     with pytest.raises(KeyError) as exc:
@@ -54,15 +40,47 @@ def test_unknown_setting_lists_allowed_names(bad: str) -> None:
         fuse(bad, _seq(_vis(16)), _seq(_aud(16)))
 
 
-@pytest.mark.parametrize("name", list(SETTINGS))
-def test_paper_sizes_give_16_frames(name: str) -> None:
-    steps = SETTINGS[name].steps
-    v = torch.rand(steps, 3, 32, 32)
-    a = torch.rand(steps, 3, 32, 32)
-    out = fuse(name, v, a, clip_id="clip", strict=True)
+_VA = ("visual", "audio")
+
+
+# The paper's settings as a user names them, the frames each input brings (16 for the per-step fusions,
+# 8 for the layouts in time) and the inputs each one reads.
+@pytest.mark.parametrize(
+    ("name", "frames", "reads"),
+    [
+        ("video", 16, ("visual",)),
+        ("audio", 16, ("audio",)),
+        ("CFAS", 16, _VA),
+        ("SFAS", 16, _VA),
+        ("SFAS-raw", 16, _VA),
+        ("FFLS", 8, _VA),
+        ("FSLF", 8, _VA),
+        ("OFOS", 8, _VA),
+        ("RFAS", 8, _VA),
+    ],
+)
+def test_each_paper_setting_gives_the_encoder_16_frames_from_its_inputs(
+    name: str, frames: int, reads: tuple[str, ...]
+) -> None:
+    inputs = {"visual": torch.rand(frames, 3, 32, 32), "audio": torch.rand(frames, 3, 32, 32)}
+    out = fuse(name, inputs["visual"], inputs["audio"], clip_id="clip", strict=True)
     assert out.shape == (16, 3, 32, 32)
     assert out.dtype == torch.float32
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    # the other sequence length is refused under strict (16 frames into FSLF would give 32)
+    other = 8 if frames == 16 else 16
+    with pytest.raises(ValueError, match=f"{frames}-step"):
+        fuse(name, torch.rand(other, 3, 32, 32), torch.rand(other, 3, 32, 32), strict=True)
+    # a corpus without one modality can feed exactly the settings that do not read it
+    for mod in ("visual", "audio"):
+        without = {**inputs, mod: None}
+        if mod in reads:
+            with pytest.raises(ValueError, match=mod):
+                fuse(name, without["visual"], without["audio"], clip_id="clip", strict=True)
+        else:
+            assert torch.equal(
+                fuse(name, without["visual"], without["audio"], clip_id="clip", strict=True), out
+            )
 
 
 def test_general_sizes() -> None:
@@ -183,10 +201,9 @@ def test_rfas_fuse_frames_once_each() -> None:
     out = _frame_values(fuse("RFAS", v, a, clip_id="c1", seed=7))
     assert sorted(out) == sorted(_vis(8) + _aud(8))
     assert len(set(out)) == 16
-    # V then A concatenated, then indexed by the permutation
-    base = _vis(8) + _aud(8)
-    perm = rfas_permutation("c1", 7)
-    assert out == [base[i] for i in perm.tolist()]
+    # a shuffle, not the V-then-A layout of FFLS: faces and spectrograms are mixed in time
+    assert out != _vis(8) + _aud(8)
+    assert 0 < sum(x in _aud(8) for x in out[:8]) < 8
     assert out == _frame_values(fuse("RFAS", v, a, clip_id="c1", seed=7))
     assert out != _frame_values(fuse("RFAS", v, a, clip_id="c2", seed=7))
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from mmder.mae import build_pretrainer
 from mmder.model import (
-    MODEL_SIZES,
     ModelSize,
     build_model,
     get_sinusoid_encoding_table,
@@ -73,32 +73,25 @@ def test_shapes(num_frames: int, image_size: int, patch_size: int, tubelet_size:
     assert torch.allclose(logits, model.forward_head(feats))
 
 
-def test_size_table_and_unknown_size() -> None:
-    assert {"micro", "tiny", "small", "base", "large", "huge"} <= set(MODEL_SIZES)
-    assert (MODEL_SIZES["small"].embed_dim, MODEL_SIZES["small"].depth, MODEL_SIZES["small"].num_heads) == (
-        384,
-        12,
-        6,
-    )
-    assert (MODEL_SIZES["base"].embed_dim, MODEL_SIZES["base"].depth, MODEL_SIZES["base"].num_heads) == (
-        768,
-        12,
-        12,
-    )
-    assert (MODEL_SIZES["large"].embed_dim, MODEL_SIZES["large"].depth, MODEL_SIZES["large"].num_heads) == (
-        1024,
-        24,
-        16,
-    )
-    assert (MODEL_SIZES["huge"].embed_dim, MODEL_SIZES["huge"].depth, MODEL_SIZES["huge"].num_heads) == (
-        1280,
-        32,
-        16,
-    )
-    assert (MODEL_SIZES["base"].decoder_dim, MODEL_SIZES["base"].decoder_depth) == (384, 4)
-    assert (MODEL_SIZES["large"].decoder_dim, MODEL_SIZES["large"].decoder_depth) == (512, 4)
-    for s in MODEL_SIZES.values():
-        assert s.embed_dim % s.num_heads == 0 and s.decoder_dim % s.decoder_heads == 0
+# Parameter counts of the VideoMAE paper's Kinetics-400 classifiers (ViT-S 22M, ViT-B 87M, ViT-L 305M,
+# ViT-H 633M): one block more or less, another width or MLP ratio is off by far more than 1%.
+@pytest.mark.parametrize(("size", "millions"), [("small", 22), ("base", 87), ("large", 305), ("huge", 633)])
+def test_named_sizes_have_the_videomae_parameter_counts(size: str, millions: int) -> None:
+    with torch.device("meta"):  # no memory, no init cost
+        model = build_model(size, 400)
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(millions * 1e6, rel=0.01)
+
+
+# The MAE pre-trainers of the official checkpoints (MCG-NJU/videomae-base, -large), counted on
+# transformers' VideoMAEForPreTraining with their configs: the decoders must match for them to load.
+@pytest.mark.parametrize(("size", "count"), [("base", 94_210_944), ("large", 317_782_016)])
+def test_pretrainer_sizes_match_the_official_checkpoints(size: str, count: int) -> None:
+    with torch.device("meta"):
+        pretrainer = build_pretrainer(size)
+    assert sum(p.numel() for p in pretrainer.parameters()) == count
+
+
+def test_unknown_size_names_the_allowed_ones() -> None:
     with pytest.raises(KeyError, match="allowed sizes: micro, tiny"):
         build_model("gigantic", 3)
 

@@ -52,14 +52,17 @@ def cfg(**kw) -> PretrainConfig:
     return PretrainConfig(**{**base, **kw})
 
 
-def test_config_defaults_follow_videomae():
+def test_config_defaults_follow_videomae(monkeypatch):
     c = PretrainConfig()
     assert (c.mask_ratio, c.weight_decay, c.lr) == (0.9, 0.05, None)
     assert c.peak_lr(world_size=4) == pytest.approx(1.5e-4 * 8 * 4 / 256)
     assert PretrainConfig(lr=1e-3).peak_lr(8) == 1e-3
-    assert PretrainConfig(precision="auto").resolved_precision() == (
-        "bf16" if torch.cuda.is_available() else "fp32"
-    )
+    # auto precision: bf16 where a GPU is visible, fp32 on a CPU-only machine; a named one is kept
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert PretrainConfig(precision="auto").resolved_precision() == "bf16"
+    assert PretrainConfig(precision="fp16").resolved_precision() == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert PretrainConfig(precision="auto").resolved_precision() == "fp32"
 
 
 def test_export_encoder_loads_exactly_into_a_classifier(tmp_path: Path):

@@ -13,7 +13,21 @@ from mmder.data.cache import ClipCache, PreprocessConfig, prepare_corpus
 from mmder.data.corpora import available_corpora, list_corpus
 from mmder.data.cremad import EMOTIONS as CREMAD_EMOTIONS
 from mmder.data.folds import make_folds
-from mmder.data.ravdess import EMOTIONS, EMOTIONS_7, parse_name
+from mmder.data.ravdess import parse_name
+
+# RAVDESS's emotion codes (third field of a file name), as its documentation lists them.
+RAVDESS_CODES = {
+    "01": "neutral",
+    "02": "calm",
+    "03": "happy",
+    "04": "sad",
+    "05": "angry",
+    "06": "fearful",
+    "07": "disgust",
+    "08": "surprised",
+}
+EIGHT = list(RAVDESS_CODES.values())
+SEVEN = [e for e in EIGHT if e != "calm"]  # calm merged into neutral
 
 
 def test_adapters_are_registered() -> None:
@@ -40,29 +54,28 @@ def test_ravdess_names() -> None:
 def test_ravdess_720_flac_listing(shared_data: Path) -> None:
     root = shared_data / "ravdess-speech-16k"
     listing = list_corpus("ravdess", root)
-    assert listing.classes == list(EMOTIONS) and listing.skipped == []
+    assert listing.classes == EIGHT and listing.skipped == []
     clips = listing.clips
     assert len(clips) == 720 and len({c.clip_id for c in clips}) == 720
     assert all(c.video is None and c.audio and c.audio.endswith(".flac") for c in clips)
-    # Labels and fields checked against the file names, independently of the adapter's parser.
-    emo_of = dict(zip([f"{i:02d}" for i in range(1, 9)], EMOTIONS, strict=True))
+    # Labels and fields checked against the file names, independently of the adapter's parser and tables.
     for c in clips:
         fields = Path(c.audio).stem.split("-")
         extra = dict(c.extra)
-        assert c.label == emo_of[fields[2]] and c.speaker == f"Actor_{fields[6]}"
+        assert c.label == RAVDESS_CODES[fields[2]] and c.speaker == f"Actor_{fields[6]}"
         assert Path(c.audio).parent.name == c.speaker  # files sit in their actor's folder
         assert extra["intensity"] == {"01": "normal", "02": "strong"}[fields[3]]
         assert (extra["statement"], extra["repetition"]) == (fields[4], fields[5])
         assert extra["modality"] == "audio" and extra["channel"] == "speech"
         assert extra["gender"] == ("male" if int(fields[6]) % 2 else "female")
     # RAVDESS has no strong neutral: 4 neutral and 8 of each other emotion per actor.
-    assert Counter(c.label for c in clips) == {e: (48 if e == "neutral" else 96) for e in EMOTIONS}
+    assert Counter(c.label for c in clips) == {e: (48 if e == "neutral" else 96) for e in EIGHT}
     assert Counter(c.speaker for c in clips) == {f"Actor_{a:02d}": 60 for a in range(1, 13)}
     assert Counter(dict(c.extra)["intensity"] for c in clips) == {"normal": 384, "strong": 336}
 
     seven = list_corpus("ravdess", root, classes=7)
-    assert seven.classes == list(EMOTIONS_7) and "calm" not in {c.label for c in seven.clips}
-    assert Counter(c.label for c in seven.clips) == {e: (144 if e == "neutral" else 96) for e in EMOTIONS_7}
+    assert seven.classes == SEVEN and "calm" not in {c.label for c in seven.clips}
+    assert Counter(c.label for c in seven.clips) == {e: (144 if e == "neutral" else 96) for e in SEVEN}
     for a, b in zip(clips, seven.clips, strict=True):
         assert a.clip_id == b.clip_id and b.label == ("neutral" if a.label == "calm" else a.label)
 
@@ -150,11 +163,19 @@ def test_cremad_flv_cache_faces_and_own_audio(shared_data: Path, tmp_path: Path)
         corpus_options={"modality": "av"},
     )
     cache = ClipCache.open(prepared)
+    cremad_codes = {
+        "ANG": "anger",
+        "DIS": "disgust",
+        "FEA": "fear",
+        "HAP": "happy",
+        "NEU": "neutral",
+        "SAD": "sad",
+    }
     assert len(cache) == 6 and prepared.n_face_fallback == 0 and prepared.n_failed == 0
-    assert {c.label for c in cache.clips} == set(CREMAD_EMOTIONS)
+    assert {c.label for c in cache.clips} == set(cremad_codes.values())
     for c in cache.clips:
         assert c.clip_id.endswith(f"_{c.clip_id.split('_')[2]}_XX") and c.speaker == "1001"
-        assert c.label == CREMAD_EMOTIONS[["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"].index(c.clip_id[9:12])]
+        assert c.label == cremad_codes[c.clip_id[9:12]]
         assert c.has_video and c.has_audio and c.face_crop == "face" and c.face_fraction >= 0.9
     assert cache.video16.shape == (6, 16, 112, 112, 3)
     assert cache.video16.std(axis=(1, 2, 3, 4)).min() > 10

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -52,9 +51,7 @@ def test_idempotent_and_regenerates_on_new_params(tmp_path: Path) -> None:
     tiny = {"clips_per_class": 1, "speakers": 2, "duration_s": 1.0, "frame_size": 64}
     root = generate_corpus(tmp_path / "c", **tiny)
     manifest_mtime = (root / "manifest.csv").stat().st_mtime_ns
-    t0 = time.perf_counter()
     assert generate_corpus(tmp_path / "c", **tiny) == root
-    assert time.perf_counter() - t0 < 0.5
     assert (root / "manifest.csv").stat().st_mtime_ns == manifest_mtime
     # an interrupted run (no synthetic.json) or other parameters are redone
     (root / "synthetic.json").unlink()
