@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,11 @@ EXAMPLES = {
     "pretrain": "example: mmder pretrain experiments/quickstart-mae.yaml\n"
     "         mmder sweep experiments/quickstart-mae.yaml   (cells start from the encoders)",
     "sweep": "example: mmder sweep experiments/quickstart.yaml            (results in runs/quickstart)\n"
-    "         mmder sweep experiments/paper.yaml --dry-run",
+    "         mmder sweep experiments/paper.yaml --dry-run\n"
+    "exit codes: 0 all cells finished, 1 a cell failed, 2 bad experiment, 3 cells refused (another\n"
+    "sweep owns them), 130 SIGINT, 143 SIGTERM (running cells end KILLED; rerun to resume them)",
+    "status": "example: mmder status experiments/quickstart.yaml --watch\n"
+    "         mmder status experiments/quickstart.yaml --format json",
     "leaderboard": "example: mmder leaderboard experiments/quickstart.yaml --format markdown",
     "synth": "example: mmder synth data/synthetic --clips-per-class 3 --speakers 16 --seed 0",
     "convert": "example: mmder convert videomae_vit_l_k400.pth vit_l_ours.pt",
@@ -65,6 +70,26 @@ def _parser() -> argparse.ArgumentParser:
         "--address", help="Ray cluster address (default: the experiment's ray.address, else a local Ray)"
     )
     s.add_argument("--verbose", action="store_true", help="show the Ray Train workers' logs")
+    s.add_argument(
+        "--accept-stale",
+        action="store_true",
+        help="keep finished results whose data or code changed (recorded on their runs) instead of rerunning",
+    )
+    s.add_argument(
+        "--wait", action="store_true", help="wait for cells another sweep is running instead of refusing them"
+    )
+
+    st_ = add(
+        "status",
+        "Where a sweep stands: one line per cell (done, running, failed, stale, pending), totals, ETA. "
+        "Reads MLflow and the storage path only; never starts Ray.",
+    )
+    st_.add_argument("experiment", help="experiment YAML file")
+    st_.add_argument("--output", help="the sweep's output folder (default: runs/<experiment name>)")
+    st_.add_argument(
+        "--watch", nargs="?", const=5.0, type=float, metavar="SECONDS", help="refresh (every 5 s)"
+    )
+    st_.add_argument("--format", choices=["table", "json"], default="table")
 
     pt = add(
         "pretrain", "MAE pre-training of the encoder on every clip, one resumable run per input setting."
@@ -163,19 +188,53 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     spec = load_experiment(args.experiment)
     output = output_dir(spec, args.output)
     if args.dry_run:
-        print(format_plan(plan_sweep(spec, output)))
+        print(format_plan(plan_sweep(spec, output, accept_stale=args.accept_stale)))
         return 0
     t0 = time.monotonic()
-    failed = run_sweep(spec, output, address=args.address, verbose=args.verbose)
+    outcome = run_sweep(
+        spec,
+        output,
+        address=args.address,
+        verbose=args.verbose,
+        accept_stale=args.accept_stale,
+        wait=args.wait,
+    )
+    again = f"mmder sweep {args.experiment} --output {output}"
+    if outcome.signal is not None:
+        name = "SIGINT" if outcome.signal == signal.SIGINT else "SIGTERM"
+        print(
+            f"mmder: stopped by {name}; {len(outcome.killed)} running cell(s) ended KILLED. "
+            f"Resume with: {again}  (each cell continues from its last epoch checkpoint)",
+            file=sys.stderr,
+        )
+        return 128 + outcome.signal
     print()
     print(render(experiment_leaderboard(spec, output)))
     print(f"\nsweep took {time.monotonic() - t0:.0f} s; results in {output}")
     if not (spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")):
         print(f"MLflow UI: uv run mlflow ui --backend-store-uri sqlite:///{output / 'mlflow.db'}")
-    if failed:
-        print(f"{failed} cell(s) failed; run the same command again to retry them", file=sys.stderr)
+    if outcome.failed:
+        print(
+            f"{len(outcome.failed)} cell(s) failed: {', '.join(outcome.failed)}; `{again}` retries them",
+            file=sys.stderr,
+        )
         return 1
+    if outcome.refused:
+        print(
+            f"{len(outcome.refused)} cell(s) refused: another sweep runs them; `{again} --wait` waits",
+            file=sys.stderr,
+        )
+        return 3
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from harness.config import load_experiment
+    from harness.status import show
+    from harness.sweep import output_dir
+
+    spec = load_experiment(args.experiment)
+    return show(spec, output_dir(spec, args.output), args.format, args.watch)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -231,9 +290,16 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(format_plan(plan_pretrain(spec, output)))
         return 0
-    failed = run_pretrain(spec, output, address=args.address, verbose=args.verbose)
+    outcome = run_pretrain(spec, output, address=args.address, verbose=args.verbose)
+    if outcome.signal is not None:
+        print(
+            f"mmder: stopped; resume with: mmder pretrain {args.experiment} --output {output}",
+            file=sys.stderr,
+        )
+        return 128 + outcome.signal
     for cell in plan_pretrain(spec, output).cells:
         print(f"{cell.setting}: {encoder_path(output, cell.key)}")
+    failed = len(outcome.failed)
     if failed:
         print(f"{failed} pre-training(s) failed; run the same command again to retry them", file=sys.stderr)
         return 1
@@ -366,6 +432,7 @@ COMMANDS = {
     "validate": cmd_validate,
     "schema": cmd_schema,
     "sweep": cmd_sweep,
+    "status": cmd_status,
     "synth": cmd_synth,
     "convert": cmd_convert,
     "bench": cmd_bench,

@@ -42,6 +42,7 @@ class Cell(BaseModel):
     pretrain: PretrainConfig | None = None
     world_size: int
     pretrain_key: str | None = Field(None, description="model.pretrained: mae -> the pre-training's key")
+    search_key: str | None = Field(None, description="the search whose chosen configuration this cell trains")
 
     @property
     def dataset_config(self) -> DatasetConfig:
@@ -62,6 +63,10 @@ class CellJob(BaseModel):
     resources: ResourcesConfig
     pretrained_path: str | None = None
     encoder_path: str | None = None
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="provenance the driver knows (data digest, versions, commit)"
+    )
+    dataset_roots: dict[str, str] = Field(default_factory=dict, description="label -> corpus folder")
 
     @property
     def threads(self) -> int:
@@ -152,6 +157,8 @@ def expand_cells(spec: ExperimentConfig) -> list[Cell]:
                         "training": result_fields(training),
                         "world_size": spec.resources.num_workers,
                     }
+                    if spec.search is not None:  # a changed space or budget is a different result
+                        identity["search"] = result_fields(spec.search)
                     baseline = BASELINES.get(setting)
                     if baseline is not None:  # reads the audio files: no model, no training, no cache
                         identity = {
@@ -163,7 +170,8 @@ def expand_cells(spec: ExperimentConfig) -> list[Cell]:
                         }
                     cells.append(
                         Cell(
-                            key=f"{ds.label}-{setting}-f{fold}-s{seed}-{_digest(identity)}",
+                            # the corpus, not the display name (operational), keeps keys readable
+                            key=f"{ds.corpus}-{setting}-f{fold}-s{seed}-{_digest(identity)}",
                             dataset=ds.label,
                             setting=setting,
                             fold=fold,

@@ -1,14 +1,19 @@
-"""The sweep's driver: skip finished cells, prepare data once, run the rest as a Ray Tune grid.
+"""The sweep's driver: skip finished cells, own the rest, prepare data once, run them as a Tune grid.
 
 Resuming is by construction rather than by restoring Tune state: finished cells are found in MLflow
 and dropped before the grid is built (a new Tuner would otherwise re-run them all), and each remaining
 cell's Train run is named by its key, so a cell cut off by a crash continues from its last checkpoint.
+A finished run counts only while its identity holds (:mod:`harness.provenance`: data digest, declared
+versions); otherwise the cell is ``stale`` and runs again in a new run. The driver owns every cell it
+runs (:mod:`harness.owners`), ends each run honestly (FINISHED, FAILED with its error, KILLED on
+SIGINT/SIGTERM) and ends the sweep's parent run with counts.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -20,7 +25,15 @@ from harness.checks import check_data_roots, check_listings, dataset_root
 from harness.config import ExperimentConfig
 from harness.errors import ConfigError
 from harness.grid import Cell, CellJob, expand_cells, expand_pretrain_cells
-from harness.tracking import Tracker, resolve_uri
+from harness.provenance import (
+    TAG_ACCEPTED_STALE,
+    TAG_DATA_DIGEST,
+    code_versions,
+    dataset_digests,
+    judge,
+    recorded_tags,
+)
+from harness.tracking import FINISHED, TAG_STATUS, Tracker, resolve_uri, store_lock
 
 Echo = Callable[[str], None]
 
@@ -29,40 +42,106 @@ def output_dir(spec: ExperimentConfig, output: str | Path | None) -> Path:
     return Path(output or Path("runs") / spec.name).expanduser().resolve()
 
 
+@dataclass(frozen=True)
+class CellPlan:
+    """What the sweep does with one cell, and why."""
+
+    action: str  # run, skip, stale, retry, resume
+    why: str = ""  # stale: "data changed" / "code changed"; retry: the error's first line
+    run_id: str | None = None  # the run it skips, supersedes, retries or resumes
+
+    @property
+    def label(self) -> str:
+        if self.action == "stale":
+            return f"stale ({self.why})"
+        if self.action == "retry":
+            return "retry (failed)"
+        if self.action == "skip" and self.why:
+            return f"skip (stale, accepted: {self.why})"
+        return self.action
+
+
 @dataclass
 class Plan:
     """What a sweep would do: cells to run and cells already finished (key -> MLflow run id)."""
 
     cells: list[Cell]
     finished: dict[str, str] = field(default_factory=dict)
+    states: dict[str, CellPlan] = field(default_factory=dict)
+    digests: dict[str, str | None] = field(default_factory=dict)  # dataset label -> data digest
 
     @property
     def todo(self) -> list[Cell]:
         return [c for c in self.cells if c.key not in self.finished]
 
-
-def plan_sweep(spec: ExperimentConfig, output: Path) -> Plan:
-    """Expand the grid and look up finished cells; needs no data, no Ray, and creates nothing."""
-    return _plan(expand_cells(spec), spec, output)
+    def state(self, key: str) -> CellPlan:
+        return self.states.get(key) or CellPlan("skip" if key in self.finished else "run")
 
 
-def _plan(cells: list[Cell], spec: ExperimentConfig, output: Path) -> Plan:
+def plan_sweep(spec: ExperimentConfig, output: Path, *, accept_stale: bool = False) -> Plan:
+    """Expand the grid and judge each cell's runs; needs no Ray and creates nothing (lists the data)."""
+    return _plan(expand_cells(spec), spec, output, accept_stale=accept_stale)
+
+
+def cell_digest(cell: Cell, digests: dict[str, str | None]) -> str | None:
+    """A cell's data digest: its dataset's, or for a pre-training all its datasets' together."""
+    if cell.kind == "pretrain":
+        parts = [digests.get(ds.label) for ds in cell.datasets]
+        return None if any(p is None for p in parts) else "+".join(p or "" for p in parts)
+    return digests.get(cell.dataset)
+
+
+def judge_cell(cell: Cell, runs: list[Any], digest: str | None, accept_stale: bool) -> CellPlan:
+    """The cell's fate from its runs (newest first, superseded ones left out) and today's identity."""
+    if not runs:
+        return CellPlan("run")
+    latest = runs[0]
+    tags, run_id = latest.data.tags, latest.info.run_id
+    verdict = judge(tags, digest, cell.kind)
+    if tags.get(TAG_STATUS) == FINISHED:
+        if verdict.current:
+            return CellPlan("skip", run_id=run_id)
+        return CellPlan("skip" if accept_stale else "stale", verdict.why, run_id)
+    if latest.info.status == "FAILED":
+        error = (tags.get("mmder.error") or "").strip().splitlines()
+        return CellPlan("retry", error[-1] if error else "", run_id)
+    if not verdict.current:  # cut off under an older identity: its epochs do not belong to today's cell
+        return CellPlan("stale", verdict.why, run_id)
+    return CellPlan("resume", run_id=run_id)
+
+
+def _plan(cells: list[Cell], spec: ExperimentConfig, output: Path, *, accept_stale: bool = False) -> Plan:
     uri = resolve_uri(spec.tracking.uri, output)
-    finished: dict[str, str] = {}
+    digests = dataset_digests(spec, output)
+    plan = Plan(cells=cells, digests=digests)
     tracker = Tracker.existing(uri, spec.mlflow_experiment)
-    if tracker is not None:
-        keys = {c.key for c in cells}
-        finished = {k: r.info.run_id for k, r in tracker.finished_cells().items() if k in keys}
-    return Plan(cells=cells, finished=finished)
+    runs = tracker.cell_runs() if tracker is not None else {}
+    for cell in cells:
+        state = judge_cell(cell, runs.get(cell.key, []), cell_digest(cell, digests), accept_stale)
+        plan.states[cell.key] = state
+        if state.action == "skip" and state.run_id:
+            plan.finished[cell.key] = state.run_id
+    return plan
 
 
 def format_plan(plan: Plan) -> str:
-    lines = [f"{len(plan.cells)} cells: {len(plan.todo)} to run, {len(plan.finished)} finished (skipped)"]
-    width = max((len(c.key) for c in plan.cells), default=10)
-    lines.append(f"  {'status':<6}  {'cell':<{width}}  dataset / setting / fold / seed")
+    counts: dict[str, int] = {}
     for c in plan.cells:
-        status = "skip" if c.key in plan.finished else "run"
-        lines.append(f"  {status:<6}  {c.key:<{width}}  {c.dataset} / {c.setting} / {c.fold_name} / {c.seed}")
+        action = plan.state(c.key).action
+        counts[action] = counts.get(action, 0) + 1
+    extra = "".join(f", {counts[a]} {a}" for a in ("stale", "retry", "resume") if counts.get(a))
+    lines = [
+        f"{len(plan.cells)} cells: {len(plan.todo)} to run, {len(plan.finished)} finished (skipped){extra}"
+    ]
+    width = max((len(c.key) for c in plan.cells), default=10)
+    labels = {c.key: plan.state(c.key).label for c in plan.cells}
+    status_w = max([6, *map(len, labels.values())])
+    lines.append(f"  {'status':<{status_w}}  {'cell':<{width}}  dataset / setting / fold / seed")
+    for c in plan.cells:
+        lines.append(
+            f"  {labels[c.key]:<{status_w}}  {c.key:<{width}}  "
+            f"{c.dataset} / {c.setting} / {c.fold_name} / {c.seed}"
+        )
     return "\n".join(lines)
 
 
@@ -207,6 +286,27 @@ def _pretrained_paths(spec: ExperimentConfig, output: Path, cells: list[Cell]) -
     return paths
 
 
+@dataclass
+class SweepOutcome:
+    """How a sweep invocation ended: the CLI's exit code and message come from here."""
+
+    failed: list[str] = field(default_factory=list)
+    killed: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)  # key -> who owns it
+    signal: int | None = None  # SIGINT / SIGTERM that stopped it
+
+    def __int__(self) -> int:  # the number of failed cells, as run_sweep returned before
+        return len(self.failed)
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived before Tune ran: stop where we are, cleanly."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
 def run_sweep(
     spec: ExperimentConfig,
     output: Path,
@@ -214,14 +314,19 @@ def run_sweep(
     address: str | None = None,
     verbose: bool = False,
     echo: Echo = print,
-) -> int:
-    """Run every unfinished cell; returns the number of cells that failed."""
+    accept_stale: bool = False,
+    wait: bool = False,
+) -> SweepOutcome:
+    """Run every cell not finished under today's identity; says how it ended."""
     check_data_roots(spec, output)
-    plan = plan_sweep(spec, output)
-    check_listings(spec, output, {c.dataset for c in plan.todo}, echo)
+    # every dataset is listed (and a synthetic one generated) first: stale cells need today's digests
+    check_listings(spec, output, {ds.label for ds in spec.datasets}, echo)
+    plan = plan_sweep(spec, output, accept_stale=accept_stale)
     pretrained = _pretrained_paths(spec, output, plan.todo)
     extras = {c.key: {"pretrained_path": pretrained[c.key]} for c in plan.todo}
-    return _run_cells(spec, output, plan, "train", extras, address=address, verbose=verbose, echo=echo)
+    return _run_cells(
+        spec, output, plan, "train", extras, address=address, verbose=verbose, echo=echo, wait=wait
+    )
 
 
 def run_pretrain(
@@ -231,18 +336,53 @@ def run_pretrain(
     address: str | None = None,
     verbose: bool = False,
     echo: Echo = print,
-) -> int:
-    """MAE pre-training, one resumable cell per input setting; returns the number that failed."""
+    wait: bool = False,
+) -> SweepOutcome:
+    """MAE pre-training, one resumable cell per input setting."""
     check_data_roots(spec, output)
+    check_listings(spec, output, {ds.label for ds in spec.datasets}, echo)
     plan = plan_pretrain(spec, output)
-    if plan.todo:
-        check_listings(spec, output, {ds.label for ds in spec.datasets}, echo)
     extras = {c.key: {"encoder_path": str(encoder_path(output, c.key))} for c in plan.todo}
-    return _run_cells(spec, output, plan, "pretrain", extras, address=address, verbose=verbose, echo=echo)
+    return _run_cells(
+        spec, output, plan, "pretrain", extras, address=address, verbose=verbose, echo=echo, wait=wait
+    )
 
 
 def plan_pretrain(spec: ExperimentConfig, output: Path) -> Plan:
     return _plan(expand_pretrain_cells(spec), spec, output)
+
+
+def storage_root(spec: ExperimentConfig, output: Path) -> str:
+    """Where Train runs (and cell owners) live: ray.storage_path, else <output>/ray; absolute."""
+    storage = spec.ray.storage_path or str(output / "ray")
+    return storage if "://" in storage else str(Path(storage).expanduser().resolve())
+
+
+def _own(
+    cells: list[Cell], owners: Any, tracker: Tracker, plan: Plan
+) -> tuple[list[Cell], dict[str, str], list[str]]:
+    """Take ownership of what is free: (owned cells, key -> the live owner of each other cell,
+    keys another sweep finished meanwhile). Owning a cell is followed by a second look at MLflow."""
+    owned, others = [], {}
+    for cell in cells:
+        other = owners.acquire(cell.key)
+        if other is None:
+            owned.append(cell)
+        else:
+            others[cell.key] = other.describe()
+    done = []
+    if owned:
+        finished = tracker.finished_cells()
+        keep = []
+        for cell in owned:
+            run = finished.get(cell.key)
+            if run is not None and judge(run.data.tags, cell_digest(cell, plan.digests), cell.kind).current:
+                done.append(cell.key)
+                owners.release(cell.key)
+            else:
+                keep.append(cell)
+        owned = keep
+    return owned, others, done
 
 
 def _run_cells(
@@ -255,42 +395,232 @@ def _run_cells(
     address: str | None,
     verbose: bool,
     echo: Echo,
-) -> int:
+    wait: bool = False,
+) -> SweepOutcome:
+    from harness.owners import CellOwners
+
     output.mkdir(parents=True, exist_ok=True)
     uri = resolve_uri(spec.tracking.uri, output)
-    tracker = Tracker.open(uri, spec.mlflow_experiment, artifact_root=output / "mlartifacts")
-    parent = tracker.parent_run(spec.name, spec.description)
-    todo = plan.todo
+    with store_lock(uri):  # two sweeps started at once must not both create the store or the parent
+        tracker = Tracker.open(uri, spec.mlflow_experiment, artifact_root=output / "mlartifacts")
+        parent = tracker.parent_run(spec.name, spec.description)
     what = "cells" if kind == "train" else "pre-training cells"
-    echo(f"{spec.name}: {len(plan.cells)} {what}, {len(plan.finished)} already finished, {len(todo)} to run")
-    if not todo:
-        return 0
+    echo(
+        f"{spec.name}: {len(plan.cells)} {what}, {len(plan.finished)} already finished, "
+        f"{len(plan.todo)} to run"
+    )
+    for cell in plan.cells:
+        state = plan.state(cell.key)
+        if state.action == "stale":
+            echo(
+                f"{cell.key}: stale ({state.why}): runs again in a new run; the old one is kept as superseded"
+            )
+        elif state.action == "retry":
+            echo(f"{cell.key}: failed before ({state.why or 'see its run'}): retried in a fresh attempt")
+        elif state.action == "skip" and state.why and state.run_id:
+            echo(f"{cell.key}: stale ({state.why}) but kept (--accept-stale)")
+            tracker.tag(state.run_id, TAG_ACCEPTED_STALE, state.why)
+    outcome = SweepOutcome()
+    if not plan.todo:
+        _end_parent(tracker, parent, plan, outcome, [])
+        return outcome
+    tracker.client.update_run(parent, status="RUNNING")
+    storage = storage_root(spec, output)
+    owners = CellOwners(storage)
+    if not owners.enabled:
+        echo(f"storage {storage} is remote: cells have no owner lock there; run one sweep at a time")
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop: dict[str, int] = {}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if "signal" in stop:
+            return
+        stop["signal"] = signum
+        echo(f"\nmmder: {signal.Signals(signum).name}: stopping the sweep (running cells end KILLED)")
+        if not stop.get("tune"):
+            raise Interrupted(signum)
+
+    for s in previous:
+        signal.signal(s, on_signal)
+    todo: list[Cell] = []
+    ray_started = False
+    try:
+        owners.start_heartbeat()
+        remaining, said = list(plan.todo), set()
+        while remaining:  # with --wait: run what is ours, then look again at what others run
+            owned, others, done = _own(remaining, owners, tracker, plan)
+            for key in done:
+                echo(f"{key}: finished meanwhile by another sweep; skipped")
+            for key, who in others.items():
+                if key not in said:
+                    said.add(key)
+                    verb = "waiting for it" if wait else "refused (--wait waits for it)"
+                    echo(f"{key}: being run by another sweep ({who}); {verb}")
+            for cell in owned:
+                state = plan.state(cell.key)
+                if state.action == "stale" and state.run_id:
+                    tracker.supersede(state.run_id, state.why)
+            if owned:
+                todo.extend(owned)
+                ray_started = True
+                stop.pop("tune", None)
+                _tune(
+                    spec,
+                    output,
+                    plan,
+                    kind,
+                    extras,
+                    owned,
+                    tracker,
+                    parent,
+                    storage,
+                    uri,
+                    stop,
+                    outcome,
+                    address=address,
+                    verbose=verbose,
+                    echo=echo,
+                )
+                if "signal" not in stop:
+                    for cell in owned:
+                        owners.release(cell.key)
+            if "signal" in stop:
+                break
+            remaining = [c for c in remaining if c.key in others]
+            if remaining and not wait:
+                outcome.refused.update(others)
+                break
+            if remaining and not owned:
+                time.sleep(2.0)
+    except Interrupted as err:
+        stop["signal"] = err.signum
+    finally:
+        if "signal" in stop:
+            outcome.signal = stop["signal"]
+            if ray_started:
+                _shutdown_ray()  # the trials and their Train workers go with it, before runs are ended
+            outcome.killed = _end_cut_off(tracker, todo, outcome)
+        try:
+            _end_parent(tracker, parent, plan, outcome, todo)
+        finally:
+            owners.release_all()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+    return outcome
+
+
+def _shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _end_cut_off(tracker: Tracker, todo: list[Cell], outcome: SweepOutcome) -> list[str]:
+    """End KILLED every run of ours that was cut off (RUNNING or SCHEDULED), so no run lies RUNNING."""
+    runs = tracker.cell_runs()
+    killed = []
+    for cell in todo:
+        found = runs.get(cell.key) or []
+        if cell.key in outcome.failed or not found:
+            continue
+        run = found[0]
+        if run.data.tags.get(TAG_STATUS) != FINISHED and run.info.status in ("RUNNING", "SCHEDULED"):
+            tracker.end_run(run.info.run_id, "KILLED")
+            killed.append(cell.key)
+    return killed
+
+
+def _end_parent(tracker: Tracker, parent: str, plan: Plan, outcome: SweepOutcome, todo: list[Cell]) -> None:
+    """The sweep's parent run ends FINISHED, FAILED (a cell failed) or KILLED, with counts as metrics."""
+    finished = tracker.finished_cells()
+    done = sum(1 for c in plan.cells if c.key in finished)
+    counts = {
+        "cells_total": len(plan.cells),
+        "cells_finished": done,
+        "cells_skipped": len(plan.finished),
+        "cells_run": len(todo),
+        "cells_failed": len(outcome.failed),
+        "cells_killed": len(outcome.killed),
+        "cells_refused": len(outcome.refused),
+    }
+    status = "KILLED" if outcome.signal else "FAILED" if outcome.failed else "FINISHED"
+    tracker.end_run(parent, status, counts)
+
+
+def _tune(
+    spec: ExperimentConfig,
+    output: Path,
+    plan: Plan,
+    kind: str,
+    extras: dict[str, dict[str, Any]],
+    todo: list[Cell],
+    tracker: Tracker,
+    parent: str,
+    storage: str,
+    uri: str,
+    stop: dict[str, int],
+    outcome: SweepOutcome,
+    *,
+    address: str | None,
+    verbose: bool,
+    echo: Echo,
+) -> None:
     needed = {ds.label for ds in spec.datasets} if kind == "pretrain" else {c.dataset for c in todo}
     caches = prepare_datasets(spec, output, needed, echo)
-    storage = spec.ray.storage_path or str(output / "ray")
-    if "://" not in storage:
-        storage = str(Path(storage).expanduser().resolve())
+    roots = {ds.label: str(dataset_root(spec, ds, output)) for ds in spec.datasets}
+    recorded = {**recorded_tags(), **code_versions(kind)}
 
-    _init_ray(spec, address, verbose)
+    # Tune's own SIGINT handler prints its Tuner.restore hint; ours stops the grid and says how to resume
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    import ray
+
+    if not ray.is_initialized():  # with --wait, a second round of cells reuses this Ray
+        _init_ray(spec, address, verbose)
     from ray import tune
 
     from harness.trial import GRID_PARAM, run_cell  # imports Ray: only after _init_ray set its environment
 
-    res = spec.resources
-    configs = [
-        CellJob(
-            cell=cell,
-            cache_paths=caches,
-            tracking_uri=uri,
-            experiment_id=tracker.experiment_id,
+    if kind == "train" and spec.search is not None:  # each cell trains its group's chosen configuration
+        from harness.search import apply_searches
+
+        todo = apply_searches(
+            spec,
+            todo,
+            output=output,
+            caches=caches,
+            tracker=tracker,
             parent_run_id=parent,
             storage_path=storage,
-            resources=res,
-            **extras[cell.key],
-        ).model_dump(mode="json")
-        for cell in todo
-    ]
+            echo=echo,
+        )
+    res = spec.resources
+    configs = []
+    for cell in todo:
+        digest = cell_digest(cell, plan.digests)
+        tags = dict(recorded, **({TAG_DATA_DIGEST: digest} if digest else {}))
+        configs.append(
+            CellJob(
+                cell=cell,
+                cache_paths=caches,
+                tracking_uri=uri,
+                experiment_id=tracker.experiment_id,
+                parent_run_id=parent,
+                storage_path=storage,
+                resources=res,
+                tags=tags,
+                dataset_roots=roots,
+                **extras[cell.key],
+            ).model_dump(mode="json")
+        )
     progress = _Progress(len(todo), res.max_concurrent_trials, echo, GRID_PARAM)
+
+    class _StopOnSignal(tune.Stopper):
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            return "signal" in stop
+
+        def stop_all(self) -> bool:
+            return "signal" in stop
 
     tuner = tune.Tuner(
         tune.with_resources(run_cell, {"CPU": TRIAL_CPUS}),
@@ -307,7 +637,31 @@ def _run_cells(
             storage_path=str(Path(storage) / "tune") if "://" not in storage else f"{storage}/tune",
             verbose=0,
             callbacks=[progress.callback],
+            stop=_StopOnSignal(),
         ),
     )
-    tuner.fit()
-    return len(progress.failed)
+    stop["tune"] = 1
+    results = tuner.fit()
+    if "signal" in stop:
+        return
+    for result in results:
+        if result.error is None:
+            continue
+        key = result.config[GRID_PARAM]["cell"]["key"]
+        outcome.failed.append(key)
+        _fail_run(tracker, key, parent, kind, result.error)
+
+
+def _fail_run(tracker: Tracker, key: str, parent: str, kind: str, error: BaseException) -> None:
+    """End the cell's run FAILED with its error; a cell that failed before its worker made a run gets one."""
+    import traceback
+
+    text = "".join(traceback.format_exception(error)) if isinstance(error, BaseException) else str(error)
+    runs = tracker.cell_runs().get(key) or []
+    if runs and runs[0].info.status != "FAILED" and runs[0].data.tags.get(TAG_STATUS) != FINISHED:
+        run_id = runs[0].info.run_id
+    else:
+        run_id, _ = tracker.cell_run(
+            key, parent, tags={}, params={}, kind="cell" if kind == "train" else kind
+        )
+    tracker.fail_cell(run_id, text)

@@ -17,8 +17,9 @@ import ray.train
 import torch
 
 from harness.grid import Cell, CellJob
+from harness.provenance import TAG_DATA_DIGEST, TAG_DEVICE, TAG_PRECISION, TAG_TEST_SPEAKERS, TAG_WORLD_SIZE
 from harness.resume import resume_from
-from harness.tracking import TAG_RESUMED, Tracker
+from harness.tracking import TAG_RESUMED, EpochLog, Tracker
 
 TAG_PRETRAINED = "mmder.pretrained_digest"  # digest of the encoder weights a cell started from
 TAG_ENCODER = "mmder.encoder_digest"  # digest of the encoder a pre-training exported
@@ -86,10 +87,10 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
     parts = build_cell(cell, job.cache_paths[cell.dataset], job.pretrained_path)
     cache, fold = parts["cache"], parts["fold"]
 
-    tracker = run_id = None
+    tracker = run_id = epochs = None
     if rank == 0:
         tracker = Tracker(uri=job.tracking_uri, experiment_id=job.experiment_id)
-        run_id = tracker.cell_run(
+        run_id, created = tracker.cell_run(
             cell.key,
             job.parent_run_id,
             tags={
@@ -99,11 +100,18 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
                 "seed": str(cell.seed),
                 "mmder.device_kind": _device_kind(job),
                 "mmder.device_count": str(cell.world_size),
+                **job.tags,
+                **run_tags(job, cell.training.precision, fold.test_speakers),
             },
             params=flat_params(cell),
         )
         if parts["pretrained_digest"]:
             tracker.tag(run_id, TAG_PRETRAINED, parts["pretrained_digest"])
+        if created and TAG_DATA_DIGEST in job.tags:
+            log_cell_dataset(tracker, run_id, job, cache, fold)
+        # a resumed run holds the epochs logged before the cut: they are not logged again
+        epochs = EpochLog(tracker, run_id, done=tracker.logged_steps(run_id, "war"))
+    _maybe_fail(cell.key)
 
     def report(result: EpochResult, checkpoint_dir: str | None) -> None:
         metrics = {
@@ -117,10 +125,10 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
             "train_clips_per_s": result.train_clips_per_s,
             "peak_memory_mb": result.peak_memory_mb,
         }
-        if tracker is not None and run_id is not None:
-            tracker.log_epoch(run_id, result.epoch, {k: v for k, v in metrics.items() if k != "epoch"})
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=checkpoint)
+        if epochs is not None:  # after the checkpoint is saved, outside the step; never raises
+            epochs.log(result.epoch, {k: v for k, v in metrics.items() if k != "epoch"})
         _maybe_crash(job, cell.key, result.epoch)
 
     t0 = time.monotonic()
@@ -136,7 +144,8 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
             seed=cell.seed,
         )
 
-    if tracker is not None and run_id is not None:
+    if tracker is not None and run_id is not None and epochs is not None:
+        epochs.flush()
         if result.resumed_from_epoch is not None:
             tracker.tag(run_id, TAG_RESUMED, str(result.resumed_from_epoch))
         clips = cache.clips
@@ -191,27 +200,29 @@ def pretrain_cell(config: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(cell.seed)
     model = build_pretrainer(cell.model.size, image_size=cell.preprocess.image_size, num_frames=16)
 
-    tracker = run_id = None
+    tracker = run_id = epochs = None
     if rank == 0:
         tracker = Tracker(uri=job.tracking_uri, experiment_id=job.experiment_id)
-        run_id = tracker.cell_run(
+        run_id, _ = tracker.cell_run(
             cell.key,
             job.parent_run_id,
-            tags={"setting": cell.setting},
+            tags={"setting": cell.setting, **job.tags, **run_tags(job, cell.pretrain.precision, [])},
             params=flat_params(cell),
             kind="pretrain",
         )
+        epochs = EpochLog(tracker, run_id, done=tracker.logged_steps(run_id, "loss"))
 
     def report(result: PretrainResult, checkpoint_dir: str | None) -> None:
         metrics = {"epoch": result.epoch, "loss": result.loss, "lr": result.lr}
-        if tracker is not None and run_id is not None:
-            tracker.log_epoch(run_id, result.epoch, {"loss": result.loss, "lr": result.lr})
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=checkpoint)
+        if epochs is not None:
+            epochs.log(result.epoch, {"loss": result.loss, "lr": result.lr})
 
     with resume_from(job.storage_path, cell.key, cell.world_size) as resume_dir:
         result = pretrain(model, clips, cell.pretrain, report=report, resume_from=resume_dir, seed=cell.seed)
-    if tracker is not None and run_id is not None:
+    if tracker is not None and run_id is not None and epochs is not None:
+        epochs.flush()
         path = export_encoder(model, job.encoder_path)
         digest = tensor_digest(torch.load(path, weights_only=True)["model"])
         tracker.tag(run_id, TAG_ENCODER, digest)
@@ -293,6 +304,49 @@ def baseline_cell(job: CellJob) -> dict[str, Any]:
         ],
     )
     return {"war": 100.0 * metrics["war"], "uar": 100.0 * metrics["uar"], "run_id": run_id}
+
+
+def run_tags(job: CellJob, precision: str, test_speakers: list[str]) -> dict[str, str]:
+    """Provenance only a worker knows: the device it resolved, precision, world size, test speakers."""
+    tags = {
+        TAG_DEVICE: _device_kind(job),
+        TAG_PRECISION: precision,
+        TAG_WORLD_SIZE: str(ray.train.get_context().get_world_size()),
+    }
+    if test_speakers:
+        tags[TAG_TEST_SPEAKERS] = ",".join(test_speakers)[:5000]
+    return tags
+
+
+def log_cell_dataset(tracker: Tracker, run_id: str, job: CellJob, cache: Any, fold: Any) -> None:
+    """The clips the cell saw (its split marked) as an MLflow dataset input named by the data digest."""
+    import pandas as pd
+
+    test = set(int(i) for i in fold.test_idx)
+    frame = pd.DataFrame(
+        [
+            {
+                "clip_id": c.clip_id,
+                "label": c.label,
+                "speaker": c.speaker,
+                "split": "test" if i in test else "train",
+            }
+            for i, c in enumerate(cache.clips)
+        ]
+    )
+    cell = job.cell
+    source = job.dataset_roots.get(cell.dataset, job.cache_paths[cell.dataset])
+    tracker.log_dataset(run_id, frame, cell.dataset, job.tags[TAG_DATA_DIGEST], source)
+
+
+FAIL_ENV = "MMDER_CHAOS_FAIL_CELL"
+
+
+def _maybe_fail(key: str) -> None:
+    """Fault injection: with $MMDER_CHAOS_FAIL_CELL=TEXT, a cell whose key contains TEXT raises."""
+    target = os.environ.get(FAIL_ENV)
+    if target and target in key:
+        raise RuntimeError(f"{FAIL_ENV}={target}: injected failure of cell {key}")
 
 
 def _device_kind(job: CellJob) -> str:

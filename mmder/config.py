@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
@@ -77,7 +76,11 @@ def resolve_precision(precision: str, use_gpu: bool | None = None) -> str:
     """``auto`` -> bf16 on a GPU, fp32 on a CPU; anything else as given."""
     if precision != "auto":
         return precision
-    gpu = torch.cuda.is_available() if use_gpu is None else use_gpu
+    if use_gpu is None:
+        import torch  # here, not at the top: planning and `mmder status` must not pay for torch
+
+        use_gpu = torch.cuda.is_available()
+    gpu = use_gpu
     return "bf16" if gpu else "fp32"
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "ARRAY_STEPS",
     "PreprocessConfig",
     "cache_key",
+    "data_digest",
     "partial_path",
 ]
 
@@ -128,6 +129,39 @@ def cache_key(
     h.update(json.dumps(head, sort_keys=True, default=str).encode())
     for c in listing.clips:
         row = [c.clip_id, c.label, c.speaker, c.group, _stat(c.video), _stat(c.audio), repr(c.extra)]
+        h.update(json.dumps(row, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def data_digest(listing: CorpusListing, options: dict | None, root: str | os.PathLike | None = None) -> str:
+    """The identity of the data a cell sees: every listed clip's ids, label, speaker and files (path,
+    size, mtime), what was skipped, the classes and the corpus options; not how it is preprocessed.
+
+    Why apart from :func:`cache_key`: a finished result is stale when its data changed, whatever the
+    cache. Paths are taken relative to ``root`` when under it, so moving a corpus (``root`` is
+    operational) keeps its digest while adding, removing or re-encoding a file changes it.
+    """
+    base = os.path.abspath(root) if root is not None else None
+
+    def rel(path: str | None) -> list | None:
+        row = _stat(path)
+        if row is not None and base is not None and path is not None:
+            absolute = os.path.abspath(path)
+            if absolute == base or absolute.startswith(base + os.sep):
+                row[0] = os.path.relpath(absolute, base)
+        return row
+
+    h = hashlib.sha256()
+    head = {
+        "options": options or {},
+        "classes": listing.classes,
+        "skipped": sorted(
+            os.path.relpath(p, base) if base and os.path.isabs(p) else p for p, _ in listing.skipped
+        ),
+    }
+    h.update(json.dumps(head, sort_keys=True, default=str).encode())
+    for c in listing.clips:
+        row = [c.clip_id, c.label, c.speaker, c.group, rel(c.video), rel(c.audio), repr(c.extra)]
         h.update(json.dumps(row, default=str).encode())
     return h.hexdigest()[:16]
 

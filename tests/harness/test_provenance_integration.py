@@ -1,0 +1,256 @@
+"""Issue 8 on the real stack (local Ray, DeepSpeed on CPU, MLflow SQLite): every result bound to the
+data and code that made it, honest run states, one owner per cell, and `mmder status` while a sweep runs.
+
+Each test is a few tiny sweeps (micro model, 32 px, 1 worker) with several checks per sweep.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from sweep_helpers import ROOT, child_runs, client_for, mmder, tiny_experiment
+
+pytestmark = pytest.mark.slow
+
+RAVDESS = ROOT.parent / "shared" / "data" / "ravdess-speech-16k"
+ONE_WORKER = {"num_workers": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1, "max_failures": 0}
+
+
+def _popen(*args: str, env: dict | None = None, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _runs_by_key(out: Path, name: str) -> dict[str, list]:
+    found: dict[str, list] = {}
+    for run in sorted(child_runs(out, name), key=lambda r: r.info.start_time):
+        found.setdefault(run.data.tags["mmder.cell"], []).append(run)
+    return found
+
+
+def _parent(out: Path, name: str):
+    client = client_for(out)
+    exp = client.get_experiment_by_name(name)
+    (parent,) = client.search_runs([exp.experiment_id], filter_string="tags.`mmder.kind` = 'sweep'")
+    return parent
+
+
+def _wait_for(predicate, proc: subprocess.Popen, log: Path, timeout: float = 400) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        assert proc.poll() is None, f"the sweep ended first: {log.read_text()[-3000:]}"
+        time.sleep(0.3)
+    raise AssertionError(f"timed out: {log.read_text()[-3000:]}")
+
+
+def _epochs_logged(out: Path, name: str, key: str) -> int:
+    from harness.status import read_sqlite_runs
+
+    runs = read_sqlite_runs(out / "mlflow.db", name) or []
+    steps = [
+        r.data.steps["war"][1] + 1
+        for r in runs
+        if r.data.tags.get("mmder.cell") == key and "war" in r.data.steps
+    ]
+    return max(steps, default=0)
+
+
+def test_a_data_change_reruns_its_cells_in_new_runs_and_an_operational_knob_reruns_nothing(tmp_path):
+    root = tmp_path / "ravdess"
+    root.mkdir()
+    for actor in ("Actor_01", "Actor_02"):
+        (root / actor).symlink_to(RAVDESS / actor)
+    dataset = {
+        "corpus": "ravdess",
+        "root": str(root),
+        "options": {"modality": "audio"},
+        "protocol": {"kind": "speaker_kfold", "folds": 2},
+        "folds": [0],
+    }
+    settings = {"datasets": [dataset], "grid": {"settings": ["audio"], "seeds": [0]}, "resources": ONE_WORKER}
+    exp = tiny_experiment(tmp_path, "prov", **settings)
+    out = tmp_path / "out"
+    first = mmder("sweep", str(exp), "--output", str(out))
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-5000:]
+    ((old,),) = _runs_by_key(out, "prov").values()
+    tags = old.data.tags
+    for tag in ("data_digest", "cache_version", "results_version", "version", "git_commit", "device"):
+        assert tags.get(f"mmder.{tag}"), tag
+    assert tags["mmder.precision"] == "fp32" and tags["mmder.world_size"] == "1"
+    assert tags["mmder.test_speakers"] == "Actor_01"
+    (dataset_input,) = client_for(out).get_run(old.info.run_id).inputs.dataset_inputs
+    assert dataset_input.dataset.digest == tags["mmder.data_digest"]
+
+    # knobs that cannot change a result leave every key alone: nothing to run
+    data = yaml.safe_load(exp.read_text())
+    knobs = dict(data, training=dict(data["training"], data_workers=1, eval_batch_size=3))
+    knobs["datasets"] = [dict(dataset, name="RAVDESS-speech")]
+    exp.write_text(yaml.safe_dump(knobs))
+    dry = mmder("sweep", str(exp), "--output", str(out), "--dry-run")
+    assert "1 cells: 0 to run, 1 finished" in dry.stdout, dry.stdout + dry.stderr
+
+    (root / "Actor_03").symlink_to(RAVDESS / "Actor_03")  # more data under the same root
+    dry = mmder("sweep", str(exp), "--output", str(out), "--dry-run")
+    assert "stale (data changed)" in dry.stdout, dry.stdout
+    second = mmder("sweep", str(exp), "--output", str(out))
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-5000:]
+    assert "stale (data changed)" in second.stdout
+    ((before, new),) = _runs_by_key(out, "prov").values()
+    assert before.info.run_id == old.info.run_id and before.data.tags["mmder.superseded"] == "data changed"
+    assert new.data.tags["mmder.status"] == "finished"
+    assert new.data.tags["mmder.data_digest"] != tags["mmder.data_digest"]
+    board = mmder("leaderboard", str(exp), "--output", str(out), "--format", "csv")
+    header, row = board.stdout.strip().splitlines()[:2]
+    war = float(dict(zip(header.split(","), row.split(","), strict=False))["war_mean"])
+    assert war == pytest.approx(new.data.metrics["final_war"], abs=0.06), board.stdout
+
+
+def test_a_failing_cell_ends_failed_and_only_it_is_retried_and_a_damaged_cache_is_rebuilt(tmp_path):
+    exp = tiny_experiment(tmp_path, "fail", resources=ONE_WORKER)
+    out = tmp_path / "out"
+    first = mmder_env({"MMDER_CHAOS_FAIL_CELL": "FSLF"}, "sweep", str(exp), "--output", str(out))
+    assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-5000:]
+    runs = _runs_by_key(out, "fail")
+    (failed_key,) = [k for k in runs if "FSLF" in k]
+    (video_key,) = [k for k in runs if k != failed_key]
+    (failed,) = runs[failed_key]
+    assert failed.info.status == "FAILED"
+    assert "injected failure" in failed.data.tags["mmder.error"]
+    assert "traceback.txt" in {a.path for a in client_for(out).list_artifacts(failed.info.run_id)}
+    assert runs[video_key][0].info.status == "FINISHED"
+    parent = _parent(out, "fail")
+    assert parent.info.status == "FAILED"
+    assert parent.data.metrics["cells_failed"] == 1 and parent.data.metrics["cells_finished"] == 1
+
+    status = mmder("status", str(exp), "--output", str(out))
+    lines = {ln.split()[1]: ln for ln in status.stdout.splitlines() if ln.startswith("  ")}
+    assert lines[video_key].split()[0] == "done" and "WAR" in lines[video_key]
+    assert lines[failed_key].split()[0] == "failed" and "injected failure" in lines[failed_key]
+
+    (array,) = [p for p in out.glob("cache/*/video16.npy")]
+    with array.open("r+b") as fh:
+        fh.truncate(array.stat().st_size // 2)
+    second = mmder("sweep", str(exp), "--output", str(out))
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-5000:]
+    assert "is damaged" in second.stdout and "preparing" in second.stdout
+    assert "1 already finished, 1 to run" in second.stdout and "retried in a fresh attempt" in second.stdout
+    runs = _runs_by_key(out, "fail")
+    assert len(runs[video_key]) == 1, "the finished cell is not run again"
+    old, retry = runs[failed_key]
+    assert old.info.status == "FAILED" and retry.info.status == "FINISHED"
+    assert retry.data.tags["mmder.attempt"] == "2"
+    assert _parent(out, "fail").info.status == "FINISHED"
+
+
+def mmder_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONUNBUFFERED="1", **env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_sweep_ends_its_runs_killed_and_a_rerun_resumes_each_epoch_once(tmp_path, signum):
+    from harness.config import load_experiment
+    from harness.grid import expand_cells
+
+    epochs = 30
+    exp = tiny_experiment(
+        tmp_path, "sig", training={"epochs": epochs}, resources=dict(ONE_WORKER, max_failures=1)
+    )
+    out = tmp_path / "out"
+    first_key, second_key = (c.key for c in expand_cells(load_experiment(exp)))
+    log = tmp_path / "sweep.log"
+    sweep = _popen("sweep", str(exp), "--output", str(out), log=log)
+    try:
+        _wait_for(lambda: _epochs_logged(out, "sig", first_key) >= 2, sweep, log)
+        status = mmder("status", str(exp), "--output", str(out), "--format", "json")
+        import json
+
+        cells = {c["key"]: c for c in json.loads(status.stdout)["cells"]}
+        assert cells[first_key]["state"] == "running" and cells[first_key]["epochs"] == epochs
+        assert cells[first_key]["epoch"] >= 2 and cells[first_key]["owner"]
+        assert cells[second_key]["state"] == "pending"
+        sweep.send_signal(signum)
+        code = sweep.wait(120)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    text = log.read_text()
+    assert code == 128 + signum, text[-3000:]
+    assert "Tuner.restore" not in text and "Resume with: mmder sweep" in text
+    runs = _runs_by_key(out, "sig")
+    assert runs[first_key][0].info.status == "KILLED"
+    assert _parent(out, "sig").info.status == "KILLED"
+    cut_at = _epochs_logged(out, "sig", first_key)
+    assert cut_at < epochs
+
+    rerun = mmder("sweep", str(exp), "--output", str(out))
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-5000:]
+    runs = _runs_by_key(out, "sig")
+    (resumed,) = runs[first_key]
+    assert resumed.data.tags["mmder.status"] == "finished"
+    assert int(resumed.data.tags["mmder.resumed_from_epoch"]) >= 1
+    steps = [m.step for m in client_for(out).get_metric_history(resumed.info.run_id, "war")]
+    assert sorted(steps) == list(range(epochs)), "each epoch exactly once"
+    assert _parent(out, "sig").info.status == "FINISHED"
+
+
+def test_two_sweeps_at_once_run_each_cell_once_and_a_killed_owner_never_blocks(tmp_path):
+    exp = tiny_experiment(
+        tmp_path, "twice", training={"epochs": 20}, resources=dict(ONE_WORKER, max_failures=1)
+    )
+    out = tmp_path / "out"
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    sweeps = [_popen("sweep", str(exp), "--output", str(out), "--wait", log=log) for log in logs]
+    try:
+        # once a cell is being trained, kill whichever sweep owns it: the other one must take it over
+        from harness.owners import read_owner
+
+        def owned_and_training() -> int | None:
+            for cell_dir in (out / "ray").glob("synthetic-*"):
+                owner = read_owner(cell_dir)
+                if owner and _epochs_logged(out, "twice", cell_dir.name) >= 2:
+                    return owner.pid
+            return None
+
+        _wait_for(lambda: owned_and_training() is not None, sweeps[0], logs[0])
+        victim = owned_and_training()
+        (killed,) = [s for s in sweeps if s.pid == victim]
+        killed.send_signal(signal.SIGKILL)
+        (survivor,) = [s for s in sweeps if s is not killed]
+        code = survivor.wait(600)
+    finally:
+        for s in sweeps:
+            if s.poll() is None:
+                s.kill()
+    text = "".join(log.read_text() for log in logs)
+    assert code == 0, text[-5000:]
+    assert "already exists" not in text
+    assert "being run by another sweep" in text
+    runs = _runs_by_key(out, "twice")
+    assert len(runs) == 2
+    client = client_for(out)
+    for key, found in runs.items():
+        finished = [r for r in found if r.data.tags.get("mmder.status") == "finished"]
+        assert len(found) == 1 and len(finished) == 1, key
+        steps = [m.step for m in client.get_metric_history(finished[0].info.run_id, "war")]
+        assert sorted(steps) == list(range(20)), key
