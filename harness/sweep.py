@@ -573,9 +573,9 @@ def _tune(
 
     # Tune's own SIGINT handler prints its Tuner.restore hint; ours stops the grid and says how to resume
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    import ray
-
-    if not ray.is_initialized():  # with --wait, a second round of cells reuses this Ray
+    # with --wait, a second round of cells reuses this Ray; Ray is not imported before _init_ray set
+    # its environment (it reads RAY_AUTH_MODE on import)
+    if "ray" not in sys.modules or not sys.modules["ray"].is_initialized():
         _init_ray(spec, address, verbose)
     from ray import tune
 
