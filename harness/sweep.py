@@ -186,7 +186,11 @@ def _init_ray(spec: ExperimentConfig, address: str | None, verbose: bool) -> Non
 
     address = address or spec.ray.address
     if address:
-        ray.init(address=address, log_to_driver=verbose)
+        # Workers on other nodes do not see this shell's environment: the tracking server's credentials
+        # and mmder's knobs travel in the job's runtime environment (never in params, tags or files).
+        forwarded = {k: v for k, v in os.environ.items() if k in _FORWARDED_ENV or k.startswith("MMDER_")}
+        runtime_env = {"env_vars": forwarded} if forwarded else None
+        ray.init(address=address, log_to_driver=verbose, runtime_env=runtime_env)
         return
     # No spot node can be pre-empted on one machine: skip the watcher actor each Train run would start.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
@@ -201,6 +205,13 @@ def _init_ray(spec: ExperimentConfig, address: str | None, verbose: bool) -> Non
 
 
 TRIAL_CPUS = 0.01  # the Tune trial only drives its Train job; the workers get the real CPUs
+_FORWARDED_ENV = {
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_INSECURE_TLS",
+}
 
 
 class _Progress:

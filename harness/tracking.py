@@ -140,14 +140,17 @@ class Tracker:
         """Open (and, from the driver, create once) the experiment.
 
         The driver creates the store before any worker touches it: SQLite schema migrations from many
-        processes at once crash.
+        processes at once crash. ``artifact_root`` is used only with the embedded SQLite store: a
+        server's experiment gets no location, so its runs get ``mlflow-artifacts:`` URIs the server
+        proxies, instead of a folder on whichever node logs them.
         """
         client = _client(uri)
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             if not create:
                 raise LookupError(f"no MLflow experiment {experiment!r} at {uri}")
-            location = artifact_root.resolve().as_uri() if artifact_root else None
+            embedded = sqlite_path(uri) is not None
+            location = artifact_root.resolve().as_uri() if artifact_root and embedded else None
             exp_id = client.create_experiment(experiment, artifact_location=location)
         else:
             exp_id = exp.experiment_id

@@ -16,6 +16,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from harness.placement import fit_watched
 from harness.resume import attempt_run, is_remote, prune_cell
 
 GRID_PARAM = "job"  # the Tune grid runs over whole job descriptions: {"job": {cell, cache_path, ...}}
@@ -69,7 +70,8 @@ def run_cell(trial_config: dict[str, Any]) -> dict[str, Any]:
         ),
         run_config=run_config,
     )
-    result = trainer.fit()
+    # says which resources are missing, instead of Train's silent wait for a group that cannot fit
+    result = fit_watched(trainer.fit, key, world_size, per_worker)
     if not is_remote(storage):  # the run is over: its strays and the older attempts can go
         prune_cell(Path(storage) / key, world_size, current=run_config.name)
     value = dict(result.return_value or {})
