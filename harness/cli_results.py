@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 EXAMPLES = {
     "leaderboard": "example: mmder leaderboard experiments/quickstart.yaml --format markdown\n"
@@ -40,6 +41,11 @@ def add_result_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> d
         "--references",
         action="store_true",
         help="print published results below, with deltas and protocol notes",
+    )
+    lb.add_argument(
+        "--show-params",
+        action="store_true",
+        help="print the hyper-parameters each row's search chose (experiments with a `search:` block)",
     )
 
     cp = add(
@@ -75,7 +81,42 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     exp = collect_runs(args.experiment, args.output)
     table = leaderboard(exp.runs, exp.loader, exp.settings, per_class=args.per_class)
     print(render(table, args.format, exp.datasets, references=args.references))
+    if args.show_params:
+        print(chosen_params_table(exp))
     return 0
+
+
+def chosen_params_table(exp: Any) -> str:
+    """Per (dataset, setting): what its search chose, from the search runs its finished cells name."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    keys = {
+        (r.dataset, r.setting): r.tags.get("mmder.search")
+        for r in exp.runs.itertuples()
+        if r.finished and isinstance(r.tags, dict) and r.tags.get("mmder.search")
+    }
+    if not keys or exp.tracking_uri is None:
+        return "chosen hyper-parameters: none (no finished cell came from a search)"
+    client = MlflowClient(tracking_uri=exp.tracking_uri)
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`mmder.kind` = 'search'")
+    chosen = {r.data.tags.get("mmder.search"): r for r in runs}
+    lines = ["chosen hyper-parameters (per-setting search on validation speakers):"]
+    for (dataset, setting), key in keys.items():
+        run = chosen.get(key)
+        if run is None or "mmder.search_chosen" not in run.data.tags:
+            lines.append(f"  {dataset} / {setting}: search {key} not finished")
+            continue
+        values = json.loads(run.data.tags["mmder.search_chosen"])
+        shown = ", ".join(
+            f"{k.split('.', 1)[1]}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
+        )
+        best = run.data.metrics.get("best_objective")
+        lines.append(
+            f"  {dataset} / {setting}: {shown}" + (f"  (validation {best:.1f})" if best is not None else "")
+        )
+    return "\n".join(lines)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from harness.errors import ConfigError
+from harness.search_config import SearchConfig
 from mmder.config import ModelConfig, PretrainConfig, Strict, TrainingConfig, operational
 from mmder.data.preprocess import PreprocessConfig
 
@@ -106,12 +107,11 @@ class GridConfig(Strict):
     @field_validator("settings")
     @classmethod
     def _known_settings(cls, value: list[str]) -> list[str]:
-        from mmder.baseline import BASELINES
-        from mmder.fusion import SETTINGS
+        from mmder.registry import BASELINES, SETTING_INPUTS
 
         for s in value:
-            if s not in SETTINGS and s not in BASELINES:
-                allowed = [*SETTINGS, *BASELINES]
+            if s not in SETTING_INPUTS and s not in BASELINES:
+                allowed = [*SETTING_INPUTS, *BASELINES]
                 raise ValueError(f"{s!r} is not allowed; allowed: {', '.join(allowed)}")
         if len(set(value)) != len(value):
             raise ValueError("a setting is listed twice")
@@ -190,6 +190,9 @@ class ExperimentConfig(Strict):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    search: SearchConfig | None = Field(
+        None, description="a per-setting hyper-parameter search on validation speakers (none when left out)"
+    )
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
     @property
@@ -230,9 +233,11 @@ class ExperimentConfig(Strict):
     @property
     def deep_settings(self) -> list[str]:
         """The grid's settings that train the encoder (not the classical baselines)."""
-        from mmder.baseline import BASELINES
+        from mmder.registry import BASELINES
 
         return [s for s in self.grid.settings if s not in BASELINES]
+        if self.search is not None:
+            _check_search(self)
 
     @property
     def pretrain_settings(self) -> list[str]:
@@ -245,7 +250,7 @@ class ExperimentConfig(Strict):
 
 def _check_datasets(spec: ExperimentConfig) -> None:
     from mmder.data.corpora import corpus_modalities
-    from mmder.fusion import SETTINGS
+    from mmder.registry import SETTING_INPUTS
 
     labels = [d.label for d in spec.datasets]
     for i, ds in enumerate(spec.datasets):
@@ -257,7 +262,8 @@ def _check_datasets(spec: ExperimentConfig) -> None:
             raise _error(("datasets", i, "root"), f"is required for corpus {ds.corpus!r}")
         fed = corpus_modalities(ds.corpus, ds.options)
         for setting in spec.grid.settings:
-            modalities = SETTINGS[setting].modalities if setting in SETTINGS else ("audio",)  # baselines
+            inputs = SETTING_INPUTS.get(setting)
+            modalities = inputs.modalities if inputs else ("audio",)  # the baselines read the audio
             needs = {"video" if m == "visual" else m for m in modalities}
             if not needs <= fed:
                 raise _error(
@@ -268,8 +274,7 @@ def _check_datasets(spec: ExperimentConfig) -> None:
 
 
 def _check_model(spec: ExperimentConfig) -> None:
-    from mmder.model import MODEL_SIZES
-    from mmder.recipes import parse_recipe
+    from mmder.registry import MODEL_SIZES, parse_recipe
 
     size = spec.preprocess.image_size
     if size % PATCH_SIZE:
@@ -315,6 +320,22 @@ class _StrictLoader(yaml.SafeLoader):
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     loader.flatten_mapping(node)
+def _check_search(spec: ExperimentConfig) -> None:
+    """Every value a trial may draw must give valid sections (e.g. an lr below min_lr would not)."""
+    assert spec.search is not None
+    for name, param in spec.search.space.items():
+        section, field = name.split(".", 1)
+        base = getattr(spec, section)
+        for value in param.values():
+            try:
+                type(base).model_validate({**base.model_dump(), field: value})
+            except ValidationError as err:
+                message = _message(err.errors()[0])
+                raise _error(
+                    ("search", "space", name), f"the value {value!r} is not valid here: {message}"
+                ) from None
+
+
     out: dict = {}
     lines: dict = {}
     for key_node, value_node in node.value:

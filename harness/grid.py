@@ -134,7 +134,7 @@ def expand_cells(spec: ExperimentConfig) -> list[Cell]:
     pretrained = (
         {c.setting: c.key for c in expand_pretrain_cells(spec)} if spec.model.pretrained == "mae" else {}
     )
-    from mmder.baseline import BASELINE_VERSION, BASELINES
+    from mmder.registry import BASELINE_VERSION, BASELINES
 
     training = _resolved(spec, spec.training)
     cells: list[Cell] = []

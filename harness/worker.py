@@ -112,6 +112,7 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
         # a resumed run holds the epochs logged before the cut: they are not logged again
         epochs = EpochLog(tracker, run_id, done=tracker.logged_steps(run_id, "war"))
     _maybe_fail(cell.key)
+                **({"mmder.search": cell.search_key} if cell.search_key else {}),
 
     def report(result: EpochResult, checkpoint_dir: str | None) -> None:
         metrics = {

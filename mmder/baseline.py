@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,6 +22,8 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
+
+from mmder.registry import BASELINE_VERSION, BASELINES, Baseline
 
 __all__ = [
     "BASELINES",
@@ -38,24 +39,6 @@ __all__ = [
 FEATURE_SETS = ("egemaps", "compare")
 KERNELS = ("rbf", "linear")
 SAMPLE_RATE = 16000
-BASELINE_VERSION = 1  # bump when what a baseline cell computes changes (part of its key)
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """A classical pipeline that runs as a grid setting (``grid.settings: [audio, audio-egemaps-svm]``)."""
-
-    feature_set: str
-    kernel: str
-    C: float = 1.0  # noqa: N815 - the SVM's conventional name
-
-
-# One registry of baseline settings. eGeMAPS (88 features) with an RBF kernel; ComParE 2016 (6373
-# features) with a linear one, as the ComParE challenges' own baselines use it.
-BASELINES: dict[str, Baseline] = {
-    "audio-egemaps-svm": Baseline("egemaps", "rbf"),
-    "audio-compare-svm": Baseline("compare", "linear"),
-}
 
 
 class AudioClip(Protocol):

@@ -102,7 +102,7 @@ class ModelConfig(Strict):
     @field_validator("size")
     @classmethod
     def _known_size(cls, value: str) -> str:
-        from mmder.model import MODEL_SIZES
+        from mmder.registry import MODEL_SIZES
 
         if value not in MODEL_SIZES:
             raise ValueError(f"{value!r} is not allowed; allowed: {', '.join(MODEL_SIZES)}")

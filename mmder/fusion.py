@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmder.registry import SETTING_INPUTS
+
 __all__ = [
     "FusionFn",
     "FusionSetting",
@@ -275,23 +277,23 @@ def rfas(
 # registry
 # --------------------------------------------------------------------------------------------------
 
-_V: tuple[str, ...] = ("visual",)
-_A: tuple[str, ...] = ("audio",)
-_VA: tuple[str, ...] = ("visual", "audio")
+_FUNCTIONS: dict[str, FusionFn] = {
+    "video": video_only,
+    "audio": audio_only,
+    "CFAS": cfas,
+    "SFAS": sfas,
+    "SFAS-raw": sfas_raw,
+    "FFLS": ffls,
+    "FSLF": fslf,
+    "OFOS": ofos,
+    "RFAS": rfas,
+}
 
+# The registry: the names, steps and inputs come from mmder.registry (importable without torch, so an
+# experiment file is validated without it), the functions from here.
 SETTINGS: dict[str, FusionSetting] = {
-    s.name: s
-    for s in (
-        FusionSetting("video", 16, _V, video_only, "visual only: the 16 face frames"),
-        FusionSetting("audio", 16, _A, audio_only, "audio only: the 16 spectrogram images"),
-        FusionSetting("CFAS", 16, _VA, cfas, "face over spectrogram per step, resized to one frame"),
-        FusionSetting("SFAS", 16, _VA, sfas, "per-step mean of face and spectrogram (slides' equation)"),
-        FusionSetting("SFAS-raw", 16, _VA, sfas_raw, "per-step uint8 sum with wrap-around (authors' code)"),
-        FusionSetting("FFLS", 8, _VA, ffls, "8 face frames then 8 spectrograms"),
-        FusionSetting("FSLF", 8, _VA, fslf, "8 spectrograms then 8 face frames"),
-        FusionSetting("OFOS", 8, _VA, ofos, "face and spectrogram interleaved"),
-        FusionSetting("RFAS", 8, _VA, rfas, "8 faces + 8 spectrograms in a per-clip random order"),
-    )
+    name: FusionSetting(name, info.steps, info.modalities, _FUNCTIONS[name], info.doc)
+    for name, info in SETTING_INPUTS.items()
 }
 
 

@@ -15,7 +15,6 @@ table is 1-D, so for another grid a token at (t, h, w) gets the code of its flat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -23,6 +22,8 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from mmder.registry import MODEL_SIZES, ModelSize
 
 __all__ = [
     "MODEL_SIZES",
@@ -37,40 +38,6 @@ __all__ = [
 ]
 
 LN_EPS = 1e-6
-
-
-@dataclass(frozen=True, kw_only=True)
-class ModelSize:
-    """Width/depth of an encoder and of the MAE decoder that goes with it."""
-
-    embed_dim: int
-    depth: int
-    num_heads: int
-    mlp_ratio: float = 4.0
-    decoder_dim: int
-    decoder_depth: int
-    decoder_heads: int
-
-
-MODEL_SIZES: dict[str, ModelSize] = {
-    # unit tests only: a forward pass costs microseconds.
-    "micro": ModelSize(embed_dim=32, depth=2, num_heads=2, decoder_dim=16, decoder_depth=1, decoder_heads=2),
-    # CPU quickstart: 16x64x64 clips train in seconds per epoch on one core.
-    "tiny": ModelSize(embed_dim=96, depth=4, num_heads=4, decoder_dim=48, decoder_depth=2, decoder_heads=2),
-    # the VideoMAE family (decoders as in the official pre-training configs).
-    "small": ModelSize(
-        embed_dim=384, depth=12, num_heads=6, decoder_dim=192, decoder_depth=4, decoder_heads=3
-    ),
-    "base": ModelSize(
-        embed_dim=768, depth=12, num_heads=12, decoder_dim=384, decoder_depth=4, decoder_heads=6
-    ),
-    "large": ModelSize(
-        embed_dim=1024, depth=24, num_heads=16, decoder_dim=512, decoder_depth=4, decoder_heads=8
-    ),
-    "huge": ModelSize(
-        embed_dim=1280, depth=32, num_heads=16, decoder_dim=640, decoder_depth=4, decoder_heads=8
-    ),
-}
 
 
 def resolve_size(size: str | ModelSize) -> ModelSize:

@@ -1,0 +1,166 @@
+"""A fair ablation: each setting gets its own search on validation speakers, resumable, then one test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from sweep_helpers import ROOT, client_for, mmder, tiny_experiment
+
+from harness.config import load_experiment
+from harness.errors import ConfigError
+from harness.grid import expand_cells
+
+SEARCH = {
+    "trials": 4,
+    "objective": "uar",
+    "scope": "first_fold",
+    "validation_speakers": 1,
+    "sampler": "tpe",
+    "pruner": "asha",
+    "grace_epochs": 1,
+    "seed": 0,
+    "space": {
+        "lr": {"type": "log", "low": 1e-5, "high": 3e-2},
+        "weight_decay": {"type": "uniform", "low": 0.0, "high": 0.1},
+    },
+}
+
+
+def search_experiment(tmp_path: Path, **search: object) -> Path:
+    return tiny_experiment(
+        tmp_path,
+        "search",
+        datasets=[
+            {
+                "corpus": "synthetic",
+                "name": "syn",
+                "synthetic": {"clips_per_class": 2, "speakers": 6, "seed": 0},
+                "protocol": {"kind": "speaker_kfold", "folds": 2},
+                "folds": [0],
+            }
+        ],
+        grid={"settings": ["video", "FSLF"], "seeds": [0]},
+        training={
+            "epochs": 3,
+            "batch_size": 8,
+            "eval_batch_size": 16,
+            "lr": 1e-3,
+            "min_lr": 1e-6,
+            "warmup_epochs": 0,
+        },
+        resources={"num_workers": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1, "max_failures": 0},
+        search={**SEARCH, **search},
+    )
+
+
+def test_search_is_validated_before_anything_starts(tmp_path):
+    path = search_experiment(tmp_path, space={"lr": {"type": "log", "low": 1e-8, "high": 1e-2}})
+    with pytest.raises(ConfigError) as err:  # lr below training.min_lr (1e-6) would make a bad trial
+        load_experiment(path)
+    assert err.value.key == "search.space.training.lr"
+    path = search_experiment(tmp_path, space={"eval_batch_size": {"type": "int", "low": 8, "high": 16}})
+    with pytest.raises(ConfigError, match="not searchable"):
+        load_experiment(path)
+    base = {c.key for c in expand_cells(load_experiment(search_experiment(tmp_path)))}
+    other = {c.key for c in expand_cells(load_experiment(search_experiment(tmp_path, trials=5)))}
+    assert not base & other, "the search's budget is part of every cell's identity"
+
+
+def _trial_runs(client, experiment_id: str) -> list:
+    return client.search_runs([experiment_id], filter_string="tags.`mmder.kind` = 'search_trial'")
+
+
+@pytest.mark.slow
+def test_search_per_setting_on_validation_speakers_resumes_and_trains_the_choice_once(tmp_path):
+    exp = search_experiment(tmp_path)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "harness.cli", "sweep", str(exp), "--output", str(out)]
+    driver = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    # kill the driver once two trials have finished: the rerun must continue the same study
+    deadline = time.monotonic() + 600
+    client = None
+    try:
+        while time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(1.0)
+            if not (out / "mlflow.db").exists():
+                continue
+            client = client_for(out)
+            exp_obj = client.get_experiment_by_name("search")
+            if exp_obj is None:
+                continue
+            done = [r for r in _trial_runs(client, exp_obj.experiment_id) if r.info.status == "FINISHED"]
+            if len(done) >= 2:
+                break
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    assert client is not None
+    experiment_id = client.get_experiment_by_name("search").experiment_id
+    finished_before = {
+        r.info.run_id for r in _trial_runs(client, experiment_id) if r.info.status == "FINISHED"
+    }
+    assert len(finished_before) >= 2
+
+    again = mmder("sweep", str(exp), "--output", str(out), timeout=1200)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    import optuna
+
+    storage = f"sqlite:///{out / 'optuna.db'}"
+    studies = optuna.get_all_study_summaries(storage)
+    assert len(studies) == 2, "one search per setting"
+    for summary in studies:
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        states = [t.state.name for t in study.trials]
+        assert states.count("COMPLETE") + states.count("PRUNED") == 4, states  # the budget, not more
+
+    trials = _trial_runs(client, experiment_id)
+    assert finished_before <= {r.info.run_id for r in trials}, "finished trials are kept, not repeated"
+    kept = [r for r in trials if r.data.tags.get("mmder.trial_state") in ("complete", "pruned")]
+    assert len(kept) == 8, [r.data.tags.get("mmder.trial_state") for r in trials]
+    epochs = {r.info.run_id: len(client.get_metric_history(r.info.run_id, "val_uar")) for r in kept}
+    for run in kept:  # pruned trials stopped early, complete ones ran every epoch
+        expected = 3 if run.data.tags["mmder.trial_state"] == "complete" else range(1, 3)
+        assert epochs[run.info.run_id] in (expected if isinstance(expected, range) else [expected])
+    searches = client.search_runs([experiment_id], filter_string="tags.`mmder.kind` = 'search'")
+    assert len(searches) == 2 and all(r.data.tags.get("mmder.search_chosen") for r in searches)
+    for run in trials:  # every trial is nested under its setting's search run
+        assert run.data.tags["mlflow.parentRunId"] in {s.info.run_id for s in searches}
+
+    cells = client.search_runs([experiment_id], filter_string="tags.`mmder.kind` = 'cell'")
+    assert len(cells) == 2 and all(r.data.tags.get("mmder.status") == "finished" for r in cells)
+    by_search = {s.data.tags["mmder.search"]: s for s in searches}
+    test_speakers = set()
+    for cell in cells:
+        search = by_search[cell.data.tags["mmder.search"]]
+        chosen = yaml.safe_load(search.data.tags["mmder.search_chosen"])
+        assert float(cell.data.params["training.lr"]) == pytest.approx(chosen["training.lr"])
+        predictions = Path(client.download_artifacts(cell.info.run_id, "predictions.csv", str(tmp_path)))
+        test_speakers |= {line.split(",")[1] for line in predictions.read_text().splitlines()[1:]}
+    assert test_speakers
+    for run in trials:  # the test speakers appear in no search trial's data
+        used = set(run.data.tags["mmder.train_speakers"].split(",")) | set(
+            run.data.tags["mmder.val_speakers"].split(",")
+        )
+        assert not used & test_speakers, (used, test_speakers)
+        assert run.data.tags["mmder.val_speakers"] and not set(
+            run.data.tags["mmder.val_speakers"].split(",")
+        ) & set(run.data.tags["mmder.train_speakers"].split(","))
+
+    tune_runs = sorted((out / "ray" / "tune").glob("search-*"))
+    rerun = mmder("sweep", str(exp), "--output", str(out))
+    assert rerun.returncode == 0 and "0 to run" in rerun.stdout
+    assert sorted((out / "ray" / "tune").glob("search-*")) == tune_runs, "a finished search starts no trial"
