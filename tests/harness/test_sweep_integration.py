@@ -57,8 +57,12 @@ def test_sweep_logs_every_cell_once_and_a_rerun_trains_nothing(tmp_path):
 
     board = mmder("leaderboard", str(exp), "--output", str(out), "--format", "csv")
     lines = board.stdout.strip().splitlines()
-    assert lines[0] == "dataset,setting,folds,uar_mean,uar_std,war_mean,war_std"
-    assert [ln.split(",")[1] for ln in lines[1:]] == ["video", "FSLF"]
+    header = lines[0].split(",")
+    assert header[:7] == ["dataset", "setting", "folds", "seeds", "runs", "missing", "n"]
+    assert {"uar_mean", "uar_lo", "uar_hi", "war_mean", "pooled_war"} <= set(header), header
+    rows = [dict(zip(header, ln.split(","), strict=True)) for ln in lines[1:]]
+    assert [r["setting"] for r in rows] == ["video", "FSLF"]
+    assert all(r["missing"] == "0" and r["runs"] == "1" for r in rows)
 
 
 def _checkpointed_epochs(run_dir: Path) -> int:
