@@ -7,6 +7,7 @@
 #   bash cluster/local-stack.sh start      # prints where it is; `source $MMDER_STACK_DIR/env` for clients
 #   bash cluster/local-stack.sh status
 #   bash cluster/local-stack.sh kill-node 1   # SIGKILL worker node 1's raylet (node-loss drill)
+#   bash cluster/local-stack.sh stop-mlflow; bash cluster/local-stack.sh start-mlflow   # outage drill
 #   bash cluster/local-stack.sh stop       # stops exactly the processes `start` started, by PID
 #
 # Settings (environment): MMDER_STACK_DIR (state, default /tmp/mmder-stack-$UID; keep it short: Ray's
@@ -97,10 +98,14 @@ start_postgres() {
 start_mlflow() {
   local pw user mpw uri
   pw=$(cat "$S/secrets/pg_password")
-  user=${MLFLOW_TRACKING_USERNAME:-mmder}
-  mpw=${MLFLOW_TRACKING_PASSWORD:-$(secret)}
-  echo "$user" >"$S/secrets/mlflow_username"
-  echo "$mpw" >"$S/secrets/mlflow_password"
+  if [ -s "$S/secrets/mlflow_password" ]; then  # a restart (start-mlflow): the same admin
+    user=$(cat "$S/secrets/mlflow_username") mpw=$(cat "$S/secrets/mlflow_password")
+  else
+    user=${MLFLOW_TRACKING_USERNAME:-mmder}
+    mpw=${MLFLOW_TRACKING_PASSWORD:-$(secret)}
+    echo "$user" >"$S/secrets/mlflow_username"
+    echo "$mpw" >"$S/secrets/mlflow_password"
+  fi
   uri="postgresql+psycopg2://mlflow:$pw@127.0.0.1:$PG_PORT"
   mkdir -p "$S/artifacts"
   cat >"$S/secrets/basic_auth.ini" <<EOF
@@ -258,5 +263,8 @@ case "${1:-}" in
   stop) stop ;;
   status) status ;;
   kill-node) kill_node "${2:?usage: $0 kill-node 1|2}" ;;
-  *) echo "usage: $0 start|status|stop|kill-node N" >&2; exit 2 ;;
+  stop-mlflow)  # the tracking-server outage drill: SIGKILL the server (PostgreSQL keeps the data)
+    kill -KILL -- "-$(cat "$S/pids/mlflow")" && echo "local-stack: mlflow server killed" ;;
+  start-mlflow) start_mlflow && echo "local-stack: mlflow server up again" ;;
+  *) echo "usage: $0 start|status|stop|kill-node N|stop-mlflow|start-mlflow" >&2; exit 2 ;;
 esac

@@ -170,6 +170,15 @@ def _parser() -> argparse.ArgumentParser:
     bl.add_argument("--batch-size", type=int, default=16)
     bl.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     bl.add_argument("--seconds", type=float, default=5.0)
+    bs = bsub.add_parser(
+        "schedule",
+        help="the paper-sized grid (88 cells) through Tune + Train on fake GPUs; device-time efficiency",
+        epilog="example: mmder bench schedule --devices 16 --per-cell 4 --scale 20",
+    )
+    bs.add_argument("--devices", type=int, default=16, help="fake GPUs in the local Ray")
+    bs.add_argument("--per-cell", type=int, default=4, help="fake GPUs (Train workers) per cell")
+    bs.add_argument("--scale", type=float, default=20.0, help="seconds of sleep per paper-hour of a cell")
+    bs.add_argument("--limit", type=int, help="only the N longest cells")
 
     cv = add(
         "convert", "Convert a VideoMAE checkpoint (official fine-tuned/pre-trained, HuggingFace) to ours."
@@ -419,6 +428,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             args.cache, args.setting, batch_size=args.batch_size, workers=args.workers, seconds=args.seconds
         )
         _print_figures(figures)
+    elif args.bench == "schedule":
+        from harness.bench_schedule import bench_schedule
+
+        _print_figures(bench_schedule(args.devices, args.per_cell, args.scale, args.limit))
     return 0
 
 
