@@ -260,13 +260,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"  {cell.key}  {cell.dataset} / {cell.setting} / {cell.fold_name} / seed {cell.seed}")
     if spec.model.pretrained == "mae":
         print(f"  + {len(expand_pretrain_cells(spec))} pre-trainings (mmder pretrain)")
+    from mmder.recipes import lr_rule
+
     t = spec.training
     world = spec.resources.num_workers
+    preset = f"preset {t.preset}, " if t.preset else ""
     print(
-        f"training: recipe {t.recipe}, lr {t.lr:g} at a global batch of {t.batch_size * world} "
+        f"training: {preset}recipe {t.recipe}, lr {t.lr:g} at a global batch of {t.batch_size * world} "
         f"({t.batch_size} x {world} workers), {t.epochs} epochs, precision "
         f"{cells[0].training.precision if cells and cells[0].training else t.precision}"
     )
+    print(f"  {lr_rule(t, world)}")
     missing = missing_paths(spec, output)
     for key, path in missing:
         print(f"warning: {key}: {path} does not exist here (a sweep checks it again before it starts)")

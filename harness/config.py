@@ -24,7 +24,7 @@ from mmder.data.preprocess import PreprocessConfig
 
 __all__ = ["ExperimentConfig", "DatasetConfig", "load_experiment", "parse_experiment", "experiment_schema"]
 
-PATCH_SIZE = 16  # the encoder's patch; every size shares it
+PATCH_SIZE = 16  # the encoder's default patch (model.patch_size)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "postgresql+psycopg2", "mysql", "databricks")
 
@@ -211,6 +211,27 @@ class ExperimentConfig(Strict):
             raise ValueError(f"{value!r} must be letters, digits, '_', '.' or '-'")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_preset(cls, data: Any) -> Any:
+        """``training.preset``: fill the unset training and model fields, lr scaled to the global batch."""
+        training = data.get("training") if isinstance(data, dict) else None
+        if not isinstance(training, dict) or training.get("preset") is None:
+            return data
+        from mmder.recipes import TRAINING_PRESETS, expand_model_preset, expand_training_preset
+
+        if training["preset"] not in TRAINING_PRESETS:
+            return data  # TrainingConfig names the allowed presets
+        resources = data.get("resources")
+        workers = resources.get("num_workers", 1) if isinstance(resources, dict) else 1
+        world = workers if isinstance(workers, int) and workers >= 1 else 1
+        model = data.get("model") if isinstance(data.get("model"), dict) else {}
+        return {
+            **data,
+            "training": expand_training_preset(training, world_size=world),
+            "model": expand_model_preset(model, training["preset"]),
+        }
+
     @model_validator(mode="after")
     def _cross_checks(self) -> ExperimentConfig:
         _check_datasets(self)
@@ -276,13 +297,18 @@ def _check_datasets(spec: ExperimentConfig) -> None:
 def _check_model(spec: ExperimentConfig) -> None:
     from mmder.registry import MODEL_SIZES, parse_recipe
 
-    size = spec.preprocess.image_size
-    if size % PATCH_SIZE:
-        lower, upper = size // PATCH_SIZE * PATCH_SIZE, (size // PATCH_SIZE + 1) * PATCH_SIZE
+    size, patch = spec.preprocess.image_size, spec.model.patch_size
+    if size % patch:
+        lower, upper = size // patch * patch, (size // patch + 1) * patch
         allowed = f"{lower} or {upper}" if lower else str(upper)
         raise _error(
             ("preprocess", "image_size"),
-            f"{size} is not a multiple of the patch size {PATCH_SIZE}; try {allowed}",
+            f"{size} is not a multiple of the patch size {patch}; try {allowed}",
+        )
+    if 16 % spec.model.tubelet_size:
+        raise _error(
+            ("model", "tubelet_size"),
+            f"{spec.model.tubelet_size} does not divide the clip's 16 frames; allowed: 1, 2, 4, 8, 16",
         )
     depth = MODEL_SIZES[spec.model.size].depth
     trained = parse_recipe(spec.training.recipe).trained_blocks

@@ -30,12 +30,12 @@ class Cell(BaseModel):
 
     kind: Literal["train", "pretrain"] = "train"  # a baseline setting is a train cell without training
     key: str
-    dataset: str = Field(description="the dataset's label; '+'-joined labels for a pre-training")
+    dataset: str = Field(description="the dataset's label")
     setting: str
-    fold: int = Field(description="fold index; -1 for a pre-training (all clips)")
+    fold: int = Field(description="fold index (a pre-training's: it saw that fold's training clips only)")
     fold_name: str
     seed: int
-    datasets: list[DatasetConfig] = Field(description="the cell's dataset (all datasets for a pre-training)")
+    datasets: list[DatasetConfig] = Field(description="the cell's dataset (one, for a pre-training too)")
     preprocess: PreprocessConfig
     model: ModelConfig
     training: TrainingConfig | None = None
@@ -95,13 +95,23 @@ def _resolved(spec: ExperimentConfig, section: TrainingConfig | PretrainConfig) 
 
 
 def expand_pretrain_cells(spec: ExperimentConfig) -> list[Cell]:
-    """One MAE pre-training per input setting, on the unlabeled clips of all datasets."""
+    """One MAE pre-training per dataset, fold and input setting, on the (unlabeled) clips of that
+    fold's training speakers only: a cell never starts from an encoder that saw its test speakers."""
+    from mmder.data.folds import fold_names
+
     recipe = _resolved(spec, spec.pretrain.recipe())
     cells = []
-    for setting in spec.pretrain_settings:
+    for ds, fold, names, setting in (
+        (d, fold, fold_names(d.protocol), setting)
+        for d in spec.datasets
+        for fold in (d.folds if d.folds is not None else range(len(fold_names(d.protocol))))
+        for setting in spec.pretrain_settings
+    ):
         identity = {
             "kind": "pretrain",
-            "datasets": [_dataset_identity(ds) for ds in spec.datasets],
+            "dataset": _dataset_identity(ds),
+            "fold": fold,
+            "clips": "training speakers of the fold",
             "setting": setting,
             "preprocess": result_fields(spec.preprocess),
             "model": {"size": spec.model.size},
@@ -111,13 +121,13 @@ def expand_pretrain_cells(spec: ExperimentConfig) -> list[Cell]:
         cells.append(
             Cell(
                 kind="pretrain",
-                key=f"pretrain-{setting}-{_digest(identity)}",
-                dataset="+".join(ds.label for ds in spec.datasets),
+                key=f"pretrain-{ds.corpus}-{setting}-f{fold}-{_digest(identity)}",
+                dataset=ds.label,
                 setting=setting,
-                fold=-1,
-                fold_name="all clips",
+                fold=fold,
+                fold_name=names[fold],
                 seed=0,
-                datasets=spec.datasets,
+                datasets=[ds],
                 preprocess=spec.preprocess,
                 model=spec.model,
                 pretrain=recipe,
@@ -131,8 +141,10 @@ def expand_cells(spec: ExperimentConfig) -> list[Cell]:
     """The grid in a stable order: dataset, fold, setting, seed."""
     from mmder.data.folds import fold_names
 
-    pretrained = (
-        {c.setting: c.key for c in expand_pretrain_cells(spec)} if spec.model.pretrained == "mae" else {}
+    pretrained = (  # (dataset, fold, setting) -> the key of the pre-training on that fold's training clips
+        {(c.dataset, c.fold, c.setting): c.key for c in expand_pretrain_cells(spec)}
+        if spec.model.pretrained == "mae"
+        else {}
     )
     from mmder.registry import BASELINE_VERSION, BASELINES
 
@@ -146,7 +158,7 @@ def expand_cells(spec: ExperimentConfig) -> list[Cell]:
                 for seed in spec.grid.seeds:
                     model = result_fields(spec.model)
                     # with `mae`, the pre-training's key: a new pre-training makes new cells
-                    model["pretrained"] = pretrained.get(setting, spec.model.pretrained)
+                    model["pretrained"] = pretrained.get((ds.label, fold, setting), spec.model.pretrained)
                     identity: dict[str, Any] = {
                         "dataset": _dataset_identity(ds),
                         "fold": fold,
@@ -182,7 +194,7 @@ def expand_cells(spec: ExperimentConfig) -> list[Cell]:
                             model=spec.model,
                             training=None if baseline else training,
                             world_size=1 if baseline else spec.resources.num_workers,
-                            pretrain_key=pretrained.get(setting),
+                            pretrain_key=pretrained.get((ds.label, fold, setting)),
                         )
                     )
     return cells

@@ -38,13 +38,20 @@ def build_cell(cell: Cell, cache_path: str, pretrained_path: str | None = None) 
     """Datasets of the cell's fold and a fresh model, as plain objects (also used by tests)."""
     from mmder.data.cache import ClipCache
     from mmder.data.dataset import FusedClipDataset
-    from mmder.data.folds import make_folds
+    from mmder.data.folds import make_folds, validation_split
     from mmder.model import build_model
 
     cache = ClipCache.open(cache_path)
     folds = make_folds(cell.dataset_config.protocol, cache.speakers, [c.group for c in cache.clips])
     fold = folds[cell.fold]
-    train_set = FusedClipDataset(cache, fold.train_idx, cell.setting, seed=cell.seed)
+    train_idx, val_set = fold.train_idx, None
+    if cell.training is not None and cell.training.validation_speakers:
+        # speaker-disjoint validation rows inside the training fold: the epoch is chosen on them
+        train_idx, val_idx = validation_split(
+            cache.speakers, fold.train_idx, cell.training.validation_speakers, seed=cell.seed
+        )
+        val_set = FusedClipDataset(cache, val_idx, cell.setting, seed=cell.seed)
+    train_set = FusedClipDataset(cache, train_idx, cell.setting, seed=cell.seed)
     test_set = FusedClipDataset(cache, fold.test_idx, cell.setting, seed=cell.seed)
     torch.manual_seed(cell.seed)
     model = build_model(
@@ -54,6 +61,8 @@ def build_cell(cell: Cell, cache_path: str, pretrained_path: str | None = None) 
         num_frames=16,
         drop_path_rate=cell.model.drop_path,
         head_dropout=cell.model.head_dropout,
+        patch_size=cell.model.patch_size,
+        tubelet_size=cell.model.tubelet_size,
     )
     if cell.model.grad_checkpointing:
         model.set_grad_checkpointing(True)
@@ -70,6 +79,7 @@ def build_cell(cell: Cell, cache_path: str, pretrained_path: str | None = None) 
         "fold": fold,
         "train": train_set,
         "test": test_set,
+        "val": val_set,
         "model": model,
         "pretrained_digest": digest,
     }
@@ -126,6 +136,8 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
             "train_clips_per_s": result.train_clips_per_s,
             "peak_memory_mb": result.peak_memory_mb,
         }
+        if result.val_war is not None:
+            metrics.update(val_war=100.0 * result.val_war, val_uar=100.0 * (result.val_uar or 0.0))
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=checkpoint)
         if epochs is not None:  # after the checkpoint is saved, outside the step; never raises
@@ -143,6 +155,7 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
             report=report,
             resume_from=resume_dir,
             seed=cell.seed,
+            val_set=parts["val"],
         )
 
     if tracker is not None and run_id is not None and epochs is not None:
@@ -165,6 +178,12 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
                 "final_uar": 100.0 * result.uar,
                 "final_war": 100.0 * result.war,
                 "wall_seconds": time.monotonic() - t0,
+                # with a validation split: the epoch chosen on it, whose test metrics final_* are
+                **(
+                    {"selected_epoch": float(result.selected_epoch)}
+                    if result.selected_epoch is not None
+                    else {}
+                ),
             },
             confusion=result.confusion,
             class_names=list(cache.classes),
@@ -180,12 +199,10 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def pretrain_cell(config: dict[str, Any]) -> dict[str, Any]:
-    """Ray Train loop of one MAE pre-training: every clip of every dataset, labels unused."""
-    import numpy as np
-    from torch.utils.data import ConcatDataset
-
+    """Ray Train loop of one MAE pre-training: the clips of its fold's training speakers, labels unused."""
     from mmder.data.cache import ClipCache
     from mmder.data.dataset import FusedClipDataset
+    from mmder.data.folds import make_folds, natural_key
     from mmder.mae import build_pretrainer
     from mmder.pretrain import PretrainResult, export_encoder, pretrain
 
@@ -194,12 +211,19 @@ def pretrain_cell(config: dict[str, Any]) -> dict[str, Any]:
     assert cell.pretrain is not None and job.encoder_path, "a pre-training cell carries its recipe"
     torch.set_num_threads(job.threads)
     rank = ray.train.get_context().get_world_rank()
-    caches = [ClipCache.open(path) for path in job.cache_paths.values()]
-    clips = ConcatDataset(
-        [FusedClipDataset(c, np.arange(len(c)), cell.setting, seed=cell.seed) for c in caches]
-    )
+    cache = ClipCache.open(job.cache_paths[cell.dataset])
+    folds = make_folds(cell.dataset_config.protocol, cache.speakers, [c.group for c in cache.clips])
+    fold = folds[cell.fold]  # never the fold's test speakers: its cells are evaluated on them
+    clips = FusedClipDataset(cache, fold.train_idx, cell.setting, seed=cell.seed)
+    seen = sorted({cache.speakers[i] for i in fold.train_idx}, key=natural_key)
     torch.manual_seed(cell.seed)
-    model = build_pretrainer(cell.model.size, image_size=cell.preprocess.image_size, num_frames=16)
+    model = build_pretrainer(
+        cell.model.size,
+        image_size=cell.preprocess.image_size,
+        num_frames=16,
+        patch_size=cell.model.patch_size,
+        tubelet_size=cell.model.tubelet_size,
+    )
 
     tracker = run_id = epochs = None
     if rank == 0:
@@ -207,7 +231,17 @@ def pretrain_cell(config: dict[str, Any]) -> dict[str, Any]:
         run_id, _ = tracker.cell_run(
             cell.key,
             job.parent_run_id,
-            tags={"setting": cell.setting, **job.tags, **run_tags(job, cell.pretrain.precision, [])},
+            tags={
+                "setting": cell.setting,
+                "dataset": cell.dataset,
+                "fold": cell.fold_name,
+                # which clips the encoder saw: the fold's training speakers, never its test speakers
+                "mmder.pretrain_clips": f"{len(clips)} clips of the training speakers of {cell.fold_name}",
+                "mmder.pretrain_speakers": ",".join(seen)[:5000],
+                "mmder.pretrain_excluded": ",".join(fold.test_speakers)[:5000],
+                **job.tags,
+                **run_tags(job, cell.pretrain.precision, []),
+            },
             params=flat_params(cell),
             kind="pretrain",
         )

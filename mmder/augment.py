@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["VideoMixup", "smooth_one_hot", "soft_target_cross_entropy"]
+__all__ = ["SpecAugment", "VideoMixup", "smooth_one_hot", "soft_target_cross_entropy"]
 
 
 def smooth_one_hot(y: Tensor, num_classes: int, smoothing: float = 0.0) -> Tensor:
@@ -107,3 +107,96 @@ class VideoMixup:
                 x = x * lam + partner * (1.0 - lam)
         y1 = smooth_one_hot(y, self.num_classes, self.label_smoothing)
         return x, y1 * lam + y1.flip(0) * (1.0 - lam)
+
+
+class SpecAugment:
+    """Cheap augmentation of spectrogram clips (B, C, T, H, W): T windows, H frequency, W time.
+
+    Per clip, independently: the window sequence shifted by up to ``time_shift`` windows (edges
+    repeated: the clip starts later or ends earlier), a random offset in ``[-gain, gain]`` added to
+    every pixel (on log images a loudness change), ``masks`` frequency bands of up to
+    ``freq_mask * H`` rows hidden in every window, and ``masks`` time spans of up to
+    ``time_mask * W`` columns hidden in each window separately (SpecAugment, Park et al. 2019).
+    Hidden pixels are set to 0, the normalised inputs' mean. ``freq_warp`` stretches (or squeezes) the
+    frequency axis of the whole clip by a factor drawn in ``[1 - freq_warp, 1 + freq_warp]``, anchored
+    at the lowest band (the bottom row): vocal tract length perturbation, which makes one speaker sound
+    like another (Jaitly and Hinton 2013). Returns a new tensor.
+    """
+
+    def __init__(
+        self,
+        *,
+        freq_mask: float = 0.0,
+        time_mask: float = 0.0,
+        masks: int = 2,
+        time_shift: int = 0,
+        gain: float = 0.0,
+        freq_warp: float = 0.0,
+        seed: int | Sequence[int] = 0,
+    ) -> None:
+        if not (0.0 <= freq_mask <= 1.0 and 0.0 <= time_mask <= 1.0):
+            raise ValueError("freq_mask and time_mask are shares of the image, in [0, 1]")
+        if masks < 1 or time_shift < 0 or gain < 0:
+            raise ValueError("masks must be >= 1, time_shift and gain >= 0")
+        self.freq_mask, self.time_mask, self.masks = freq_mask, time_mask, masks
+        self.time_shift, self.gain = time_shift, gain
+        if not 0.0 <= freq_warp < 1.0:
+            raise ValueError("freq_warp must lie in [0, 1)")
+        self.freq_warp = freq_warp
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.freq_mask or self.time_mask or self.time_shift or self.gain or self.freq_warp)
+
+    def reseed(self, seed: int | Sequence[int]) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if x.ndim != 5:
+            raise ValueError(f"expected a clip batch (B, C, T, H, W), got {tuple(x.shape)}")
+        x = x.clone()
+        b, _, t, h, w = x.shape
+        rng = self.rng
+        for i in range(b):
+            if self.freq_warp:
+                x[i] = warp_frequency(x[i], float(rng.uniform(1 - self.freq_warp, 1 + self.freq_warp)))
+            if self.time_shift:
+                s = int(rng.integers(-self.time_shift, self.time_shift + 1))
+                if s:
+                    idx = torch.clamp(torch.arange(t, device=x.device) - s, 0, t - 1)
+                    x[i] = x[i][:, idx]
+            if self.gain:
+                x[i] += float(rng.uniform(-self.gain, self.gain))
+            for _ in range(self.masks):
+                if self.freq_mask:
+                    f = int(rng.integers(0, int(self.freq_mask * h) + 1))
+                    if f:
+                        f0 = int(rng.integers(0, h - f + 1))
+                        x[i, :, :, f0 : f0 + f, :] = 0.0
+                if self.time_mask:
+                    widths = rng.integers(0, int(self.time_mask * w) + 1, size=t)
+                    for k in range(t):
+                        c = int(widths[k])
+                        if c:
+                            c0 = int(rng.integers(0, w - c + 1))
+                            x[i, :, k, :, c0 : c0 + c] = 0.0
+        return x
+
+
+def warp_frequency(clip: Tensor, alpha: float) -> Tensor:
+    """``clip`` (..., H, W) with its rows (frequency, lowest at the bottom) stretched by ``alpha``.
+
+    Output row at height ``h`` above the bottom reads the input at height ``h / alpha`` (linear
+    interpolation; the top row repeats past the edge): ``alpha > 1`` moves content up (a shorter
+    vocal tract), ``alpha < 1`` down.
+    """
+    h = clip.shape[-2]
+    height = torch.arange(h, dtype=torch.float32, device=clip.device)  # 0 = bottom row
+    src = torch.clamp(height / alpha, 0, h - 1)
+    lo = src.floor().long()
+    hi = torch.clamp(lo + 1, max=h - 1)
+    frac = (src - lo.float()).to(clip.dtype).view(-1, 1)
+    flipped = clip.flip(-2)  # bottom row first
+    out = flipped[..., lo, :] * (1 - frac) + flipped[..., hi, :] * frac
+    return out.flip(-2)

@@ -46,6 +46,21 @@ def operational(default: Any, description: str, **bounds: Any) -> Any:
     return Field(default, description=description, json_schema_extra={"operational": True}, **bounds)
 
 
+def added(default: Any, description: str, **bounds: Any) -> Any:
+    """A result-bearing field added after cells existed: in a key only when it differs from ``default``,
+    so the cells of every experiment that does not use it keep their keys (and their finished runs)."""
+    return Field(default, description=description, json_schema_extra={"omit_default": True}, **bounds)
+
+
+def _omit_default(model: type[BaseModel], name: str, value: Any) -> bool:
+    extra = model.model_fields[name].json_schema_extra
+    return (
+        isinstance(extra, dict)
+        and bool(extra.get("omit_default"))
+        and value == model.model_fields[name].default
+    )
+
+
 def is_operational(model: type[BaseModel], name: str) -> bool:
     extra = model.model_fields[name].json_schema_extra
     return isinstance(extra, dict) and bool(extra.get("operational"))
@@ -58,6 +73,8 @@ def result_fields(section: BaseModel) -> dict[str, Any]:
         if is_operational(type(section), name):
             continue
         value = getattr(section, name)
+        if _omit_default(type(section), name, value):
+            continue
         out[name] = result_fields(value) if isinstance(value, BaseModel) else _plain(value)
     return out
 
@@ -95,6 +112,13 @@ class ModelConfig(Strict):
     )
     drop_path: float = Field(0.0, ge=0.0, le=1.0, description="stochastic depth rate of the last block")
     head_dropout: float = Field(0.0, ge=0.0, le=1.0, description="dropout before the classification head")
+    patch_size: int = added(
+        16,
+        "side in pixels of a token's patch (VideoMAE: 16); the image size must be a multiple of it. A "
+        "patch as large as the image makes every token one whole spectrogram window pair",
+        ge=1,
+    )
+    tubelet_size: int = added(2, "frames per token (VideoMAE: 2); must divide 16", ge=1)
     grad_checkpointing: bool = operational(
         False, "recompute each block's activations in the backward pass: less memory, ~30 % slower"
     )
@@ -140,6 +164,44 @@ class TrainingConfig(Strict):
     )
     zero_stage: ZeroStage = Field(2, description="DeepSpeed ZeRO stage")
     precision: Precision = Field("auto", description="auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16")
+    spec_freq_mask: float = added(
+        0.0,
+        "SpecAugment: largest share of the image height (frequency) one mask hides; 0 = off",
+        ge=0.0,
+        le=1.0,
+    )
+    spec_time_mask: float = added(
+        0.0,
+        "SpecAugment: largest share of one window's width (time) one mask hides, drawn per window; 0 = off",
+        ge=0.0,
+        le=1.0,
+    )
+    spec_masks: int = added(2, "SpecAugment: masks of each kind per clip", ge=1)
+    time_shift: int = added(
+        0, "largest shift of the sequence of windows, in windows (edges repeated); 0 = off", ge=0
+    )
+    gain: float = added(
+        0.0,
+        "largest offset added to a clip's normalised pixels (a loudness change on log images); 0 = off",
+        ge=0.0,
+    )
+    freq_warp: float = added(
+        0.0,
+        "vocal tract length perturbation: largest relative stretch of the frequency axis per clip; 0 = off",
+        ge=0.0,
+        lt=1.0,
+    )
+    validation_speakers: int = added(
+        0,
+        "speakers of the training fold held out (speaker-disjoint) to pick the epoch whose test metrics "
+        "are reported; 0 = off: train on all of them and report the last epoch",
+        ge=0,
+    )
+    preset: str | None = operational(
+        None,
+        "named recipe whose values fill the fields not set (mmder.recipes.TRAINING_PRESETS): "
+        "authors-probe, videomae-finetune, small-from-scratch; its expanded values are what keys hash",
+    )
     data_workers: int = operational(0, "DataLoader worker processes (0: read in the training process)", ge=0)
     cache_features: bool = operational(
         True, "linear_probe: run the frozen encoder once per clip, not every epoch (bit-identical)"
@@ -155,10 +217,30 @@ class TrainingConfig(Strict):
             )
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") is not None:
+            from mmder.recipes import expand_training_preset
+
+            return expand_training_preset(data)
+        return data
+
+    @property
+    def augments_spectrograms(self) -> bool:
+        return bool(
+            self.spec_freq_mask or self.spec_time_mask or self.time_shift or self.gain or self.freq_warp
+        )
+
     @model_validator(mode="after")
     def _consistent(self) -> TrainingConfig:
         if self.recipe == "linear_probe" and (self.mixup or self.cutmix):
             raise ValueError("mixup/cutmix: linear_probe has no augmentation (its features are cached)")
+        if self.recipe == "linear_probe" and self.augments_spectrograms:
+            raise ValueError(
+                "spec_freq_mask/spec_time_mask/time_shift/gain: linear_probe has no augmentation "
+                "(its features are cached)"
+            )
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
         return self
@@ -182,6 +264,11 @@ class PretrainConfig(Strict):
     weight_decay: float = Field(0.05, ge=0.0, description="AdamW weight decay")
     warmup_epochs: float = Field(2.0, ge=0.0, description="linear warm-up length in epochs (VideoMAE: 40)")
     mask_ratio: float = Field(0.9, ge=0.0, le=0.99, description="share of tubes masked")
+    masking: Literal["tube", "random"] = added(
+        "tube",
+        "tube (VideoMAE: one spatial mask repeated over time) or random (each tubelet on its own, MAE; "
+        "suits spectrogram clips, whose frames are successive time windows)",
+    )
     grad_clip: float | None = Field(None, ge=0.0, description="gradient norm clip; VideoMAE uses none")
     zero_stage: ZeroStage = Field(2, description="DeepSpeed ZeRO stage (0-2: stage 3 cannot export)")
     precision: Precision = Field("auto", description="auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16")

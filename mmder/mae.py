@@ -34,7 +34,30 @@ __all__ = [
     "build_pretrainer",
     "patchify",
     "tube_mask",
+    "random_mask",
 ]
+
+
+def random_mask(
+    batch: int,
+    num_tokens: int,
+    ratio: float = 0.75,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Boolean mask (B, N), True = masked: ``int(ratio * N)`` tokens drawn anywhere (MAE's masking).
+
+    For spectrogram clips, whose "frames" are successive time windows rather than near-identical video
+    frames, masking each tubelet independently is the natural choice (tube masking would hide the same
+    frequency band in every window).
+    """
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"mask ratio must be in [0, 1), got {ratio}")
+    num_masked = int(ratio * num_tokens)
+    order = torch.rand(batch, num_tokens, generator=generator).argsort(dim=1)
+    mask = torch.zeros(batch, num_tokens, dtype=torch.bool)
+    mask.scatter_(1, order[:, :num_masked], True)
+    return mask.to(device) if device is not None else mask
 
 
 def tube_mask(
@@ -231,8 +254,15 @@ class VideoMAEPretrainer(nn.Module):
         ratio: float = 0.9,
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
+        kind: str = "tube",
     ) -> torch.Tensor:
-        """A tube mask for this model's token grid (see :func:`tube_mask`)."""
+        """A tube (default) or ``kind='random'`` mask for this model's token grid (:func:`tube_mask`,
+        :func:`random_mask`)."""
+        if kind == "random":
+            n = self.num_frames_tokens * self.num_patches_per_frame
+            return random_mask(batch, n, ratio, generator, device)
+        if kind != "tube":
+            raise ValueError(f"mask kind must be 'tube' or 'random', got {kind!r}")
         return tube_mask(batch, self.num_frames_tokens, self.num_patches_per_frame, ratio, generator, device)
 
     def target(self, x: torch.Tensor) -> torch.Tensor:

@@ -119,7 +119,9 @@ def pretrain(
         loss_sum, seen = 0.0, 0
         for x, _, _ in loader:
             x = x.to(engine.device, dtype=dtype)
-            mask = model.make_mask(len(x), cfg.mask_ratio, generator=masks, device=engine.device)
+            mask = model.make_mask(
+                len(x), cfg.mask_ratio, generator=masks, device=engine.device, kind=cfg.masking
+            )
             loss = engine(x, mask).float()
             engine.backward(loss)
             engine.step()

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mmder.augment import VideoMixup, soft_target_cross_entropy
+from mmder.augment import SpecAugment, VideoMixup, soft_target_cross_entropy
 from mmder.config import TrainingConfig
 from mmder.engine import (
     build_engine,
@@ -65,16 +65,34 @@ class EpochResult:
     train_clips_per_s: float = 0.0  # clips of all ranks per second of the training half of the epoch
     peak_memory_mb: float = 0.0  # this process's peak (device memory on a GPU, resident set on a CPU)
     group_lrs: dict[str, float] = field(default_factory=dict, repr=False)
+    # with a validation set (TrainingConfig.validation_speakers): this epoch's validation metrics, and
+    # in the result fit returns, the epoch chosen on them (whose test metrics the fields above hold)
+    val_loss: float | None = None
+    val_uar: float | None = None
+    val_war: float | None = None
+    selected_epoch: int | None = None
 
     @property
     def is_last(self) -> bool:
         return self.epoch >= self.epochs - 1
 
     def scalars(self) -> dict[str, float]:
-        return {k: v for k, v in asdict(self).items() if k in _SCALARS}
+        return {k: v for k, v in asdict(self).items() if k in _SCALARS and v is not None}
 
 
-_SCALARS = ("train_loss", "test_loss", "uar", "war", "lr", "seconds", "train_clips_per_s", "peak_memory_mb")
+_SCALARS = (
+    "train_loss",
+    "test_loss",
+    "uar",
+    "war",
+    "lr",
+    "seconds",
+    "train_clips_per_s",
+    "peak_memory_mb",
+    "val_loss",
+    "val_uar",
+    "val_war",
+)
 
 Reporter = Callable[[EpochResult, str | None], None]
 Inputs = Callable[[Tensor], Tensor]
@@ -135,10 +153,15 @@ def fit(
     report: Reporter,
     resume_from: str | None = None,
     seed: int = 0,
+    val_set: Dataset | None = None,
 ) -> EpochResult:
     """Train ``cfg.epochs`` epochs (or the rest of them, when resuming) and return the last epoch's result.
 
     ``seed`` (the grid's seed axis) seeds the model's randomness, the sampler and the mixing streams.
+    With ``val_set`` (speakers held out of the training fold, :func:`mmder.data.folds.validation_split`)
+    every epoch is also evaluated on it, and the result returned is the epoch with the best validation
+    UAR (ties: WAR, then the later epoch): its test metrics, with ``selected_epoch`` set. The test fold
+    never influences the choice. (A resumed run chooses among the epochs it ran after resuming.)
     """
     recipe = parse_recipe(cfg.recipe)
     ensure_process_group()
@@ -162,6 +185,7 @@ def fit(
             inputs=p.inputs,
             eval_inputs=p.eval_inputs,
             eval_workers=p.data_workers,
+            val_set=val_set,
         )
     rank, world = dist.get_rank(), dist.get_world_size()
     trainable_parameters(model, recipe.mode)
@@ -195,6 +219,8 @@ def fit(
         eval_workers=cfg.data_workers,
         mixer=_mixer(cfg, num_classes),
         frozen_modules=_frozen_modules(model, recipe),
+        val_set=val_set,
+        spec_augment=_spec_augment(cfg),
     )
 
 
@@ -208,6 +234,18 @@ def _mixer(cfg: TrainingConfig, num_classes: int) -> VideoMixup | None:
         label_smoothing=cfg.label_smoothing,
     )
     return mixer if mixer.active else None
+
+
+def _spec_augment(cfg: TrainingConfig) -> SpecAugment | None:
+    aug = SpecAugment(
+        freq_mask=cfg.spec_freq_mask,
+        time_mask=cfg.spec_time_mask,
+        masks=cfg.spec_masks,
+        time_shift=cfg.time_shift,
+        gain=cfg.gain,
+        freq_warp=cfg.freq_warp,
+    )
+    return aug if aug.active else None
 
 
 def _frozen_modules(model: nn.Module, recipe: Recipe) -> list[nn.Module]:
@@ -237,8 +275,11 @@ def _run_epochs(
     eval_workers: int,
     mixer: VideoMixup | None = None,
     frozen_modules: Sequence[nn.Module] = (),
+    val_set: Dataset | None = None,
+    spec_augment: SpecAugment | None = None,
 ) -> EpochResult:
     """The epoch loop shared by all recipes: train, evaluate, checkpoint, report."""
+    best: EpochResult | None = None
     rank = dist.get_rank()
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     result: EpochResult | None = None
@@ -251,10 +292,14 @@ def _run_epochs(
         set_epoch(train_set, epoch)
         if mixer is not None:
             mixer.reseed(_stream_seed(seed, rank, epoch))
+        if spec_augment is not None:
+            spec_augment.reseed([*_stream_seed(seed, rank, epoch), 1])
         loss_sum, seen = 0.0, 0
         for x, y, _ in loader:
             x = inputs(x)
             y = y.to(x.device)
+            if spec_augment is not None:
+                x = spec_augment(x)
             if mixer is not None:
                 x, target = mixer(x, y)
                 loss = soft_target_cross_entropy(engine(x), target)
@@ -280,6 +325,12 @@ def _run_epochs(
         result.resumed_from_epoch = resumed_from
         result.train_clips_per_s = clips / train_seconds if train_seconds > 0 else 0.0
         result.peak_memory_mb = peak_memory_mb(engine.device)
+        if val_set is not None:
+            set_epoch(val_set, epoch)
+            vev = evaluate(engine, val_set, cfg, num_classes, inputs=eval_inputs, workers=eval_workers)
+            result.val_loss, result.val_uar, result.val_war = vev["test_loss"], vev["uar"], vev["war"]
+            if best is None or (result.val_uar, result.val_war) >= (best.val_uar, best.val_war):
+                best = result
         with epoch_checkpoint(engine, epoch) as checkpoint_dir:
             report(result, checkpoint_dir)
 
@@ -290,6 +341,12 @@ def _run_epochs(
         result = _epoch_result(ev, optimizer, cfg, epoch=cfg.epochs - 1, train_loss=float("nan"), seconds=0.0)
         result.resumed_from_epoch = resumed_from
         report(result, None)
+    if best is not None and best is not result:
+        import dataclasses
+
+        return dataclasses.replace(best, selected_epoch=best.epoch, epochs=cfg.epochs)
+    if best is not None:
+        result.selected_epoch = result.epoch
     return result
 
 

@@ -26,6 +26,7 @@ from mmder.data.features import (
     resize_image,
     sample_frame_indices,
     spectrogram_image,
+    spectrogram_images,
     window_bounds,
 )
 from mmder.data.preprocess import ARRAY_NAMES, ARRAY_STEPS, PreprocessConfig
@@ -119,6 +120,21 @@ def _audio_arrays(path: str, config: PreprocessConfig, seg: dict) -> dict[str, n
         x = x / peak  # the authors normalise the whole clip by max |x|
     out = {}
     for name in ("audio16", "audio8"):
+        bounds = window_bounds(x.size, ARRAY_STEPS[name])
+        if config.spectrogram_norm != "image" or config.spectrogram_channels != "colormap":
+            out[name] = spectrogram_images(
+                x,
+                sr,
+                bounds,
+                kind=config.spectrogram,
+                size=s,
+                colormap=config.colormap,
+                n_mfcc=config.n_mfcc,
+                n_mels=config.n_mels,
+                norm=config.spectrogram_norm,
+                channels=config.spectrogram_channels,
+            )
+            continue
         out[name] = np.stack(
             [
                 spectrogram_image(

@@ -31,12 +31,18 @@ __all__ = [
     "min_window_seconds",
     "spectrogram_matrix",
     "spectrogram_image",
+    "spectrogram_images",
+    "deltas",
     "resize_frames",
     "resize_image",
 ]
 
 SpectrogramKind = Literal["mfcc", "logmel"]
 Colormap = Literal["viridis", "gray"]
+SpectrogramNorm = Literal["image", "clip", "clip_band"]
+SpectrogramChannels = Literal["colormap", "deltas"]
+LOGMEL_RANGE_DB = 160.0  # log-mel floor below the clip's peak (20 log10 of power: 80 dB of power)
+Z_RANGE = 3.0  # standardised values in [-Z_RANGE, Z_RANGE] map onto 0..255
 
 
 def sample_frame_indices(n_frames: int, k: int) -> np.ndarray:
@@ -209,6 +215,98 @@ def spectrogram_image(
     )
     img = _colorize(mat.T[::-1], colormap)  # rows = coefficients, low ones at the bottom
     return np.ascontiguousarray(resize_image(img, size))
+
+
+def deltas(matrix: np.ndarray, width: int = 2) -> np.ndarray:
+    """The regression delta of a ``(frames, coefficients)`` matrix along time (HTK, edges repeated)."""
+    m = np.asarray(matrix, dtype=np.float32)
+    n = m.shape[0]
+    padded = np.pad(m, ((width, width), (0, 0)), mode="edge")
+    num = sum(
+        k * (padded[width + k : width + k + n] - padded[width - k : width - k + n])
+        for k in range(1, width + 1)
+    )
+    return (num / (2.0 * sum(k * k for k in range(1, width + 1)))).astype(np.float32)
+
+
+def _standardise(mats: list[np.ndarray], per_band: bool) -> list[np.ndarray]:
+    """0..255 uint8 of ``(x - mean) / std`` with the statistics of all the clip's windows together."""
+    allm = np.concatenate(mats, axis=0).astype(np.float64)
+    mean = allm.mean(axis=0 if per_band else None)
+    std = allm.std(axis=0 if per_band else None)
+    std = np.where(std > 1e-8, std, 1.0)
+    out = []
+    for m in mats:
+        z = np.clip((m - mean) / std, -Z_RANGE, Z_RANGE)
+        out.append(np.round((z + Z_RANGE) * (255.0 / (2 * Z_RANGE))).astype(np.uint8))
+    return out
+
+
+def _minmax(m: np.ndarray) -> np.ndarray:
+    lo, hi = float(m.min()), float(m.max())
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi - lo < 1e-12:
+        return np.zeros(m.shape, dtype=np.uint8)
+    return np.round((m - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+def spectrogram_images(
+    signal: np.ndarray,
+    sample_rate: int,
+    bounds: list[tuple[int, int]],
+    *,
+    kind: SpectrogramKind = "logmel",
+    size: int = 224,
+    colormap: Colormap = "gray",
+    n_mfcc: int = 13,
+    n_mels: int = 40,
+    norm: SpectrogramNorm = "clip",
+    channels: SpectrogramChannels = "colormap",
+) -> np.ndarray:
+    """All windows of one clip as ``(len(bounds), size, size, 3)`` RGB uint8, scaled together.
+
+    ``norm='image'`` min-max scales every image on its own (as :func:`spectrogram_image`);
+    ``'clip'`` standardises with the mean and std of all the clip's windows, so a loud window stays
+    brighter than a quiet one; ``'clip_band'`` does so per coefficient / mel band (per-utterance
+    mean and variance normalisation, which removes a speaker's fixed spectral tilt). Log-mel values
+    are floored at ``LOGMEL_RANGE_DB`` below the clip's peak first, so silence does not set the scale.
+    ``channels='deltas'`` puts the matrix, its delta and delta-delta in R, G, B (``colormap`` unused);
+    ``'colormap'`` draws the matrix alone with ``colormap``.
+    """
+    x = np.asarray(signal, dtype=np.float32).reshape(-1)
+    mats = [
+        spectrogram_matrix(x[a:b], sample_rate, kind=kind, n_mfcc=n_mfcc, n_mels=n_mels) for a, b in bounds
+    ]
+    if kind == "logmel":
+        floor = max(float(m.max()) for m in mats) - LOGMEL_RANGE_DB
+        mats = [np.maximum(m, floor) for m in mats]
+    planes = [mats]
+    if channels == "deltas":
+        d1 = [deltas(m) for m in mats]
+        planes += [d1, [deltas(m) for m in d1]]
+    elif channels != "colormap":
+        raise ValueError(f"channels must be 'colormap' or 'deltas', got {channels!r}")
+    scaled = []
+    for plane in planes:
+        if norm == "image":
+            scaled.append([_minmax(m) for m in plane])
+        elif norm in ("clip", "clip_band"):
+            scaled.append(_standardise(plane, per_band=norm == "clip_band"))
+        else:
+            raise ValueError(f"norm must be 'image', 'clip' or 'clip_band', got {norm!r}")
+    out = []
+    for i in range(len(bounds)):
+        if channels == "deltas":
+            img = np.stack([p[i].T[::-1] for p in scaled], axis=2)
+        else:
+            u8 = np.ascontiguousarray(scaled[0][i].T[::-1])
+            if colormap == "gray":
+                img = np.repeat(u8[:, :, None], 3, axis=2)
+            elif colormap == "viridis":
+                img = cv2.cvtColor(cv2.applyColorMap(u8, cv2.COLORMAP_VIRIDIS), cv2.COLOR_BGR2RGB)
+            else:
+                raise ValueError(f"colormap must be 'viridis' or 'gray', got {colormap!r}")
+        out.append(resize_image(np.ascontiguousarray(img), size))
+    return np.stack(out)
 
 
 def resize_frames(frames: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:

@@ -27,7 +27,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Fold", "PROTOCOLS", "fold_names", "make_folds", "natural_key", "register_protocol"]
+__all__ = [
+    "Fold",
+    "PROTOCOLS",
+    "fold_names",
+    "make_folds",
+    "natural_key",
+    "register_protocol",
+    "validation_split",
+]
 
 RAVDESS_PAPER_TEST_ACTORS = (19, 20, 21, 22, 23, 24)
 
@@ -237,3 +245,39 @@ def _leave_one_group_out(protocol: dict, speakers: Sequence[str], groups: Sequen
             )
         )
     return folds
+
+
+def validation_split(
+    speakers: Sequence[str], train_idx: np.ndarray, count: int | float, *, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split a fold's training rows into (train, validation) by speaker, never sharing one.
+
+    ``count`` >= 1 holds out that many speakers; 0 < ``count`` < 1 holds out that share of them
+    (at least one). Which speakers is drawn from ``seed`` over the naturally sorted speaker list, so
+    the split is the same on every machine; RAVDESS actors alternate male/female, and the draw keeps
+    both sexes in the validation set whenever it holds two or more (odd and even numbers are drawn in
+    turn). At least one speaker always stays for training. Indices come back sorted (int64). A model
+    selected on the validation rows never looks at the fold's test speakers.
+    """
+    rows = np.asarray(train_idx, dtype=np.int64)
+    spk = np.asarray([str(speakers[i]) for i in rows], dtype=object)
+    unique = sorted(set(spk.tolist()), key=natural_key)
+    if isinstance(count, bool) or count <= 0:
+        raise ValueError(f"validation count must be > 0 (speakers, or a share below 1), got {count!r}")
+    k = int(count) if count >= 1 else max(1, int(round(count * len(unique))))
+    if k >= len(unique):
+        raise ValueError(
+            f"cannot hold out {k} validation speaker(s) from {len(unique)} training speaker(s): "
+            "at least one must stay for training"
+        )
+    rng = np.random.default_rng([seed, 0x7A1])
+    halves = [unique[0::2], unique[1::2]]  # alternate speakers (RAVDESS: male / female actors)
+    order = [list(rng.permutation(len(h))) for h in halves]
+    chosen: list[str] = []
+    turn = int(rng.integers(2))
+    while len(chosen) < k:
+        if order[turn]:
+            chosen.append(halves[turn][order[turn].pop(0)])
+        turn = 1 - turn
+    val_mask = np.isin(spk, chosen)
+    return np.sort(rows[~val_mask]), np.sort(rows[val_mask])

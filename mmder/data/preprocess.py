@@ -35,6 +35,9 @@ CACHE_VERSION = 2  # bump when the content of a cache changes for the same setti
 FACE_MODES: tuple[str, ...] = ("none", "haar")
 ARRAY_NAMES: tuple[str, ...] = ("video16", "video8", "audio16", "audio8")
 ARRAY_STEPS: dict[str, int] = {"video16": 16, "video8": 8, "audio16": 16, "audio8": 8}
+# Fields added after caches existed: in the fingerprint only when they differ from their default, so
+# every cache made before keeps its key.
+_ADDED_FIELDS: tuple[str, ...] = ("spectrogram_norm", "spectrogram_channels")
 
 
 class PreprocessConfig(BaseModel):
@@ -58,6 +61,18 @@ class PreprocessConfig(BaseModel):
     sample_rate: int = Field(16000, ge=4000, le=192000, description="audio is resampled to this rate (Hz)")
     n_mfcc: int = Field(13, ge=1, description="MFCC coefficients per frame (spectrogram='mfcc')")
     n_mels: int = Field(40, ge=2, description="mel bands the MFCCs or log-mel images are computed from")
+    spectrogram_norm: Literal["image", "clip", "clip_band"] = Field(
+        "image",
+        description="how spectrogram values become 0..255: 'image' min-max scales every window's image on "
+        "its own (the paper: loudness and spectral tilt are lost); 'clip' standardises with the mean and "
+        "std of the whole clip (windows keep their relative energy); 'clip_band' standardises every "
+        "coefficient or mel band over the clip (per-utterance cepstral mean and variance normalisation)",
+    )
+    spectrogram_channels: Literal["colormap", "deltas"] = Field(
+        "colormap",
+        description="'colormap': one matrix drawn with `colormap` (the paper); 'deltas': the matrix, its "
+        "time delta and delta-delta as the R, G and B channels, each scaled as `spectrogram_norm` says",
+    )
     face_margin: float = Field(
         0.2, ge=0.0, le=2.0, description="fraction of the face size added on each side of the crop"
     )
@@ -96,6 +111,9 @@ class PreprocessConfig(BaseModel):
         if self.face == "none":  # face settings change nothing then: keep the key of whole-frame caches
             d.pop("face_margin")
             d.pop("face_min_fraction")
+        for name in _ADDED_FIELDS:  # keep the keys of caches made before these fields existed
+            if d.get(name) == type(self).model_fields[name].default:
+                d.pop(name)
         payload = json.dumps({"cache_version": CACHE_VERSION, **d}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
