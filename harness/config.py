@@ -236,6 +236,8 @@ class ExperimentConfig(Strict):
     def _cross_checks(self) -> ExperimentConfig:
         _check_datasets(self)
         _check_model(self)
+        if self.search is not None:
+            _check_search(self)
         if self.model.pretrained == "mae":
             missing = sorted(set(self.deep_settings) - set(self.pretrain_settings))
             if missing:
@@ -257,8 +259,6 @@ class ExperimentConfig(Strict):
         from mmder.registry import BASELINES
 
         return [s for s in self.grid.settings if s not in BASELINES]
-        if self.search is not None:
-            _check_search(self)
 
     @property
     def pretrain_settings(self) -> list[str]:
@@ -320,6 +320,22 @@ def _check_model(spec: ExperimentConfig) -> None:
         )
 
 
+def _check_search(spec: ExperimentConfig) -> None:
+    """Every value a trial may draw must give valid sections (e.g. an lr below min_lr would not)."""
+    assert spec.search is not None
+    for name, param in spec.search.space.items():
+        section, field = name.split(".", 1)
+        base = getattr(spec, section)
+        for value in param.values():
+            try:
+                type(base).model_validate({**base.model_dump(), field: value})
+            except ValidationError as err:
+                message = _message(err.errors()[0])
+                raise _error(
+                    ("search", "space", name), f"the value {value!r} is not valid here: {message}"
+                ) from None
+
+
 class _LocatedError(ValueError):
     """A cross-field error that knows its dotted location (pydantic would put it at the model's root)."""
 
@@ -346,22 +362,6 @@ class _StrictLoader(yaml.SafeLoader):
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     loader.flatten_mapping(node)
-def _check_search(spec: ExperimentConfig) -> None:
-    """Every value a trial may draw must give valid sections (e.g. an lr below min_lr would not)."""
-    assert spec.search is not None
-    for name, param in spec.search.space.items():
-        section, field = name.split(".", 1)
-        base = getattr(spec, section)
-        for value in param.values():
-            try:
-                type(base).model_validate({**base.model_dump(), field: value})
-            except ValidationError as err:
-                message = _message(err.errors()[0])
-                raise _error(
-                    ("search", "space", name), f"the value {value!r} is not valid here: {message}"
-                ) from None
-
-
     out: dict = {}
     lines: dict = {}
     for key_node, value_node in node.value:

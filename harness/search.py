@@ -216,8 +216,9 @@ def run_search(
                 scheduler=_scheduler(search, epochs),
                 num_samples=remaining,
                 max_concurrent_trials=search.max_concurrent_trials,
-                # a pruned trial's actor must die with its Train job (a reused actor would keep it)
+                # a pruned trial's actor must die with its Train job (a reused actor would keep it running)
                 reuse_actors=False,
+                trial_dirname_creator=lambda t: t.trial_id,
             ),
             run_config=tune.RunConfig(
                 name=f"{key}-{time.strftime('%Y%m%d-%H%M%S')}",

@@ -112,6 +112,7 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
                 "mmder.device_count": str(cell.world_size),
                 **job.tags,
                 **run_tags(job, cell.training.precision, fold.test_speakers),
+                **({"mmder.search": cell.search_key} if cell.search_key else {}),
             },
             params=flat_params(cell),
         )
@@ -122,7 +123,6 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
         # a resumed run holds the epochs logged before the cut: they are not logged again
         epochs = EpochLog(tracker, run_id, done=tracker.logged_steps(run_id, "war"))
     _maybe_fail(cell.key)
-                **({"mmder.search": cell.search_key} if cell.search_key else {}),
 
     def report(result: EpochResult, checkpoint_dir: str | None) -> None:
         metrics = {
@@ -300,7 +300,7 @@ def baseline_cell(job: CellJob) -> dict[str, Any]:
     metrics = classification_metrics(truth.tolist(), predicted.tolist(), len(cache.classes))
 
     tracker = Tracker(uri=job.tracking_uri, experiment_id=job.experiment_id)
-    run_id = tracker.cell_run(
+    run_id, _ = tracker.cell_run(
         cell.key,
         job.parent_run_id,
         tags={

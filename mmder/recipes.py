@@ -12,12 +12,13 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
+
+from mmder.registry import RECIPES, Recipe, parse_recipe
 
 __all__ = [
     "HEAD_MODULES",
@@ -35,39 +36,8 @@ __all__ = [
     "lr_rule",
 ]
 
-RECIPES = ("finetune", "linear_probe", "partial:K")
-
 # Children of VideoMAEClassifier that the linear probe trains (head_drop has no weights).
 HEAD_MODULES = ("fc_norm", "head_drop", "head")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """What a recipe name implies for the trainer."""
-
-    name: str
-    mode: str  # mmder.optim.trainable_parameters mode
-    frozen_encoder: bool  # encoder never trains: features can be computed once
-    constant_lr: bool  # no warm-up / cosine
-    augment: bool  # mixup / cutmix allowed
-    trained_blocks: int | None  # blocks that train: K for partial:K, 0 for linear_probe, None: all
-
-
-def parse_recipe(name: str) -> Recipe:
-    """``finetune``, ``linear_probe`` or ``partial:K`` (K >= 0; the trainer checks K <= depth)."""
-    if name == "finetune":
-        return Recipe(name, "finetune", False, False, True, None)
-    if name == "linear_probe":
-        return Recipe(name, "linear_probe", True, True, False, 0)
-    if name.startswith("partial:"):
-        try:
-            k = int(name.split(":", 1)[1])
-        except ValueError:
-            raise ValueError(f"bad recipe {name!r}: expected partial:K with an integer K") from None
-        if k < 0:
-            raise ValueError(f"bad recipe {name!r}: K must be >= 0")
-        return Recipe(name, name, False, False, True, k)
-    raise ValueError(f"unknown recipe {name!r}; expected one of {', '.join(RECIPES)}")
 
 
 def scaled_lr(base_lr: float, total_batch: int) -> float:
