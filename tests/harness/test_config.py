@@ -272,7 +272,8 @@ def test_schema_file_is_current_validates_every_experiment_and_rejects_a_typo(tm
     assert main(["schema", "--output", str(tmp_path / "schema.json")]) == 0
     schema = json.loads((tmp_path / "schema.json").read_text())
     shipped = ROOT / "experiments" / "experiment.schema.json"
-    assert json.loads(shipped.read_text()) == schema, "run `mmder schema -o experiments/experiment.schema.json`"
+    regenerate = "run `mmder schema -o experiments/experiment.schema.json`"
+    assert json.loads(shipped.read_text()) == schema, regenerate
     for path in sorted((ROOT / "experiments").glob("*.yaml")):
         assert path.read_text().startswith("# yaml-language-server: $schema=./experiment.schema.json"), path
         jsonschema.validate(yaml.safe_load(path.read_text()), schema)

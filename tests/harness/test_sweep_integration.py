@@ -59,7 +59,8 @@ def test_sweep_logs_every_cell_once_and_a_rerun_trains_nothing(tmp_path):
     lines = board.stdout.strip().splitlines()
     header = lines[0].split(",")
     assert header[:7] == ["dataset", "setting", "folds", "seeds", "runs", "missing", "n"]
-    assert {"uar_mean", "uar_lo", "uar_hi", "war_mean", "war_pooled", "wall_s_per_cell"} <= set(header), header
+    wanted = {"uar_mean", "uar_lo", "uar_hi", "war_mean", "war_pooled", "wall_s_per_cell"}
+    assert wanted <= set(header), header
     rows = [dict(zip(header, ln.split(","), strict=True)) for ln in lines[1:]]
     assert [r["setting"] for r in rows] == ["video", "FSLF"]
     assert all(r["missing"] == "0" and r["runs"] == "1" for r in rows)
