@@ -23,9 +23,15 @@ EXAMPLES = {
 Handler = Callable[[argparse.Namespace], int]
 
 
+LEADERBOARD_FORMATS = ("table", "csv", "markdown", "json", "latex")
+
+
 def add_result_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> dict[str, Handler]:
-    """Register leaderboard/compare/report with cli.py's ``add(name, help)``; return name -> handler."""
-    from harness.leaderboard import FORMATS
+    """Register leaderboard/compare/report with cli.py's ``add(name, help)``; return name -> handler.
+
+    Builds no table: importing harness.leaderboard (scipy, pandas) here would cost every command,
+    `mmder status` included, seconds; its FORMATS are repeated and a test keeps the two equal.
+    """
 
     lb = add(
         "leaderboard",
@@ -35,7 +41,7 @@ def add_result_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> d
     lb.epilog = EXAMPLES["leaderboard"]
     lb.add_argument("experiment", help="experiment YAML file")
     lb.add_argument("--output", help="the sweep's output folder (default: runs/<experiment name>)")
-    lb.add_argument("--format", choices=list(FORMATS), default="table")
+    lb.add_argument("--format", choices=list(LEADERBOARD_FORMATS), default="table")
     lb.add_argument("--per-class", action="store_true", help="add per-class recall (pooled predictions)")
     lb.add_argument(
         "--references",

@@ -194,3 +194,10 @@ def test_compare_pairs_runs_and_refuses_different_test_sets():
     with pytest.raises(NotComparable, match="fold 1 .*different clips"):
         compare(exp, "ds", "FSLF", "audio")
     assert "refused" in format_all(compare_all(exp, n_resamples=200))
+
+
+def test_the_command_line_offers_exactly_the_leaderboard_formats():
+    from harness.cli_results import LEADERBOARD_FORMATS
+    from harness.leaderboard import FORMATS
+
+    assert tuple(LEADERBOARD_FORMATS) == tuple(FORMATS)
