@@ -69,6 +69,7 @@ def _epochs_logged(out: Path, name: str, key: str) -> int:
     return max(steps, default=0)
 
 
+@pytest.mark.drill
 def test_a_data_change_reruns_its_cells_in_new_runs_and_an_operational_knob_reruns_nothing(tmp_path):
     root = tmp_path / "ravdess"
     root.mkdir()
@@ -167,6 +168,7 @@ def mmder_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.drill
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_sweep_ends_its_runs_killed_and_a_rerun_resumes_each_epoch_once(tmp_path, signum):
     from harness.config import load_experiment
@@ -214,6 +216,7 @@ def test_an_interrupted_sweep_ends_its_runs_killed_and_a_rerun_resumes_each_epoc
     assert _parent(out, "sig").info.status == "FINISHED"
 
 
+@pytest.mark.drill
 def test_two_sweeps_at_once_run_each_cell_once_and_a_killed_owner_never_blocks(tmp_path):
     exp = tiny_experiment(
         tmp_path, "twice", training={"epochs": 20}, resources=dict(ONE_WORKER, max_failures=1)

@@ -78,6 +78,7 @@ def _trial_runs(client, experiment_id: str) -> list:
 
 
 @pytest.mark.slow
+@pytest.mark.drill
 def test_search_per_setting_on_validation_speakers_resumes_and_trains_the_choice_once(tmp_path):
     exp = search_experiment(tmp_path)
     out = tmp_path / "out"
