@@ -104,13 +104,7 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
             cell.key,
             job.parent_run_id,
             tags={
-                "dataset": cell.dataset,
-                "setting": cell.setting,
-                "fold": cell.fold_name,
-                "seed": str(cell.seed),
-                "mmder.device_kind": _device_kind(job),
-                "mmder.device_count": str(cell.world_size),
-                **job.tags,
+                **cell_tags(cell, _device_kind(job), job),
                 **run_tags(job, cell.training.precision, fold.test_speakers),
                 **({"mmder.search": cell.search_key} if cell.search_key else {}),
             },
@@ -300,16 +294,15 @@ def baseline_cell(job: CellJob) -> dict[str, Any]:
     metrics = classification_metrics(truth.tolist(), predicted.tolist(), len(cache.classes))
 
     tracker = Tracker(uri=job.tracking_uri, experiment_id=job.experiment_id)
-    run_id, _ = tracker.cell_run(
+    run_id, created = tracker.cell_run(
         cell.key,
         job.parent_run_id,
         tags={
-            "dataset": cell.dataset,
-            "setting": cell.setting,
-            "fold": cell.fold_name,
-            "seed": str(cell.seed),
-            "mmder.device_kind": "cpu",
-            "mmder.device_count": "1",
+            **cell_tags(cell, "cpu", job),
+            TAG_DEVICE: "cpu",
+            TAG_PRECISION: "fp64",  # scikit-learn's SVM
+            TAG_WORLD_SIZE: "1",
+            TAG_TEST_SPEAKERS: ",".join(fold.test_speakers)[:5000],
         },
         params={
             **flat_params(cell),
@@ -318,6 +311,8 @@ def baseline_cell(job: CellJob) -> dict[str, Any]:
             "baseline.C": baseline.C,
         },
     )
+    if created and TAG_DATA_DIGEST in job.tags:
+        log_cell_dataset(tracker, run_id, job, cache, fold)
     clips = cache.clips
     tracker.finish_cell(
         run_id,
@@ -339,6 +334,19 @@ def baseline_cell(job: CellJob) -> dict[str, Any]:
         ],
     )
     return {"war": 100.0 * metrics["war"], "uar": 100.0 * metrics["uar"], "run_id": run_id}
+
+
+def cell_tags(cell: Cell, device_kind: str, job: CellJob) -> dict[str, str]:
+    """What every cell run is tagged with: where it sits in the grid, its devices, its provenance."""
+    return {
+        "dataset": cell.dataset,
+        "setting": cell.setting,
+        "fold": cell.fold_name,
+        "seed": str(cell.seed),
+        "mmder.device_kind": device_kind,
+        "mmder.device_count": str(cell.world_size),
+        **job.tags,
+    }
 
 
 def run_tags(job: CellJob, precision: str, test_speakers: list[str]) -> dict[str, str]:
