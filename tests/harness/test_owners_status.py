@@ -121,6 +121,7 @@ def test_status_shows_done_running_failed_stale_and_pending_without_ray(tmp_path
     owners.release_all()
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = {ln.split()[1]: ln.split(maxsplit=2) for ln in proc.stdout.splitlines() if ln.startswith("  ")}
+    assert {done.key, running.key, failed.key, stale.key, _pending.key} <= set(lines), proc.stdout
     assert lines[done.key][0] == "done" and "WAR  50.0  UAR  40.0" in lines[done.key][2]
     assert lines[running.key][0] == "running" and lines[running.key][2].startswith("epoch 2/2")
     assert lines[failed.key][0] == "failed" and "ValueError: broken clip" in lines[failed.key][2]
