@@ -188,36 +188,46 @@ def test_shipped_experiments_validate(tmp_path, capsys):
     assert "lr " in out and "global batch" in out
 
 
-def test_the_worker_trains_with_the_validated_model_and_its_defaults(tmp_path, monkeypatch):
+def test_the_worker_trains_with_the_validated_model_and_its_defaults(tmp_path):
     """One source of defaults: change one in mmder/config.py and it reaches the worker's job unchanged."""
+    import harness.config as config
+    from harness.search_config import SearchConfig
     from mmder.config import TrainingConfig
 
     field = TrainingConfig.model_fields["mixup_switch_prob"]
-    monkeypatch.setattr(field, "default", 0.25)
-    TrainingConfig.model_rebuild(force=True)
-    import harness.config as config
+    original = field.default
 
-    for model in (config.ExperimentConfig,):
-        model.model_rebuild(force=True)
-    spec = load_experiment(QUICKSTART)
-    assert spec.training.mixup_switch_prob == 0.25
-    cell = expand_cells(spec)[0]
-    job = CellJob(
-        cell=cell,
-        cache_paths={},
-        tracking_uri=resolve_uri(None, tmp_path),
-        experiment_id="1",
-        parent_run_id="p",
-        storage_path=str(tmp_path),
-        resources=spec.resources,
-    )
-    # what Tune carries: plain JSON; what the worker reads: the model validated back
-    received = CellJob.model_validate(json.loads(json.dumps(job.model_dump(mode="json"))))
-    assert isinstance(received.cell.training, TrainingConfig)
-    assert received.cell.training.mixup_switch_prob == 0.25
-    assert received.cell.training == spec.training.model_copy(update={"precision": "fp32"})
-    with pytest.raises(Exception, match="extra"):
-        CellJob.model_validate({**job.model_dump(mode="json"), "surprise": 1})
+    def rebuild() -> None:  # the compiled validators hold the default: rebuild every model embedding it
+        TrainingConfig.model_rebuild(force=True)
+        SearchConfig.model_rebuild(force=True)
+        config.ExperimentConfig.model_rebuild(force=True)
+
+    field.default = 0.25
+    rebuild()
+    try:
+        spec = load_experiment(QUICKSTART)
+        assert spec.training.mixup_switch_prob == 0.25
+        cell = expand_cells(spec)[0]
+        job = CellJob(
+            cell=cell,
+            cache_paths={},
+            tracking_uri=resolve_uri(None, tmp_path),
+            experiment_id="1",
+            parent_run_id="p",
+            storage_path=str(tmp_path),
+            resources=spec.resources,
+        )
+        # what Tune carries: plain JSON; what the worker reads: the model validated back
+        received = CellJob.model_validate(json.loads(json.dumps(job.model_dump(mode="json"))))
+        assert isinstance(received.cell.training, TrainingConfig)
+        assert received.cell.training.mixup_switch_prob == 0.25
+        assert received.cell.training == spec.training.model_copy(update={"precision": "fp32"})
+        with pytest.raises(Exception, match="extra"):
+            CellJob.model_validate({**job.model_dump(mode="json"), "surprise": 1})
+    finally:  # later tests (and their subprocesses) must see the real default again
+        field.default = original
+        rebuild()
+    assert load_experiment(QUICKSTART).training.mixup_switch_prob == original
 
 
 def test_quickstart_grid_is_settings_times_folds_with_stable_unique_keys():
