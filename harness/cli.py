@@ -192,7 +192,8 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from harness.config import load_experiment
     from harness.leaderboard import experiment_leaderboard, render
-    from harness.sweep import format_plan, output_dir, plan_sweep, run_sweep
+    from harness.plan import format_plan, output_dir, plan_sweep
+    from harness.sweep import run_sweep
 
     spec = load_experiment(args.experiment)
     output = output_dir(spec, args.output)
@@ -239,8 +240,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from harness.config import load_experiment
+    from harness.plan import output_dir
     from harness.status import show
-    from harness.sweep import output_dir
 
     spec = load_experiment(args.experiment)
     return show(spec, output_dir(spec, args.output), args.format, args.watch)
@@ -250,7 +251,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from harness.checks import check_listings, missing_paths
     from harness.config import load_experiment
     from harness.grid import expand_cells, expand_pretrain_cells
-    from harness.sweep import output_dir
+    from harness.plan import output_dir
 
     spec = load_experiment(args.experiment)
     output = output_dir(spec, args.output)
@@ -296,7 +297,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from harness.config import load_experiment
-    from harness.sweep import encoder_path, format_plan, output_dir, plan_pretrain, run_pretrain
+    from harness.plan import format_plan, output_dir, plan_pretrain
+    from harness.sweep import encoder_path, run_pretrain
 
     spec = load_experiment(args.experiment)
     output = output_dir(spec, args.output)

@@ -161,7 +161,7 @@ def collect_runs(experiment: str | Path | Any, output: str | Path | None = None)
     """
     from harness.config import load_experiment
     from harness.grid import expand_cells
-    from harness.sweep import output_dir
+    from harness.plan import output_dir
     from harness.tracking import Tracker, resolve_uri
     from mmder.data.folds import fold_names
 

@@ -3,7 +3,7 @@
 It never starts Ray and imports neither torch nor Ray (nor, for the embedded SQLite store, MLflow:
 MLflow's import alone costs seconds, so that store is read directly, read-only, through
 :mod:`sqlite3`; a server store is read with ``MlflowClient``). Each cell is judged the way the
-sweep's planner judges it (:func:`harness.sweep.judge_cell`), so status and ``--dry-run`` agree.
+sweep's planner judges it (:func:`harness.plan.judge_cell`), so status and ``--dry-run`` agree.
 """
 
 from __future__ import annotations
@@ -158,8 +158,8 @@ def read_runs(uri: str, experiment: str) -> list[Any]:
 def sweep_status(spec: ExperimentConfig, output: Path) -> SweepStatus:
     """Every cell's state now; lists the data (for today's digests) but decodes nothing."""
     from harness.owners import read_owner
+    from harness.plan import cell_digest, judge_cell, storage_root
     from harness.provenance import TAG_SUPERSEDED, dataset_digests
-    from harness.sweep import cell_digest, judge_cell, storage_root
     from harness.tracking import TAG_CELL, resolve_uri
 
     cells = expand_cells(spec)

@@ -68,8 +68,8 @@ def test_a_failing_store_keeps_the_epochs_and_sends_them_later():
 def test_status_shows_done_running_failed_stale_and_pending_without_ray(tmp_path):
     from harness.config import load_experiment
     from harness.grid import expand_cells
+    from harness.plan import output_dir
     from harness.provenance import dataset_digests
-    from harness.sweep import output_dir
     from harness.tracking import Tracker, store_lock
 
     exp = tiny_experiment(tmp_path, "st", grid={"settings": ["video", "audio", "CFAS", "FSLF", "OFOS"]})
