@@ -41,7 +41,7 @@ def tiny_experiment(tmp_path: Path, name: str, **overrides: object) -> Path:
     return path
 
 
-def mmder(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def mmder(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
     """Run the real command line in a fresh process, as a user would."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run(

@@ -66,11 +66,14 @@ def test_sweep_logs_every_cell_once_and_a_rerun_trains_nothing(tmp_path):
     assert all(r["missing"] == "0" and r["runs"] == "1" for r in rows)
 
 
-def _checkpointed_epochs(run_dir: Path) -> int:
-    snapshot = run_dir / "checkpoint_manager_snapshot.json"
-    if not snapshot.exists():
-        return 0
-    return len(json.loads(snapshot.read_text()).get("checkpoint_results", []))
+def _checkpointed_epochs(cell_dir: Path, world_size: int = 1) -> int:
+    """Epochs the cell has saved: its newest complete checkpoint in any attempt (<key>/attempt-NNN)."""
+    from harness.resume import newest_complete_checkpoint
+    from mmder.checkpoint_files import checkpoint_epoch
+
+    newest = newest_complete_checkpoint(cell_dir, world_size) if cell_dir.exists() else None
+    epoch = checkpoint_epoch(newest, world_size) if newest is not None else None
+    return 0 if epoch is None else epoch + 1
 
 
 def test_killed_driver_resumes_only_unfinished_cells_from_their_checkpoint(tmp_path):
