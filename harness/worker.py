@@ -132,10 +132,13 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
         }
         if result.val_war is not None:
             metrics.update(val_war=100.0 * result.val_war, val_uar=100.0 * (result.val_uar or 0.0))
+        # Logged before the checkpoint is registered: a driver killed in between replays this epoch on
+        # resume, and EpochLog skips epochs the run already holds, so each epoch is logged exactly once
+        # (logged after, a kill in between lost the epoch's metrics for good). Never raises.
+        if epochs is not None:
+            epochs.log(result.epoch, {k: v for k, v in metrics.items() if k != "epoch"})
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=checkpoint)
-        if epochs is not None:  # after the checkpoint is saved, outside the step; never raises
-            epochs.log(result.epoch, {k: v for k, v in metrics.items() if k != "epoch"})
         _maybe_crash(job, cell.key, result.epoch)
 
     t0 = time.monotonic()
@@ -243,10 +246,10 @@ def pretrain_cell(config: dict[str, Any]) -> dict[str, Any]:
 
     def report(result: PretrainResult, checkpoint_dir: str | None) -> None:
         metrics = {"epoch": result.epoch, "loss": result.loss, "lr": result.lr}
+        if epochs is not None:  # before the checkpoint, as in train_cell: each epoch logged exactly once
+            epochs.log(result.epoch, {"loss": result.loss, "lr": result.lr})
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=checkpoint)
-        if epochs is not None:
-            epochs.log(result.epoch, {"loss": result.loss, "lr": result.lr})
 
     with resume_from(job.storage_path, cell.key, cell.world_size) as resume_dir:
         result = pretrain(model, clips, cell.pretrain, report=report, resume_from=resume_dir, seed=cell.seed)
