@@ -34,9 +34,7 @@ def test_new_preprocess_fields_keep_old_cache_keys_and_change_them_when_used():
     base = PreprocessConfig(image_size=64)
     assert PreprocessConfig(image_size=64, spectrogram_norm="image").fingerprint() == base.fingerprint()
     assert PreprocessConfig(image_size=64, spectrogram_norm="clip").fingerprint() != base.fingerprint()
-    assert (
-        PreprocessConfig(image_size=64, spectrogram_channels="deltas").fingerprint() != base.fingerprint()
-    )
+    assert PreprocessConfig(image_size=64, spectrogram_channels="deltas").fingerprint() != base.fingerprint()
 
 
 def test_clip_normalisation_keeps_loud_windows_brighter_than_quiet_ones():
