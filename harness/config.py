@@ -24,7 +24,6 @@ from mmder.data.preprocess import PreprocessConfig
 
 __all__ = ["ExperimentConfig", "DatasetConfig", "load_experiment", "parse_experiment", "experiment_schema"]
 
-PATCH_SIZE = 16  # the encoder's default patch (model.patch_size)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "postgresql+psycopg2", "mysql", "databricks")
 
