@@ -180,6 +180,16 @@ def _parser() -> argparse.ArgumentParser:
     bs.add_argument("--scale", type=float, default=20.0, help="seconds of sleep per paper-hour of a cell")
     bs.add_argument("--limit", type=int, help="only the N longest cells")
 
+    bo = bsub.add_parser(
+        "overhead",
+        help="where a cell's start-up goes: a small real sweep with timing marks, and import times",
+        epilog="example: mmder bench overhead --settings 2 --epochs 2 --concurrency 2",
+    )
+    bo.add_argument("--settings", type=int, default=2, help="input settings (x 2 folds = cells)")
+    bo.add_argument("--epochs", type=int, default=2)
+    bo.add_argument("--concurrency", type=int, default=2, help="cells at a time")
+    bo.add_argument("--output", help="sweep folder (default: a new temp folder)")
+
     cv = add(
         "convert", "Convert a VideoMAE checkpoint (official fine-tuned/pre-trained, HuggingFace) to ours."
     )
@@ -438,6 +448,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from harness.bench_schedule import bench_schedule
 
         _print_figures(bench_schedule(args.devices, args.per_cell, args.scale, args.limit))
+    elif args.bench == "overhead":
+        from harness.bench_overhead import bench_overhead
+
+        _print_figures(bench_overhead(args.settings, args.epochs, args.concurrency, args.output))
     return 0
 
 

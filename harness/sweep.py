@@ -39,7 +39,9 @@ from harness.provenance import (
     judge,
     recorded_tags,
 )
+from harness.ray_setup import TRIAL_CPUS, init_ray
 from harness.tracking import FINISHED, TAG_STATUS, Tracker, resolve_uri, store_lock
+from mmder.timing import mark
 
 Echo = Callable[[str], None]
 
@@ -74,43 +76,6 @@ def prepare_datasets(spec: ExperimentConfig, output: Path, labels: set[str], ech
         )
         paths[ds.label] = str(prepared.path)
     return paths
-
-
-def _init_ray(spec: ExperimentConfig, address: str | None, verbose: bool) -> None:
-    # `uv run` would otherwise make Ray ship the whole project folder, .venv included, to every worker.
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0, Tune prints nothing of its own
-    import ray
-
-    address = address or spec.ray.address
-    if address:
-        # Workers on other nodes do not see this shell's environment: the tracking server's credentials
-        # and mmder's knobs travel in the job's runtime environment (never in params, tags or files).
-        forwarded = {k: v for k, v in os.environ.items() if k in _FORWARDED_ENV or k.startswith("MMDER_")}
-        runtime_env = {"env_vars": forwarded} if forwarded else None
-        ray.init(address=address, log_to_driver=verbose, runtime_env=runtime_env)
-        return
-    # No spot node can be pre-empted on one machine: skip the watcher actor each Train run would start.
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    res = spec.resources
-    per_cell = res.num_workers * res.cpus_per_worker + TRIAL_CPUS
-    # Logical CPUs are scheduling tokens: enough for the concurrency asked for (each trial's tiny
-    # driver share included), or trials wait on each other, and never fewer than one cell needs.
-    cpus = max(os.cpu_count() or 1, math.ceil(per_cell * res.max_concurrent_trials))
-    # The dashboard stays on: Train V2's placement-group cleaner asks its state API about the
-    # controller; without it leaked worker groups keep their CPUs and later trials wait forever.
-    ray.init(num_cpus=cpus, log_to_driver=verbose, logging_level="WARNING", configure_logging=True)
-
-
-TRIAL_CPUS = 0.01  # the Tune trial only drives its Train job; the workers get the real CPUs
-_FORWARDED_ENV = {
-    "MLFLOW_TRACKING_URI",
-    "MLFLOW_TRACKING_USERNAME",
-    "MLFLOW_TRACKING_PASSWORD",
-    "MLFLOW_TRACKING_TOKEN",
-    "MLFLOW_TRACKING_INSECURE_TLS",
-}
 
 
 class _Progress:
@@ -473,13 +438,13 @@ def _tune(
 
     # Tune's own SIGINT handler prints its Tuner.restore hint; ours stops the grid and says how to resume
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    # with --wait, a second round of cells reuses this Ray; Ray is not imported before _init_ray set
+    # with --wait, a second round of cells reuses this Ray; Ray is not imported before init_ray set
     # its environment (it reads RAY_AUTH_MODE on import)
     if "ray" not in sys.modules or not sys.modules["ray"].is_initialized():
-        _init_ray(spec, address, verbose)
+        init_ray(spec, address, verbose, log_dir=output / "logs")
     from ray import tune
 
-    from harness.trial import GRID_PARAM, run_cell  # imports Ray: only after _init_ray set its environment
+    from harness.trial import GRID_PARAM, run_cell  # imports Ray: only after init_ray set its environment
 
     if kind == "train" and spec.search is not None:  # each cell trains its group's chosen configuration
         from harness.search import apply_searches
@@ -541,7 +506,9 @@ def _tune(
         ),
     )
     stop["tune"] = 1
+    mark("tune_fit_start")
     results = tuner.fit()
+    mark("tune_fit_end")
     if "signal" in stop:
         return
     for result in results:

@@ -1,10 +1,11 @@
 """The Ray Tune trainable for one cell: it builds and fits one Ray Train ``TorchTrainer``.
 
 Train V2 no longer runs as a Tune trainable itself; a small Tune function acts as the trial's driver
-and ``TuneReportCallback`` forwards rank 0's reports to Tune. Every start of a cell is a fresh Train
-run (``<storage>/<key>/attempt-NNN``, :mod:`harness.resume`); its workers resume from the newest
-complete checkpoint of any earlier attempt, so a crash of the sweep's driver (or a torn Ray snapshot)
-costs at most the epoch in flight.
+and ``TuneReportCallback`` forwards rank 0's reports to Tune.
+
+Every start of a cell is a fresh Train run (``<storage>/<key>/attempt-NNN``, :mod:`harness.resume`);
+its workers resume from the newest complete checkpoint of any earlier attempt, so a crash of the
+sweep's driver (or a torn Ray snapshot) costs at most the epoch in flight.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from harness.placement import fit_watched
 from harness.resume import attempt_run, is_remote, prune_cell
+from mmder.timing import mark, process_started
 
 GRID_PARAM = "job"  # the Tune grid runs over whole job descriptions: {"job": {cell, cache_path, ...}}
 
@@ -47,6 +49,8 @@ def run_cell(trial_config: dict[str, Any]) -> dict[str, Any]:
 
     config = trial_config[GRID_PARAM]
     key = config["cell"]["key"]
+    mark("trial_process", key, at=process_started())
+    mark("trial_start", key)
     if config["cell"]["training"] is None and config["cell"]["kind"] == "train":
         # a classical baseline: one process, no DeepSpeed, no checkpoints; runs in the trial itself
         from harness.grid import CellJob
@@ -71,9 +75,12 @@ def run_cell(trial_config: dict[str, Any]) -> dict[str, Any]:
         run_config=run_config,
     )
     # says which resources are missing, instead of Train's silent wait for a group that cannot fit
+    mark("train_fit_start", key)
     result = fit_watched(trainer.fit, key, world_size, per_worker)
+    mark("train_fit_end", key)
     if not is_remote(storage):  # the run is over: its strays and the older attempts can go
         prune_cell(Path(storage) / key, world_size, current=run_config.name)
     value = dict(result.return_value or {})
     value.pop("done", None)
+    mark("trial_end", key)
     return {f"final_{k}": v for k, v in value.items() if isinstance(v, int | float) and v is not None}

@@ -20,6 +20,7 @@ from harness.grid import Cell, CellJob
 from harness.provenance import TAG_DATA_DIGEST, TAG_DEVICE, TAG_PRECISION, TAG_TEST_SPEAKERS, TAG_WORLD_SIZE
 from harness.resume import resume_from
 from harness.tracking import TAG_RESUMED, EpochLog, Tracker
+from mmder.timing import mark, process_started
 
 TAG_PRETRAINED = "mmder.pretrained_digest"  # digest of the encoder weights a cell started from
 TAG_ENCODER = "mmder.encoder_digest"  # digest of the encoder a pre-training exported
@@ -91,10 +92,13 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
 
     job = CellJob.model_validate(config)
     cell = job.cell
+    mark("worker_process", cell.key, at=process_started())
+    mark("worker_entry", cell.key)
     assert cell.training is not None, "a train cell carries its training section"
     torch.set_num_threads(job.threads)
     rank = ray.train.get_context().get_world_rank()
     parts = build_cell(cell, job.cache_paths[cell.dataset], job.pretrained_path)
+    mark("cell_built", cell.key)
     cache, fold = parts["cache"], parts["fold"]
 
     tracker = run_id = epochs = None
@@ -116,6 +120,7 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
             log_cell_dataset(tracker, run_id, job, cache, fold)
         # a resumed run holds the epochs logged before the cut: they are not logged again
         epochs = EpochLog(tracker, run_id, done=tracker.logged_steps(run_id, "war"))
+    mark("tracking_ready", cell.key)
     _maybe_fail(cell.key)
 
     def report(result: EpochResult, checkpoint_dir: str | None) -> None:
@@ -155,6 +160,7 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
             val_set=parts["val"],
         )
 
+    mark("fit_end", cell.key)
     if tracker is not None and run_id is not None and epochs is not None:
         epochs.flush()
         if result.resumed_from_epoch is not None:
@@ -186,6 +192,7 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
             class_names=list(cache.classes),
             predictions=predictions,
         )
+    mark("worker_end", cell.key)
     return {
         "war": 100.0 * result.war,
         "uar": 100.0 * result.uar,

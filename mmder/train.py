@@ -41,6 +41,7 @@ from mmder.metrics import classification_metrics
 from mmder.optim import trainable_parameters
 from mmder.probe import prepare_probe
 from mmder.recipes import Recipe, parse_recipe
+from mmder.timing import mark
 
 
 @dataclass
@@ -196,6 +197,7 @@ def fit(
     )
     engine, optimizer, _ = build_engine(model, cfg, max(1, len(loader)))
     start_epoch, resumed_from = resume_engine(engine, resume_from)
+    mark("engine_ready")
     dtype = next(engine.module.parameters()).dtype
 
     def inputs(x: Tensor) -> Tensor:
@@ -283,6 +285,7 @@ def _run_epochs(
     rank = dist.get_rank()
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     result: EpochResult | None = None
+    first_step = True
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         engine.train()
@@ -308,6 +311,9 @@ def _run_epochs(
                 loss = criterion(logits.float(), y.to(logits.device))
             engine.backward(loss)
             engine.step()
+            if first_step:
+                mark("first_step")
+                first_step = False
             loss_sum += float(loss.detach()) * len(y)
             seen += len(y)
         loss_total, clips = sum_across_ranks(loss_sum, seen)
@@ -333,6 +339,7 @@ def _run_epochs(
                 best = result
         with epoch_checkpoint(engine, epoch) as checkpoint_dir:
             report(result, checkpoint_dir)
+        mark("epoch_end")
 
     if result is None:
         # The checkpoint already holds the last epoch (the run was cut off after saving it): only the

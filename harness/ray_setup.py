@@ -1,0 +1,78 @@
+"""Starting (or joining) Ray for a sweep, with Ray's own chatter kept out of the user's terminal.
+
+Ray is imported here only after its environment is set: it reads ``RAY_AUTH_MODE`` on import, and the
+raylet it starts reads the ``RAY_*`` knobs from this process's environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+from harness.config import ExperimentConfig
+from mmder.timing import mark
+
+TRIAL_CPUS = 0.01  # the Tune trial only drives its Train job; the workers get the real CPUs
+_FORWARDED_ENV = {
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_INSECURE_TLS",
+}
+RAY_LOG = "ray-driver.log"
+
+
+def init_ray(spec: ExperimentConfig, address: str | None, verbose: bool, log_dir: Path) -> None:
+    """Join the cluster at ``address`` (or the experiment's), or start a local Ray sized for the grid."""
+    # `uv run` would otherwise make Ray ship the whole project folder, .venv included, to every worker.
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0, Tune prints nothing of its own
+    address = address or spec.ray.address
+    res = spec.resources
+    if not address:
+        # No spot node can be pre-empted on one machine: skip the watcher actor each Train run would start.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    mark("ray_init_start")
+    import ray
+
+    if address:
+        # Workers on other nodes do not see this shell's environment: the tracking server's credentials
+        # and mmder's knobs travel in the job's runtime environment (never in params, tags or files).
+        forwarded = {k: v for k, v in os.environ.items() if k in _FORWARDED_ENV or k.startswith("MMDER_")}
+        runtime_env = {"env_vars": forwarded} if forwarded else None
+        ray.init(address=address, log_to_driver=verbose, runtime_env=runtime_env)
+    else:
+        per_cell = res.num_workers * res.cpus_per_worker + TRIAL_CPUS
+        # Logical CPUs are scheduling tokens: enough for the concurrency asked for (each trial's tiny
+        # driver share included), or trials wait on each other, and never fewer than one cell needs.
+        cpus = max(os.cpu_count() or 1, math.ceil(per_cell * res.max_concurrent_trials))
+        # The dashboard stays on: Train V2's placement-group cleaner asks its state API about the
+        # controller; without it leaked worker groups keep their CPUs and later trials wait forever.
+        ray.init(
+            num_cpus=cpus,
+            log_to_driver=verbose,
+            logging_level="WARNING",
+            configure_logging=True,
+        )
+    mark("ray_init_end")
+    if not verbose:
+        ray_logs_to_file(log_dir / RAY_LOG)
+
+
+def ray_logs_to_file(path: Path) -> None:
+    """Ray's and Tune's driver-side warnings go to ``path``; only errors still reach the terminal."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(path, encoding="utf-8")
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    ray_logger = logging.getLogger("ray")
+    for handler in ray_logger.handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.ERROR)
+    if not any(getattr(h, "baseFilename", None) == str(path.resolve()) for h in ray_logger.handlers):
+        ray_logger.addHandler(to_file)
+    else:
+        to_file.close()

@@ -1,0 +1,58 @@
+"""`mmder bench overhead` cuts each cell's time into stages from the marks of several processes."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.bench_overhead import cell_stages, overhead_experiment
+from harness.config import parse_experiment
+
+
+def _marks() -> list[dict]:
+    trial, worker = 100, 200
+    return [
+        {"stage": "trial_start", "key": "a", "t": 10.0, "pid": trial},
+        {"stage": "train_fit_start", "key": "a", "t": 11.0, "pid": trial},
+        {"stage": "worker_process", "key": "a", "t": 14.0, "pid": worker},
+        {"stage": "worker_entry", "key": "a", "t": 20.0, "pid": worker},
+        {"stage": "cell_built", "key": "a", "t": 21.0, "pid": worker},
+        {"stage": "tracking_ready", "key": "a", "t": 22.5, "pid": worker},
+        # the training loop knows no key: joined to the cell by its process
+        {"stage": "engine_ready", "key": "", "t": 25.0, "pid": worker},
+        {"stage": "first_step", "key": "", "t": 26.0, "pid": worker},
+        {"stage": "epoch_end", "key": "", "t": 30.0, "pid": worker},
+        {"stage": "epoch_end", "key": "", "t": 36.0, "pid": worker},
+        {"stage": "worker_end", "key": "a", "t": 37.0, "pid": worker},
+        {"stage": "train_fit_end", "key": "a", "t": 40.0, "pid": trial},
+        {"stage": "trial_end", "key": "a", "t": 40.5, "pid": trial},
+        {"stage": "tune_fit_start", "key": "", "t": 5.0, "pid": 1},  # the driver's: no cell
+    ]
+
+
+def test_each_stage_is_the_time_between_its_marks():
+    stages = cell_stages(_marks())
+    assert list(stages) == ["a"]
+    row = stages["a"]
+    assert row["Train controller + worker actor start"] == pytest.approx(3.0)
+    assert row["worker boot: Ray worker + torch/DeepSpeed imports"] == pytest.approx(6.0)
+    assert row["DeepSpeed engine + resume"] == pytest.approx(2.5)
+    assert row["training + eval (rest of the epochs)"] == pytest.approx(10.0)  # to the last epoch
+    assert row["Train shutdown -> fit() returns"] == pytest.approx(3.0)
+    assert row["total"] == pytest.approx(30.5)
+    assert sum(v for k, v in row.items() if k != "total") == pytest.approx(row["total"])
+
+
+def test_a_reused_trial_actor_does_not_blur_two_cells():
+    marks = _marks() + [
+        {"stage": "trial_start", "key": "b", "t": 41.0, "pid": 100},
+        {"stage": "trial_end", "key": "b", "t": 60.0, "pid": 100},
+    ]
+    stages = cell_stages(marks)
+    assert stages["a"]["total"] == pytest.approx(30.5)
+    assert stages["b"]["total"] == pytest.approx(19.0)
+
+
+def test_the_benchmark_experiment_is_a_valid_quickstart_shaped_grid():
+    spec = parse_experiment(overhead_experiment(["CFAS", "video"], 2, 2), source="bench")
+    assert spec.model.size == "tiny" and spec.training.epochs == 2
+    assert spec.resources.max_concurrent_trials == 2
