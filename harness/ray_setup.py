@@ -15,6 +15,9 @@ from harness.config import ExperimentConfig
 from mmder.timing import mark
 
 TRIAL_CPUS = 0.01  # the Tune trial only drives its Train job; the workers get the real CPUs
+# Python processes a cell starts besides its Train workers: Tune's trial actor, Train's controller and
+# the actors they start on the way (counted from the raylet's log of a quickstart wave).
+PROCESSES_PER_CELL = 4
 _FORWARDED_ENV = {
     "MLFLOW_TRACKING_URI",
     "MLFLOW_TRACKING_USERNAME",
@@ -31,11 +34,22 @@ def init_ray(spec: ExperimentConfig, address: str | None, verbose: bool, log_dir
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0, Tune prints nothing of its own
+    # Tune's CSV/JSON/TensorBoard result files: nothing reads them (results are in MLflow), and writing
+    # them ran in the driver's loop on every result.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     address = address or spec.ray.address
     res = spec.resources
     if not address:
         # No spot node can be pre-empted on one machine: skip the watcher actor each Train run would start.
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+        # Train's Prometheus metrics feed a dashboard nobody watches on one machine; each run's
+        # controller and workers otherwise keep pushing them.
+        os.environ.setdefault("RAY_TRAIN_METRICS_ENABLED", "0")
+        # The raylet warns ("N PYTHON worker processes have been started ...") into the driver's terminal
+        # once more than 4x its start-up concurrency of processes exist, which it sets to the machine's
+        # cores: 2 here, while a wave of 4 cells is 16 processes by design. Sized for the grid instead.
+        processes = res.max_concurrent_trials * (res.num_workers + PROCESSES_PER_CELL)
+        os.environ.setdefault("RAY_worker_maximum_startup_concurrency", str(max(2, processes)))
     mark("ray_init_start")
     import ray
 
@@ -52,15 +66,25 @@ def init_ray(spec: ExperimentConfig, address: str | None, verbose: bool, log_dir
         cpus = max(os.cpu_count() or 1, math.ceil(per_cell * res.max_concurrent_trials))
         # The dashboard stays on: Train V2's placement-group cleaner asks its state API about the
         # controller; without it leaked worker groups keep their CPUs and later trials wait forever.
+        # That state API finds "the" local cluster by scanning the machine, which fails when another
+        # user's Ray runs there too: every process of this job is pinned to its own cluster first.
         ray.init(
             num_cpus=cpus,
             log_to_driver=verbose,
             logging_level="WARNING",
             configure_logging=True,
+            runtime_env={"worker_process_setup_hook": "harness.ray_setup.pin_ray_address"},
         )
     mark("ray_init_end")
     if not verbose:
         ray_logs_to_file(log_dir / RAY_LOG)
+
+
+def pin_ray_address() -> None:
+    """Worker start-up hook: point this process's address lookups at the cluster it belongs to."""
+    import ray
+
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
 
 
 def ray_logs_to_file(path: Path) -> None:

@@ -13,10 +13,10 @@ from typing import Any
 import ray.train
 import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from harness.search import OBJECTIVE, TAG_SEARCH, TAG_TRIAL_STATE, SearchJob, apply_chosen
+from harness.trial import CellTrainer
 
 TAG_TRIAL = "mmder.search_trial"
 
@@ -31,7 +31,7 @@ def search_trial(config: dict[str, Any]) -> dict[str, Any]:
     per_worker: dict[str, float] = {"CPU": res.cpus_per_worker}
     if res.use_gpu:
         per_worker["GPU"] = 1
-    trainer = TorchTrainer(
+    trainer = CellTrainer(
         search_trial_loop,
         train_loop_config={**config, "trial_id": trial_id},
         scaling_config=ScalingConfig(

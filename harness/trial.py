@@ -1,7 +1,9 @@
 """The Ray Tune trainable for one cell: it builds and fits one Ray Train ``TorchTrainer``.
 
 Train V2 no longer runs as a Tune trainable itself; a small Tune function acts as the trial's driver
-and ``TuneReportCallback`` forwards rank 0's reports to Tune.
+and returns the cell's final metrics to Tune. Epochs are not forwarded to Tune (nothing in a grid
+reads them: workers log them to MLflow, and ``TuneReportCallback`` would start two queue actors per
+cell); a search's trials do forward them, for pruning (:mod:`harness.search_worker`).
 
 Every start of a cell is a fresh Train run (``<storage>/<key>/attempt-NNN``, :mod:`harness.resume`);
 its workers resume from the newest complete checkpoint of any earlier attempt, so a crash of the
@@ -15,13 +17,28 @@ from typing import Any
 
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
-from ray.tune.integration.ray_train import TuneReportCallback
 
 from harness.placement import fit_watched
 from harness.resume import attempt_run, is_remote, prune_cell
 from mmder.timing import mark, process_started
 
 GRID_PARAM = "job"  # the Tune grid runs over whole job descriptions: {"job": {cell, cache_path, ...}}
+
+
+class CellTrainer(TorchTrainer):
+    """A ``TorchTrainer`` that starts no Ray Data actor when it is given no Ray Dataset.
+
+    Train V2 starts a ``DatasetManager`` actor for every run, datasets or not: one more Python process
+    per cell that imports Ray Data and holds memory, for a cell that reads its own cache. Its callback
+    is dropped when there is nothing for it to shard (workers then have no dataset shards, which a
+    cell never asks for).
+    """
+
+    def _create_default_callbacks(self) -> list:
+        callbacks = super()._create_default_callbacks()
+        if self.datasets:
+            return callbacks
+        return [cb for cb in callbacks if type(cb).__name__ != "DatasetsCallback"]
 
 
 def cell_run_config(storage: str, key: str, world_size: int, max_failures: int) -> RunConfig:
@@ -39,7 +56,6 @@ def cell_run_config(storage: str, key: str, world_size: int, max_failures: int) 
         failure_config=FailureConfig(max_failures=max_failures),
         # The latest checkpoint is all a resume needs; older ones are only disk.
         checkpoint_config=CheckpointConfig(num_to_keep=1),
-        callbacks=[TuneReportCallback()],
     )
 
 
@@ -64,7 +80,7 @@ def run_cell(trial_config: dict[str, Any]) -> dict[str, Any]:
     if resources["use_gpu"]:
         per_worker["GPU"] = 1
     run_config = cell_run_config(storage, key, world_size, resources["max_failures"])
-    trainer = TorchTrainer(
+    trainer = CellTrainer(
         pretrain_cell if config["cell"]["kind"] == "pretrain" else train_cell,
         train_loop_config=config,
         scaling_config=ScalingConfig(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +25,11 @@ def test_sweep_logs_every_cell_once_and_a_rerun_trains_nothing(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-5000:]
     assert "[2/2]" in first.stdout and "ETA" in first.stdout
     assert "video" in first.stdout and "FSLF" in first.stdout  # the leaderboard
+    # Ray's own warnings (the raylet's worker-count ones, Tune's slow-operation ones) go to the log
+    terminal = first.stdout + first.stderr
+    assert "(raylet)" not in terminal, terminal[-3000:]
+    assert not re.search(r"WARNING \S+\.py:\d+ --", terminal), terminal[-3000:]  # Ray's log format
+    assert (out / "logs" / "ray-driver.log").exists()
 
     runs = child_runs(out, "e2e")
     assert len(runs) == 2
