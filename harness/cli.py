@@ -200,8 +200,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from harness.board_cache import board_signature, cached_board, store_board
     from harness.config import load_experiment
-    from harness.leaderboard import experiment_leaderboard, render
     from harness.plan import format_plan, output_dir, plan_sweep
     from harness.sweep import run_sweep
 
@@ -229,7 +229,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
         return 128 + outcome.signal
     print()
-    print(render(experiment_leaderboard(spec, output)))
+    signature = board_signature(spec, output)
+    board = cached_board(output, signature)
+    if board is None:  # rendered only when its runs (or the code rendering it) changed
+        from harness.leaderboard import experiment_leaderboard, render
+
+        board = render(experiment_leaderboard(spec, output))
+        store_board(output, signature, board)
+    print(board)
     print(f"\nsweep took {time.monotonic() - t0:.0f} s; results in {output}")
     if not (spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")):
         print(f"MLflow UI: uv run mlflow ui --backend-store-uri sqlite:///{output / 'mlflow.db'}")

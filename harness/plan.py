@@ -91,14 +91,25 @@ def _plan(cells: list[Cell], spec: ExperimentConfig, output: Path, *, accept_sta
     uri = resolve_uri(spec.tracking.uri, output)
     digests = dataset_digests(spec, output)
     plan = Plan(cells=cells, digests=digests)
-    tracker = Tracker.existing(uri, spec.mlflow_experiment)
-    runs = tracker.cell_runs() if tracker is not None else {}
+    runs = existing_cell_runs(uri, spec.mlflow_experiment)
     for cell in cells:
         state = judge_cell(cell, runs.get(cell.key, []), cell_digest(cell, digests), accept_stale)
         plan.states[cell.key] = state
         if state.action == "skip" and state.run_id:
             plan.finished[cell.key] = state.run_id
     return plan
+
+
+def existing_cell_runs(uri: str, experiment: str) -> dict[str, list[Any]]:
+    """key -> the cell's runs, newest first; the SQLite store is read without importing MLflow."""
+    from harness.runs import by_cell, read_sqlite_runs
+    from harness.tracking import sqlite_path
+
+    path = sqlite_path(uri)
+    if path is not None:
+        return by_cell(read_sqlite_runs(path, experiment) or [])
+    tracker = Tracker.existing(uri, experiment)
+    return tracker.cell_runs() if tracker is not None else {}
 
 
 def format_plan(plan: Plan) -> str:

@@ -192,20 +192,15 @@ class Tracker:
 
     def finished_cells(self) -> dict[str, Any]:
         """key -> the newest finished run of that cell that no newer run superseded."""
-        runs = self._search(f"tags.`{TAG_STATUS}` = '{FINISHED}'")
-        found: dict[str, Any] = {}
-        for run in sorted(runs, key=lambda r: r.info.start_time):
-            if TAG_SUPERSEDED not in run.data.tags:
-                found[run.data.tags[TAG_CELL]] = run
-        return found
+        from harness.runs import finished_by_cell
+
+        return finished_by_cell(self._search(f"tags.`{TAG_STATUS}` = '{FINISHED}'"))
 
     def cell_runs(self) -> dict[str, list[Any]]:
         """key -> every run of that cell that was not superseded, newest first (one query)."""
-        found: dict[str, list[Any]] = {}
-        for run in sorted(self._search(f"tags.`{TAG_CELL}` != ''"), key=lambda r: -r.info.start_time):
-            if TAG_SUPERSEDED not in run.data.tags:
-                found.setdefault(run.data.tags[TAG_CELL], []).append(run)
-        return found
+        from harness.runs import by_cell
+
+        return by_cell(self._search(f"tags.`{TAG_CELL}` != ''"))
 
     def cell_run(
         self, key: str, parent_run_id: str, tags: dict[str, str], params: dict[str, Any], kind: str = "cell"

@@ -56,6 +56,8 @@ def test_sweep_logs_every_cell_once_and_a_rerun_trains_nothing(tmp_path):
     again = mmder("sweep", str(exp), "--output", str(out))
     assert again.returncode == 0, again.stderr[-3000:]
     assert "2 already finished, 0 to run" in again.stdout
+    rows = [ln for ln in first.stdout.splitlines() if ln.strip().startswith(("video", "FSLF"))]
+    assert len(rows) == 2 and all(row in again.stdout for row in rows), again.stdout  # the same table
     assert sorted((out / "ray" / "tune").glob("train-*")) == tune_runs, (
         "a rerun must not start another Tune run"
     )

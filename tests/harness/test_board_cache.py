@@ -1,0 +1,37 @@
+"""A finished sweep's rerun prints its stored leaderboard; any new finished run makes it render anew."""
+
+from __future__ import annotations
+
+from sweep_helpers import tiny_experiment
+
+from harness.board_cache import board_signature, cached_board, store_board
+from harness.config import load_experiment
+from harness.grid import expand_cells
+from harness.tracking import FINISHED, TAG_CELL, TAG_STATUS, Tracker, default_uri
+
+
+def _finish(tracker: Tracker, key: str) -> str:
+    run = tracker.client.create_run(tracker.experiment_id, tags={TAG_CELL: key, TAG_STATUS: FINISHED})
+    tracker.client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def test_the_stored_board_is_used_only_while_its_runs_are_the_same(tmp_path):
+    spec = load_experiment(tiny_experiment(tmp_path, "board"))
+    out = tmp_path / "out"
+    out.mkdir()
+    assert board_signature(spec, out) is None  # no store yet: nothing can be cached
+    tracker = Tracker.open(default_uri(out), spec.mlflow_experiment, artifact_root=out / "mlartifacts")
+    first, second = (c.key for c in expand_cells(spec))
+    _finish(tracker, first)
+
+    signature = board_signature(spec, out)
+    assert cached_board(out, signature) is None
+    store_board(out, signature, "the table\n")
+    assert cached_board(out, board_signature(spec, out)) == "the table\n"  # a no-op rerun
+
+    _finish(tracker, second)  # a cell finished since: the old table is not printed again
+    assert cached_board(out, board_signature(spec, out)) is None
+    _finish(tracker, "a-key-of-another-experiment-file")  # not a cell of this grid: no change
+    store_board(out, board_signature(spec, out), "new table\n")
+    assert cached_board(out, board_signature(spec, out)) == "new table\n"
