@@ -242,8 +242,8 @@ def pooled_predictions(runs: pd.DataFrame, loader: ArtifactLoader) -> pd.DataFra
 
 def _row(group: pd.DataFrame, loader: ArtifactLoader, per_class: bool) -> dict[str, Any]:
     done = group[group["finished"]]
-    uar_i = stats.t_interval(done["uar"].astype(float))
-    war_i = stats.t_interval(done["war"].astype(float))
+    uar_i = stats.t_interval(done["uar"].astype(float), bounds=(0.0, 100.0))
+    war_i = stats.t_interval(done["war"].astype(float), bounds=(0.0, 100.0))
     row: dict[str, Any] = {
         "folds": int(done["fold"].nunique()),
         "seeds": int(done["seed"].nunique()),

@@ -50,8 +50,15 @@ class Interval:
     note: str = ""
 
 
-def t_interval(values: ArrayLike, confidence: float = 0.95) -> Interval:
-    """Mean and Student t interval (n-1 degrees of freedom) over per-fold x seed values."""
+def t_interval(
+    values: ArrayLike, confidence: float = 0.95, bounds: tuple[float, float] | None = None
+) -> Interval:
+    """Mean and Student t interval (n-1 degrees of freedom) over per-fold x seed values.
+
+    ``bounds`` is the metric's range (0-100 for a percentage): with few folds the t interval can
+    reach past it ("93 [75, 111] %"), which no reader can use; it is then cut at the bound and the
+    note says so.
+    """
     x = np.asarray(values, dtype=np.float64)
     x = x[np.isfinite(x)]
     n = int(x.size)
@@ -64,6 +71,9 @@ def t_interval(values: ArrayLike, confidence: float = 0.95) -> Interval:
     if sem == 0.0:
         return Interval(mean, mean, mean, n, "all values equal")
     lo, hi = st.t.interval(confidence, df=n - 1, loc=mean, scale=sem)
+    if bounds is not None and (lo < bounds[0] or hi > bounds[1]):
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+        return Interval(mean, float(lo), float(hi), n, f"cut to the range [{bounds[0]:g}, {bounds[1]:g}]")
     return Interval(mean, float(lo), float(hi), n)
 
 

@@ -19,6 +19,16 @@ def test_t_interval_matches_a_hand_computation():
     assert (got.lo, got.hi) == pytest.approx((45.0 - half, 45.0 + half), rel=1e-9)
 
 
+def test_a_percentage_interval_over_two_folds_stays_within_0_and_100_and_says_it_was_cut():
+    # the quickstart's CFAS folds: 91.7 and 94.4; the bare t interval reaches past 100 %
+    bare = stats.t_interval([91.7, 94.4])
+    assert bare.hi > 100.0
+    cut = stats.t_interval([91.7, 94.4], bounds=(0.0, 100.0))
+    assert cut.lo == pytest.approx(bare.lo) and cut.hi == 100.0 and "cut" in cut.note
+    inside = stats.t_interval([40.0, 50.0, 45.0], bounds=(0.0, 100.0))
+    assert inside == stats.t_interval([40.0, 50.0, 45.0])  # nothing to cut: unchanged
+
+
 def test_t_interval_with_one_value_has_no_interval_and_says_so():
     got = stats.t_interval([42.0])
     assert got.estimate == 42.0 and got.n == 1
