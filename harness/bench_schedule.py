@@ -55,11 +55,12 @@ def _fake_worker(config: dict[str, Any]) -> dict[str, float]:
 
 def _fake_cell(trial_config: dict[str, Any]) -> dict[str, Any]:
     from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+
+    from harness.trial import CellTrainer  # the sweep's trainer: the same actors per cell
 
     cell = trial_config["cell"]
     t0 = time.time()
-    trainer = TorchTrainer(
+    trainer = CellTrainer(
         _fake_worker,
         train_loop_config=cell,
         scaling_config=ScalingConfig(
@@ -87,6 +88,11 @@ def bench_schedule(
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    # as a sweep's local Ray (harness.ray_setup): no Tune result files, no Train metrics, processes
+    # started as fast as the grid needs them
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_TRAIN_METRICS_ENABLED", "0")
+    os.environ.setdefault("RAY_worker_maximum_startup_concurrency", str(devices * 2))
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     import ray
     from ray import tune
