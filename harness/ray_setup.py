@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
+import threading
 from pathlib import Path
 
 from harness.config import ExperimentConfig
@@ -51,6 +53,7 @@ def init_ray(spec: ExperimentConfig, address: str | None, verbose: bool, log_dir
         processes = res.max_concurrent_trials * (res.num_workers + PROCESSES_PER_CELL)
         os.environ.setdefault("RAY_worker_maximum_startup_concurrency", str(max(2, processes)))
     mark("ray_init_start")
+    sweep_sigterm = signal.getsignal(signal.SIGTERM)
     import ray
 
     if address:
@@ -76,8 +79,20 @@ def init_ray(spec: ExperimentConfig, address: str | None, verbose: bool, log_dir
             runtime_env={"worker_process_setup_hook": "harness.ray_setup.pin_ray_address"},
         )
     mark("ray_init_end")
+    _restore_sigterm_handler(sweep_sigterm)
     if not verbose:
         ray_logs_to_file(log_dir / RAY_LOG)
+
+
+def _restore_sigterm_handler(handler: object) -> None:
+    """Put the sweep's SIGTERM handler back after ``ray.init`` replaced it.
+
+    ``ray.init`` installs its own SIGTERM handler in the driver (it exits at once, leaving the cells'
+    runs RUNNING and the exit code Ray's): the sweep's handler ends the cells and the parent run
+    KILLED and exits 143, so it is the one in force while the grid runs.
+    """
+    if callable(handler) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def pin_ray_address() -> None:
