@@ -69,7 +69,6 @@ def _epochs_logged(out: Path, name: str, key: str) -> int:
     return max(steps, default=0)
 
 
-@pytest.mark.drill
 def test_a_data_change_reruns_its_cells_in_new_runs_and_an_operational_knob_reruns_nothing(tmp_path):
     root = tmp_path / "ravdess"
     root.mkdir()
@@ -168,7 +167,6 @@ def mmder_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.drill
 def test_sigint_then_sigterm_end_runs_killed_and_each_rerun_resumes_each_epoch_once(tmp_path):
     """One cell cut twice: by SIGINT (Ctrl-C), then its resumed run by SIGTERM (a scheduler's stop)."""
     import json
@@ -220,7 +218,6 @@ def test_sigint_then_sigterm_end_runs_killed_and_each_rerun_resumes_each_epoch_o
     assert _parent(out, "sig").info.status == "FINISHED"
 
 
-@pytest.mark.drill
 def test_two_sweeps_at_once_run_each_cell_once_and_a_killed_owner_never_blocks(tmp_path):
     exp = tiny_experiment(
         tmp_path, "twice", training={"epochs": 20}, resources=dict(ONE_WORKER, max_failures=1)
