@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ray.train import UserCallback
 from test_resume import SNAPSHOT, fake_checkpoint
 
 import harness.trial as trial
@@ -26,7 +25,7 @@ def job(storage: Path, key: str, kind: str = "train") -> dict[str, Any]:
 
 
 class FakeTrainer:
-    """Stands in for TorchTrainer: records how it was built; ``fit`` leaves what a run leaves."""
+    """Stands in for CellTrainer: records how it was built; ``fit`` leaves what a run leaves."""
 
     built: list[FakeTrainer] = []
 
@@ -51,8 +50,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     worker.pretrain_cell = lambda config: None  # type: ignore[attr-defined]
     worker.baseline_cell = lambda job: None  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "harness.worker", worker)
-    monkeypatch.setattr(trial, "TorchTrainer", FakeTrainer)
-    monkeypatch.setattr(trial, "TuneReportCallback", UserCallback)  # the real one needs a Tune session
+    monkeypatch.setattr(trial, "CellTrainer", FakeTrainer)
     FakeTrainer.built = []
     return worker
 
@@ -72,6 +70,7 @@ def test_each_start_is_a_fresh_attempt_and_the_old_ones_go_once_a_newer_checkpoi
     assert (first.run.storage_path, first.run.name) == (str(cell), "attempt-001")
     assert first.run.failure_config.max_failures == 2
     assert first.fn is fakes.train_cell
+    assert not first.run.callbacks, "a grid cell forwards no epoch to Tune (no queue actors per cell)"
     assert first.existing_before_fit == ["attempt-000", "attempt-001", "chaos-done"], "the stray went"
     assert not stray.exists() and not old.exists(), "attempt-001 now holds the newest checkpoint"
     assert sorted(p.name for p in cell.iterdir()) == ["attempt-001", "chaos-done"]
@@ -94,3 +93,20 @@ def test_a_remote_storage_runs_under_one_name_and_touches_no_disk(tmp_path, fake
         run = FakeTrainer.built[-1].run
         assert (run.storage_path, run.name) == ("s3://bucket/runs/k", "attempt-000")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cell_trainer_starts_no_ray_data_actor_without_datasets(tmp_path):
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    def build(cls: type) -> list[str]:
+        trainer = cls(
+            lambda config: None,
+            scaling_config=ScalingConfig(num_workers=1),
+            run_config=RunConfig(name="r", storage_path=str(tmp_path)),
+        )
+        return [type(cb).__name__ for cb in trainer._create_default_callbacks()]
+
+    assert "DatasetsCallback" in build(TorchTrainer)  # Train's own: a DatasetManager actor per run
+    kept = build(trial.CellTrainer)
+    assert "DatasetsCallback" not in kept and "PlacementGroupCleanerCallback" in kept
