@@ -121,9 +121,9 @@ EOF
     MLFLOW_FLASK_SERVER_SECRET_KEY=$(secret) \
     setsid "$BIN/mlflow" server --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 2 \
     --backend-store-uri "$uri/mlflow" --artifacts-destination "$S/artifacts" --serve-artifacts \
-    --app-name basic-auth >"$S/logs/mlflow.log" 2>&1 </dev/null &
+    --app-name basic-auth >>"$S/logs/mlflow.log" 2>&1 </dev/null &
   echo $! >"$S/pids/mlflow"
-  wait_for 120 "mlflow server" mlflow_up
+  wait_for 300 "mlflow server" mlflow_up  # minutes under load: two workers import MLflow
 }
 
 mlflow_up() {  # up, or fail at once when the server process is gone

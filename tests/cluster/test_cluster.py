@@ -110,7 +110,7 @@ def test_sweep_survives_node_loss_and_tracking_outage(stack_client, tmp_path: Pa
         assert "killed" in stack.script("stop-mlflow").stdout
         time.sleep(3)
         assert proc.poll() is None, "the sweep ended before the tracking server came back"
-        restarted = stack.script("start-mlflow")
+        restarted = stack.script("start-mlflow", timeout=400)
         assert restarted.returncode == 0, restarted.stdout + restarted.stderr
         assert proc.wait(timeout=900) == 0, log.read_text()[-4000:]
     finally:
