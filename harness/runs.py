@@ -36,10 +36,13 @@ def read_sqlite_runs(path: Path, experiment: str) -> list[Any] | None:
         return None
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
-        row = db.execute(
-            "select experiment_id from experiments where name = ? and lifecycle_stage = 'active'",
-            (experiment,),
-        ).fetchone()
+        try:
+            row = db.execute(
+                "select experiment_id from experiments where name = ? and lifecycle_stage = 'active'",
+                (experiment,),
+            ).fetchone()
+        except sqlite3.OperationalError:  # the file exists but MLflow is still creating its tables
+            return None
         if row is None:
             return None
         exp_id = row[0]

@@ -34,6 +34,7 @@ Echo = Callable[[str], None]
 TAG_SEARCH = "mmder.search"
 TAG_CHOSEN = "mmder.search_chosen"
 TAG_TRIAL_STATE = "mmder.trial_state"
+TAG_PRUNED_AT = "mmder.pruned_at_epoch"  # epochs the scheduler had seen when it stopped a trial
 OBJECTIVE = "objective"  # the metric Tune and Optuna see: best validation metric so far
 
 
@@ -189,6 +190,7 @@ def run_search(
 
     storage_url = optuna_storage(output)
     study, storage = _open_study(storage_url, key, search)
+    _mark_lost(tracker, key, study)
     done = len(finished_trials(study))
     remaining = search.trials - done
     echo(f"{key}: {done} of {search.trials} trials finished, {max(0, remaining)} to run")
@@ -277,7 +279,7 @@ def _mark_stopped(tracker: Any, key: str, results: Any, epochs: int) -> None:
     from harness.search_worker import TAG_TRIAL
 
     stopped = {
-        r.metrics.get("trial_id")
+        r.metrics.get("trial_id"): int(r.metrics.get("training_iteration", 0))
         for r in results
         if r.metrics and int(r.metrics.get("training_iteration", 0)) < epochs and r.error is None
     }
@@ -287,9 +289,39 @@ def _mark_stopped(tracker: Any, key: str, results: Any, epochs: int) -> None:
         "and attributes.status = 'RUNNING'",
     )
     for run in runs:
-        state = "pruned" if run.data.tags.get(TAG_TRIAL) in stopped else "interrupted"
+        trial = run.data.tags.get(TAG_TRIAL)
+        state = "pruned" if trial in stopped else "interrupted"
         tracker.client.set_tag(run.info.run_id, TAG_TRIAL_STATE, state)
+        if trial in stopped:
+            # the scheduler's decision, taken on this many epochs; with short epochs the workers may
+            # have logged one or two more before the stop reached them
+            tracker.client.set_tag(run.info.run_id, TAG_PRUNED_AT, str(stopped[trial]))
         tracker.client.set_terminated(run.info.run_id, status="KILLED")
+
+
+def _mark_lost(tracker: Any, key: str, study: Any) -> None:
+    """Trial runs that ended but whose result the study never received are tagged ``lost``.
+
+    A driver killed after a trial's workers finished but before Optuna was told leaves an MLflow run
+    saying ``complete`` and a study trial that :func:`_open_study` turned into FAIL; its budget is run
+    again. Runs are matched to the study's finished trials by their parameters (logged as ``str``).
+    """
+    recorded = [{name: str(value) for name, value in t.params.items()} for t in finished_trials(study)]
+    runs = tracker.client.search_runs(
+        [tracker.experiment_id],
+        filter_string=f"tags.`{TAG_SEARCH}` = '{key}' and tags.`mmder.kind` = 'search_trial'",
+    )
+    for run in runs:
+        if run.data.tags.get(TAG_TRIAL_STATE) not in ("complete", "pruned"):
+            continue
+        params = run.data.params
+        if not any(all(params.get(n) == v for n, v in r.items()) for r in recorded):
+            tracker.client.set_tag(run.info.run_id, TAG_TRIAL_STATE, "lost")
+            tracker.client.set_tag(
+                run.info.run_id,
+                "mmder.trial_lost",
+                "the driver stopped before the study recorded this trial; its budget ran again",
+            )
 
 
 def apply_searches(

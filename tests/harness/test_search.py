@@ -48,7 +48,7 @@ def search_experiment(tmp_path: Path, **search: object) -> Path:
         ],
         grid={"settings": ["video", "FSLF"], "seeds": [0]},
         training={
-            "epochs": 3,
+            "epochs": 6,  # ASHA (reduction 4) has rungs at 1 and 4 epochs: a pruned trial stops before 6
             "batch_size": 8,
             "eval_batch_size": 16,
             "lr": 1e-3,
@@ -83,38 +83,36 @@ def test_search_per_setting_on_validation_speakers_resumes_and_trains_the_choice
     exp = search_experiment(tmp_path)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "harness.cli", "sweep", str(exp), "--output", str(out)]
+    log = tmp_path / "driver.log"
     driver = subprocess.Popen(
         cmd,
         cwd=ROOT,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        stdout=subprocess.PIPE,
+        stdout=log.open("w"),
         stderr=subprocess.STDOUT,
-        text=True,
     )
     # kill the driver once two trials have finished: the rerun must continue the same study
+    from harness.runs import read_sqlite_runs
+
+    def trials_finished() -> int:  # read-only: an MlflowClient here would race the driver's store set-up
+        runs = read_sqlite_runs(out / "mlflow.db", "search") or []
+        kinds = [r for r in runs if r.data.tags.get("mmder.kind") == "search_trial"]
+        return sum(1 for r in kinds if r.info.status == "FINISHED")
+
     deadline = time.monotonic() + 600
-    client = None
     try:
-        while time.monotonic() < deadline and driver.poll() is None:
+        while time.monotonic() < deadline and driver.poll() is None and trials_finished() < 2:
             time.sleep(1.0)
-            if not (out / "mlflow.db").exists():
-                continue
-            client = client_for(out)
-            exp_obj = client.get_experiment_by_name("search")
-            if exp_obj is None:
-                continue
-            done = [r for r in _trial_runs(client, exp_obj.experiment_id) if r.info.status == "FINISHED"]
-            if len(done) >= 2:
-                break
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
-    assert client is not None
+    client = client_for(out)
+    assert client.get_experiment_by_name("search"), log.read_text()[-3000:]
     experiment_id = client.get_experiment_by_name("search").experiment_id
     finished_before = {
         r.info.run_id for r in _trial_runs(client, experiment_id) if r.info.status == "FINISHED"
     }
-    assert len(finished_before) >= 2
+    assert len(finished_before) >= 2, log.read_text()[-3000:]
 
     again = mmder("sweep", str(exp), "--output", str(out), timeout=1200)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
@@ -132,10 +130,14 @@ def test_search_per_setting_on_validation_speakers_resumes_and_trains_the_choice
     assert finished_before <= {r.info.run_id for r in trials}, "finished trials are kept, not repeated"
     kept = [r for r in trials if r.data.tags.get("mmder.trial_state") in ("complete", "pruned")]
     assert len(kept) == 8, [r.data.tags.get("mmder.trial_state") for r in trials]
-    epochs = {r.info.run_id: len(client.get_metric_history(r.info.run_id, "val_uar")) for r in kept}
-    for run in kept:  # pruned trials stopped early, complete ones ran every epoch
-        expected = 3 if run.data.tags["mmder.trial_state"] == "complete" else range(1, 3)
-        assert epochs[run.info.run_id] in (expected if isinstance(expected, range) else [expected])
+    states = [r.data.tags["mmder.trial_state"] for r in kept]
+    assert "pruned" in states and "complete" in states, states
+    for run in kept:  # complete trials ran every epoch; the scheduler stopped pruned ones before the end
+        if run.data.tags["mmder.trial_state"] == "complete":
+            assert len(client.get_metric_history(run.info.run_id, "val_uar")) == 6
+        else:  # (micro-model epochs are so short that a worker may log an epoch or two past the stop)
+            assert 1 <= int(run.data.tags["mmder.pruned_at_epoch"]) < 6
+            assert run.info.status == "KILLED"
     searches = client.search_runs([experiment_id], filter_string="tags.`mmder.kind` = 'search'")
     assert len(searches) == 2 and all(r.data.tags.get("mmder.search_chosen") for r in searches)
     for run in trials:  # every trial is nested under its setting's search run
