@@ -20,7 +20,7 @@ from ray.train.torch import TorchTrainer
 
 from harness.placement import fit_watched
 from harness.resume import attempt_run, is_remote, prune_cell
-from mmder.timing import mark, process_started
+from mmder.timing import mark
 
 GRID_PARAM = "job"  # the Tune grid runs over whole job descriptions: {"job": {cell, cache_path, ...}}
 
@@ -65,7 +65,6 @@ def run_cell(trial_config: dict[str, Any]) -> dict[str, Any]:
 
     config = trial_config[GRID_PARAM]
     key = config["cell"]["key"]
-    mark("trial_process", key, at=process_started())
     mark("trial_start", key)
     if config["cell"]["training"] is None and config["cell"]["kind"] == "train":
         # a classical baseline: one process, no DeepSpeed, no checkpoints; runs in the trial itself

@@ -20,7 +20,7 @@ from harness.grid import Cell, CellJob
 from harness.provenance import TAG_DATA_DIGEST, TAG_DEVICE, TAG_PRECISION, TAG_TEST_SPEAKERS, TAG_WORLD_SIZE
 from harness.resume import resume_from
 from harness.tracking import TAG_RESUMED, EpochLog, Tracker
-from mmder.timing import mark, process_started
+from mmder.timing import mark, mark_process_start
 
 TAG_PRETRAINED = "mmder.pretrained_digest"  # digest of the encoder weights a cell started from
 TAG_ENCODER = "mmder.encoder_digest"  # digest of the encoder a pre-training exported
@@ -92,7 +92,7 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
 
     job = CellJob.model_validate(config)
     cell = job.cell
-    mark("worker_process", cell.key, at=process_started())
+    mark_process_start("worker_process", cell.key)
     mark("worker_entry", cell.key)
     assert cell.training is not None, "a train cell carries its training section"
     torch.set_num_threads(job.threads)
@@ -160,7 +160,6 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
             val_set=parts["val"],
         )
 
-    mark("fit_end", cell.key)
     if tracker is not None and run_id is not None and epochs is not None:
         epochs.flush()
         if result.resumed_from_epoch is not None:

@@ -15,10 +15,6 @@ from pathlib import Path
 ENV = "MMDER_TIMING_FILE"
 
 
-def enabled() -> bool:
-    return bool(os.environ.get(ENV))
-
-
 def mark(stage: str, key: str = "", at: float | None = None) -> None:
     """Record that ``stage`` happened now (or at ``at``) in this process, for cell ``key``."""
     path = os.environ.get(ENV)
@@ -30,6 +26,12 @@ def mark(stage: str, key: str = "", at: float | None = None) -> None:
     # one short write to a file opened for appending: lines of concurrent processes do not interleave
     with open(path, "a", encoding="utf-8") as f:
         f.write(line + "\n")
+
+
+def mark_process_start(stage: str, key: str = "") -> None:
+    """Record when this process was created (read from /proc only when marks are on)."""
+    if os.environ.get(ENV):
+        mark(stage, key, at=process_started())
 
 
 def process_started() -> float:

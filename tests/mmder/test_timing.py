@@ -6,7 +6,9 @@ import subprocess
 import sys
 import time
 
-from mmder.timing import ENV, mark, process_started, read_marks
+import pytest
+
+from mmder.timing import ENV, mark, mark_process_start, process_started, read_marks
 
 
 def test_marks_cost_nothing_and_write_nothing_without_the_variable(tmp_path, monkeypatch):
@@ -36,3 +38,14 @@ def test_process_start_is_before_now_and_close_to_it_for_a_fresh_process():
     )
     assert 0.0 <= age < 30.0  # the interpreter's own start-up, not the machine's uptime
     assert process_started() <= time.time()
+
+
+def test_a_process_start_mark_is_when_the_process_began(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV, raising=False)
+    mark_process_start("worker_process", "k")  # off: nothing read, nothing written
+    path = tmp_path / "timing.jsonl"
+    monkeypatch.setenv(ENV, str(path))
+    mark_process_start("worker_process", "k")
+    (got,) = read_marks(path)
+    assert got["stage"] == "worker_process" and got["key"] == "k"
+    assert got["t"] == pytest.approx(process_started(), abs=0.05) and got["t"] < time.time()
