@@ -84,15 +84,10 @@ def bench_schedule(
     """Run the grid on a local Ray with ``devices`` fake GPUs; figures as printable strings."""
     import tempfile
 
+    from harness.ray_setup import local_ray_env
+
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    # as a sweep's local Ray (harness.ray_setup): no Tune result files, no Train metrics, processes
-    # started as fast as the grid needs them
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_TRAIN_METRICS_ENABLED", "0")
-    os.environ.setdefault("RAY_worker_maximum_startup_concurrency", str(devices * 2))
+    local_ray_env(devices // per_cell, per_cell)  # the environment of a sweep's local Ray
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     import ray
     from ray import tune

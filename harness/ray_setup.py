@@ -32,26 +32,13 @@ RAY_LOG = "ray-driver.log"
 
 def init_ray(spec: ExperimentConfig, address: str | None, verbose: bool, log_dir: Path) -> None:
     """Join the cluster at ``address`` (or the experiment's), or start a local Ray sized for the grid."""
-    # `uv run` would otherwise make Ray ship the whole project folder, .venv included, to every worker.
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "token")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0, Tune prints nothing of its own
-    # Tune's CSV/JSON/TensorBoard result files: nothing reads them (results are in MLflow), and writing
-    # them ran in the driver's loop on every result.
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     address = address or spec.ray.address
     res = spec.resources
-    if not address:
-        # No spot node can be pre-empted on one machine: skip the watcher actor each Train run would start.
-        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-        # Train's Prometheus metrics feed a dashboard nobody watches on one machine; each run's
-        # controller and workers otherwise keep pushing them.
-        os.environ.setdefault("RAY_TRAIN_METRICS_ENABLED", "0")
-        # The raylet warns ("N PYTHON worker processes have been started ...") into the driver's terminal
-        # once more than 4x its start-up concurrency of processes exist, which it sets to the machine's
-        # cores: 2 here, while a wave of 4 cells is 16 processes by design. Sized for the grid instead.
-        processes = res.max_concurrent_trials * (res.num_workers + PROCESSES_PER_CELL)
-        os.environ.setdefault("RAY_worker_maximum_startup_concurrency", str(max(2, processes)))
+    if address:
+        ray_env()
+    else:
+        local_ray_env(res.max_concurrent_trials, res.num_workers)
     mark("ray_init_start")
     sweep_sigterm = signal.getsignal(signal.SIGTERM)
     import ray
@@ -82,6 +69,31 @@ def init_ray(spec: ExperimentConfig, address: str | None, verbose: bool, log_dir
     _restore_sigterm_handler(sweep_sigterm)
     if not verbose:
         ray_logs_to_file(log_dir / RAY_LOG)
+
+
+def ray_env() -> None:
+    """Defaults for any Ray a sweep starts or joins; set before ``import ray`` (an exported value wins)."""
+    # `uv run` would otherwise make Ray ship the whole project folder, .venv included, to every worker.
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0, Tune prints nothing of its own
+    # Tune's CSV/JSON/TensorBoard result files: nothing reads them (results are in MLflow), and writing
+    # them ran in the driver's loop on every result.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+
+
+def local_ray_env(concurrent_cells: int, workers_per_cell: int) -> None:
+    """:func:`ray_env` plus the defaults of a Ray started on this machine (a sweep's, bench schedule's)."""
+    ray_env()
+    # No spot node can be pre-empted on one machine: skip the watcher actor each Train run would start.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    # Train's Prometheus metrics feed a dashboard nobody watches on one machine; each run's
+    # controller and workers otherwise keep pushing them.
+    os.environ.setdefault("RAY_TRAIN_METRICS_ENABLED", "0")
+    # The raylet warns ("N PYTHON worker processes have been started ...") into the driver's terminal
+    # once more than 4x its start-up concurrency of processes exist, which it sets to the machine's
+    # cores: 2 here, while a wave of 4 cells is 16 processes by design. Sized for the grid instead.
+    processes = concurrent_cells * (workers_per_cell + PROCESSES_PER_CELL)
+    os.environ.setdefault("RAY_worker_maximum_startup_concurrency", str(max(2, processes)))
 
 
 def _restore_sigterm_handler(handler: object) -> None:
