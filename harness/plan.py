@@ -46,6 +46,7 @@ class Plan:
     finished: dict[str, str] = field(default_factory=dict)
     states: dict[str, CellPlan] = field(default_factory=dict)
     digests: dict[str, str | None] = field(default_factory=dict)  # dataset label -> data digest
+    parent: Any = None  # the sweep's parent run as planning read it (SQLite store only), else None
 
     @property
     def todo(self) -> list[Cell]:
@@ -90,8 +91,8 @@ def judge_cell(cell: Cell, runs: list[Any], digest: str | None, accept_stale: bo
 def _plan(cells: list[Cell], spec: ExperimentConfig, output: Path, *, accept_stale: bool = False) -> Plan:
     uri = resolve_uri(spec.tracking.uri, output)
     digests = dataset_digests(spec, output)
-    plan = Plan(cells=cells, digests=digests)
-    runs = existing_cell_runs(uri, spec.mlflow_experiment)
+    runs, parent = existing_runs(uri, spec.mlflow_experiment, spec.name)
+    plan = Plan(cells=cells, digests=digests, parent=parent)
     for cell in cells:
         state = judge_cell(cell, runs.get(cell.key, []), cell_digest(cell, digests), accept_stale)
         plan.states[cell.key] = state
@@ -100,16 +101,22 @@ def _plan(cells: list[Cell], spec: ExperimentConfig, output: Path, *, accept_sta
     return plan
 
 
-def existing_cell_runs(uri: str, experiment: str) -> dict[str, list[Any]]:
-    """key -> the cell's runs, newest first; the SQLite store is read without importing MLflow."""
+def existing_runs(uri: str, experiment: str, sweep: str) -> tuple[dict[str, list[Any]], Any]:
+    """(key -> the cell's runs, newest first; the sweep's parent run or None).
+
+    The SQLite store is read once, without importing MLflow; a server's parent is not looked up (None).
+    """
     from harness.runs import by_cell, read_sqlite_runs
-    from harness.tracking import sqlite_path
+    from harness.tracking import TAG_KIND, TAG_SWEEP, sqlite_path
 
     path = sqlite_path(uri)
     if path is not None:
-        return by_cell(read_sqlite_runs(path, experiment) or [])
+        runs = read_sqlite_runs(path, experiment) or []
+        tagged = [(r, r.data.tags) for r in runs]
+        parents = [r for r, t in tagged if t.get(TAG_KIND) == "sweep" and t.get(TAG_SWEEP) == sweep]
+        return by_cell(runs), parents[0] if len(parents) == 1 else None
     tracker = Tracker.existing(uri, experiment)
-    return tracker.cell_runs() if tracker is not None else {}
+    return (tracker.cell_runs() if tracker is not None else {}), None
 
 
 def format_plan(plan: Plan) -> str:

@@ -267,7 +267,7 @@ def _run_cells(
     output.mkdir(parents=True, exist_ok=True)
     uri = resolve_uri(spec.tracking.uri, output)
     what = "cells" if kind == "train" else "pre-training cells"
-    if _already_recorded(uri, spec, plan):  # a no-op rerun: nothing to run, nothing to write
+    if _already_recorded(plan):  # a no-op rerun: nothing to run, nothing to write
         echo(f"{spec.name}: {len(plan.cells)} {what}, {len(plan.finished)} already finished, 0 to run")
         return SweepOutcome()
     with store_lock(uri):  # two sweeps started at once must not both create the store or the parent
@@ -399,27 +399,19 @@ def _end_cut_off(tracker: Tracker, todo: list[Cell], outcome: SweepOutcome) -> l
     return killed
 
 
-def _already_recorded(uri: str, spec: ExperimentConfig, plan: Plan) -> bool:
+def _already_recorded(plan: Plan) -> bool:
     """True when every cell is finished and current and the parent run already says so.
 
-    Read from the SQLite store without MLflow's import (seconds), so a rerun of a finished sweep costs
-    about what planning costs; a server store, or anything left to run, tag or end, opens the store.
+    Judged on the parent run planning read from the SQLite store (no MLflow import, no second read),
+    so a rerun of a finished sweep costs about what planning costs; a server store, or anything left
+    to run, tag or end, opens the store.
     """
-    from harness.runs import read_sqlite_runs
-    from harness.tracking import TAG_KIND, TAG_SWEEP, sqlite_path
-
-    if plan.todo or any(plan.state(c.key).why for c in plan.cells):
+    parent = plan.parent
+    if parent is None or plan.todo or any(plan.state(c.key).why for c in plan.cells):
         return False
-    path = sqlite_path(uri)
-    runs = read_sqlite_runs(path, spec.mlflow_experiment) if path is not None else None
-    tags = [(r, r.data.tags) for r in runs or []]
-    parents = [r for r, t in tags if t.get(TAG_KIND) == "sweep" and t.get(TAG_SWEEP) == spec.name]
-    return (
-        len(parents) == 1
-        and parents[0].info.status == "FINISHED"
-        and parents[0].data.metrics.get("cells_finished") == len(plan.cells)
-        and parents[0].data.metrics.get("cells_total") == len(plan.cells)
-    )
+    counts = parent.data.metrics
+    finished = counts.get("cells_finished") == counts.get("cells_total") == len(plan.cells)
+    return parent.info.status == "FINISHED" and finished
 
 
 def _end_parent(tracker: Tracker, parent: str, plan: Plan, outcome: SweepOutcome, todo: list[Cell]) -> None:
