@@ -283,12 +283,7 @@ def _mark_stopped(tracker: Any, key: str, results: Any, epochs: int) -> None:
         for r in results
         if r.metrics and int(r.metrics.get("training_iteration", 0)) < epochs and r.error is None
     }
-    runs = tracker.client.search_runs(
-        [tracker.experiment_id],
-        filter_string=f"tags.`{TAG_SEARCH}` = '{key}' and tags.`mmder.kind` = 'search_trial' "
-        "and attributes.status = 'RUNNING'",
-    )
-    for run in runs:
+    for run in _trial_runs(tracker, key, "and attributes.status = 'RUNNING'"):
         trial = run.data.tags.get(TAG_TRIAL)
         state = "pruned" if trial in stopped else "interrupted"
         tracker.client.set_tag(run.info.run_id, TAG_TRIAL_STATE, state)
@@ -299,6 +294,12 @@ def _mark_stopped(tracker: Any, key: str, results: Any, epochs: int) -> None:
         tracker.client.set_terminated(run.info.run_id, status="KILLED")
 
 
+def _trial_runs(tracker: Any, key: str, extra_filter: str = "") -> list[Any]:
+    """The MLflow runs of the search ``key``'s trials (``extra_filter``: more of the search filter)."""
+    search = f"tags.`{TAG_SEARCH}` = '{key}' and tags.`mmder.kind` = 'search_trial' {extra_filter}"
+    return tracker.client.search_runs([tracker.experiment_id], filter_string=search.strip())
+
+
 def _mark_lost(tracker: Any, key: str, study: Any) -> None:
     """Trial runs that ended but whose result the study never received are tagged ``lost``.
 
@@ -307,11 +308,7 @@ def _mark_lost(tracker: Any, key: str, study: Any) -> None:
     again. Runs are matched to the study's finished trials by their parameters (logged as ``str``).
     """
     recorded = [{name: str(value) for name, value in t.params.items()} for t in finished_trials(study)]
-    runs = tracker.client.search_runs(
-        [tracker.experiment_id],
-        filter_string=f"tags.`{TAG_SEARCH}` = '{key}' and tags.`mmder.kind` = 'search_trial'",
-    )
-    for run in runs:
+    for run in _trial_runs(tracker, key):
         if run.data.tags.get(TAG_TRIAL_STATE) not in ("complete", "pruned"):
             continue
         params = run.data.params
