@@ -226,6 +226,7 @@ def run_search(
                 name=f"{key}-{time.strftime('%Y%m%d-%H%M%S')}",
                 storage_path=f"{storage_path}/tune",
                 verbose=0,
+                callbacks=[_progress_callback(key, done, search.trials, epochs, echo)],
             ),
         )
         results = tuner.fit()
@@ -239,6 +240,40 @@ def run_search(
     _finish_search(tracker, run_id, chosen, best.value, len(trials))
     echo(f"{key}: chosen {chosen} (validation {search.objective} {best.value:.2f})")
     return chosen
+
+
+def _progress_callback(key: str, done: int, trials: int, epochs: int, echo: Echo) -> Any:
+    """A Tune callback that says each trial's end: a search runs for long with nothing else to show."""
+    from ray.tune import Callback
+
+    class TrialProgress(Callback):
+        def __init__(self) -> None:
+            self.ended = done
+
+        def _say(self, trial: Any, how: str) -> None:
+            self.ended += 1
+            result = trial.last_result or {}
+            ran = int(result.get("training_iteration", 0))
+            value = result.get(OBJECTIVE)
+            score = f"validation {value:.2f}" if value is not None else "no validation score"
+            if how == "ended" and ran < epochs:
+                how = f"pruned after {ran} of {epochs} epochs"
+            elif how == "ended":
+                how = f"complete ({epochs} epochs)"
+            params = {k: v for k, v in trial.config.items() if k != "job"}
+            echo(f"{key}: trial {self.ended} of {trials} {how}, {score}; {_brief(params)}")
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._say(trial, "ended")
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._say(trial, "failed (its worker errored; the sweep log has the trace)")
+
+    return TrialProgress()
+
+
+def _brief(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
 def _search_run(tracker: Any, key: str, parent_run_id: str, cell: Cell) -> tuple[str, dict[str, Any] | None]:

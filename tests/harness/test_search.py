@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -116,6 +117,9 @@ def test_search_per_setting_on_validation_speakers_resumes_and_trains_the_choice
 
     again = mmder("sweep", str(exp), "--output", str(out), timeout=1200)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    # each trial's end is said as it happens, counted on from the trials the killed driver finished
+    said = r"trial 4 of 4 (complete \(6 epochs\)|pruned after \d of 6 epochs), validation"
+    assert re.search(said, again.stdout), again.stdout[-3000:]
     import optuna
 
     storage = f"sqlite:///{out / 'optuna.db'}"
@@ -167,3 +171,24 @@ def test_search_per_setting_on_validation_speakers_resumes_and_trains_the_choice
     rerun = mmder("sweep", str(exp), "--output", str(out))
     assert rerun.returncode == 0 and "0 to run" in rerun.stdout
     assert sorted((out / "ray" / "tune").glob("search-*")) == tune_runs, "a finished search starts no trial"
+
+
+def test_each_trial_end_is_said_with_its_score_and_parameters():
+    from types import SimpleNamespace
+
+    from harness.search import OBJECTIVE, _progress_callback
+
+    said: list[str] = []
+    progress = _progress_callback("search-x", 2, 6, 40, said.append)
+    pruned = SimpleNamespace(
+        last_result={"training_iteration": 10, OBJECTIVE: 41.25}, config={"job": {}, "training.lr": 0.00123}
+    )
+    full = SimpleNamespace(last_result={"training_iteration": 40, OBJECTIVE: 50.0}, config={"job": {}})
+    progress.on_trial_complete(0, [], pruned)
+    progress.on_trial_complete(0, [], full)
+    progress.on_trial_error(0, [], SimpleNamespace(last_result={}, config={}))
+    assert said[0] == (
+        "search-x: trial 3 of 6 pruned after 10 of 40 epochs, validation 41.25; training.lr=0.00123"
+    )
+    assert said[1].startswith("search-x: trial 4 of 6 complete (40 epochs), validation 50.00")
+    assert said[2].startswith("search-x: trial 5 of 6 failed") and "no validation score" in said[2]
