@@ -92,7 +92,7 @@ def run_recipe(
         mae_loss = None
         if pretrain is not None:
             mae_loss = _pretrain_fold(
-                net, mcfg, pcfg, PretrainConfig(**pretrain), cache, fold.train_idx, seed
+                net, mcfg, pcfg, PretrainConfig(**pretrain), cache, fold.train_idx, seed, cache_root
             )
         history: list[dict[str, float]] = []
 
@@ -141,14 +141,37 @@ def _pretrain_fold(
     cache: Any,
     train_idx: np.ndarray,
     seed: int,
+    cache_root: str,
 ) -> float:
-    """MAE pre-training on the fold's training clips only; the encoder is loaded into ``net``."""
+    """MAE pre-training on the fold's training clips only; the encoder is loaded into ``net``.
+
+    The exported encoder is kept under ``cache_root/encoders``, keyed by everything that shapes it
+    (preprocessing, architecture, MAE recipe, the fold's clips, seed), so screens that only change
+    the fine-tuning pre-train once.
+    """
+    import hashlib
+
     from mmder.checkpoints import load_pretrained
     from mmder.data.dataset import FusedClipDataset
     from mmder.mae import build_pretrainer
     from mmder.pretrain import export_encoder
     from mmder.pretrain import pretrain as run_pretrain
 
+    identity = json.dumps(
+        [
+            pcfg.model_dump(mode="json"),
+            [mcfg.size, mcfg.patch_size, mcfg.tubelet_size],
+            rcfg.model_dump(mode="json"),
+            sorted(int(i) for i in train_idx),
+            seed,
+        ],
+        sort_keys=True,
+    )
+    saved = Path(cache_root) / "encoders" / f"{hashlib.sha256(identity.encode()).hexdigest()[:16]}.pt"
+    if saved.exists():
+        load_pretrained(net, str(saved))
+        meta = saved.with_suffix(".json")
+        return float(json.loads(meta.read_text())["loss"]) if meta.exists() else float("nan")
     torch.manual_seed(seed)
     mae = build_pretrainer(
         mcfg.size,
@@ -159,9 +182,12 @@ def _pretrain_fold(
     )
     clips = FusedClipDataset(cache, train_idx, "audio", seed=seed)
     result = run_pretrain(mae, clips, rcfg, report=lambda r, c: None, seed=seed)
-    with tempfile.TemporaryDirectory() as tmp:
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=saved.parent) as tmp:
         path = export_encoder(mae, Path(tmp) / "encoder.pt")
-        load_pretrained(net, str(path))
+        path.replace(saved)  # atomic: a screen cut off mid-export leaves no half file
+    saved.with_suffix(".json").write_text(json.dumps({"loss": float(result.loss)}))
+    load_pretrained(net, str(saved))
     return float(result.loss)
 
 
