@@ -200,7 +200,8 @@ class TrainingConfig(Strict):
     preset: str | None = operational(
         None,
         "named recipe whose values fill the fields not set (mmder.recipes.TRAINING_PRESETS): "
-        "authors-probe, videomae-finetune, small-from-scratch; its expanded values are what keys hash",
+        "authors-probe, videomae-finetune, small-from-scratch, small-mae-finetune; its expanded values "
+        "are what keys hash",
     )
     data_workers: int = operational(0, "DataLoader worker processes (0: read in the training process)", ge=0)
     cache_features: bool = operational(

@@ -133,6 +133,25 @@ class FeatureSet(Dataset):
         return self.features[i], int(self.labels[i]), int(self.indices[i])
 
 
+# the CPU recipe of docs/ablation-ravdess-audio.md, shared by the two small presets
+_SMALL_TRAINING: dict[str, Any] = {
+    "recipe": "finetune",
+    "epochs": 80,
+    "batch_size": 16,
+    "min_lr": 1e-5,
+    "weight_decay": 0.05,
+    "warmup_epochs": 3.0,
+    "layer_decay": 1.0,
+    "label_smoothing": 0.1,
+    "mixup": 0.8,
+    "cutmix": 0.0,
+    "spec_freq_mask": 0.15,
+    "spec_time_mask": 0.2,
+    "spec_masks": 2,
+    "time_shift": 2,
+    "freq_warp": 0.12,
+}
+
 # Named recipes for ``training.preset`` (paper.md section 4, and the CPU recipe of
 # docs/ablation-ravdess-audio.md). ``training`` fills the TrainingConfig fields an experiment leaves
 # unset; ``model`` the ModelConfig ones (filled by the experiment model, which sees both sections);
@@ -161,23 +180,15 @@ TRAINING_PRESETS: dict[str, dict[str, Any]] = {
         "(bands of up to 15 %, spans of up to 20 %, 2 of each), window shift 2, frequency warp 12 %, "
         "drop path 0.1",
         "base_lr": 1.6e-2,
-        "training": {
-            "recipe": "finetune",
-            "epochs": 80,
-            "batch_size": 16,
-            "min_lr": 1e-5,
-            "weight_decay": 0.05,
-            "warmup_epochs": 3.0,
-            "layer_decay": 1.0,
-            "label_smoothing": 0.1,
-            "mixup": 0.8,
-            "cutmix": 0.0,
-            "spec_freq_mask": 0.15,
-            "spec_time_mask": 0.2,
-            "spec_masks": 2,
-            "time_shift": 2,
-            "freq_warp": 0.12,
-        },
+        "training": dict(_SMALL_TRAINING),
+        "model": {"drop_path": 0.1, "head_dropout": 0.0},
+    },
+    "small-mae-finetune": {  # docs/ablation-ravdess-audio.md: the same, after `mmder pretrain`
+        "doc": "small-from-scratch after MAE pre-training, with VideoMAE's layer-wise lr decay 0.75 "
+        "(block k of the tiny encoder's 4 at 0.75^(5-k) of the lr, the head at 1): a pre-trained "
+        "encoder's lower blocks move less (docs/ablation-ravdess-audio.md)",
+        "base_lr": 1.6e-2,
+        "training": {**_SMALL_TRAINING, "layer_decay": 0.75},
         "model": {"drop_path": 0.1, "head_dropout": 0.0},
     },
 }

@@ -131,6 +131,11 @@ def test_presets_fill_unset_fields_and_scale_the_lr_by_the_global_batch():
     assert expand_training_preset({"preset": "small-from-scratch"}, world_size=2)["lr"] == pytest.approx(
         scaled_lr(TRAINING_PRESETS["small-from-scratch"]["base_lr"], 32)
     )
+    # after MAE the small recipe differs from the from-scratch one only by layer decay
+    scratch, mae = TrainingConfig(preset="small-from-scratch"), TrainingConfig(preset="small-mae-finetune")
+    assert (scratch.layer_decay, mae.layer_decay) == (1.0, 0.75)
+    differing = {k for k, v in mae.model_dump().items() if scratch.model_dump()[k] != v}
+    assert differing == {"layer_decay", "preset"}
     # the worker validates the expanded section back: nothing changes
     assert TrainingConfig.model_validate(t.model_dump(mode="json")) == t
     with pytest.raises(ValidationError, match="allowed: authors-probe"):
