@@ -72,7 +72,9 @@ class Stack:
         return found
 
     def secrets(self) -> list[str]:
-        return [p.read_text().strip() for p in (self.dir / "secrets").iterdir() if p.name != "basic_auth.ini"]
+        """The passwords and the Ray token (the MLflow user name is no secret: it is `mmder` by default)."""
+        public = {"basic_auth.ini", "mlflow_username"}
+        return [p.read_text().strip() for p in (self.dir / "secrets").iterdir() if p.name not in public]
 
 
 def read_env(path: Path) -> dict[str, str]:
