@@ -146,7 +146,7 @@ def _pretrain_fold(
     """MAE pre-training on the fold's training clips only; the encoder is loaded into ``net``.
 
     The exported encoder is kept under ``cache_root/encoders``, keyed by everything that shapes it
-    (preprocessing, architecture, MAE recipe, the fold's clips, seed), so screens that only change
+    (the prepared corpus, architecture, MAE recipe, the fold's clips, seed), so screens that only change
     the fine-tuning pre-train once.
     """
     import hashlib
@@ -159,6 +159,7 @@ def _pretrain_fold(
 
     identity = json.dumps(
         [
+            cache.path.name,  # the prepared corpus: its folder name hashes its source and preprocessing
             pcfg.model_dump(mode="json"),
             [mcfg.size, mcfg.patch_size, mcfg.tubelet_size],
             rcfg.model_dump(mode="json"),
