@@ -36,6 +36,7 @@ TAG_CHOSEN = "mmder.search_chosen"
 TAG_TRIAL_STATE = "mmder.trial_state"
 TAG_PRUNED_AT = "mmder.pruned_at_epoch"  # epochs the scheduler had seen when it stopped a trial
 OBJECTIVE = "objective"  # the metric Tune and Optuna see: best validation metric so far
+GRID_KEY = "job"  # a trial's config: the SearchJob under this key, the sampled parameters beside it
 
 
 class SearchJob(BaseModel):
@@ -210,7 +211,7 @@ def run_search(
         epochs = max_epochs(search, cell.training)
         tuner = tune.Tuner(
             tune.with_resources(search_trial, {"CPU": 0.01}),
-            param_space={"job": job.model_dump(mode="json"), **tune_space(search)},
+            param_space={GRID_KEY: job.model_dump(mode="json"), **tune_space(search)},
             tune_config=tune.TuneConfig(
                 search_alg=OptunaSearch(
                     metric=OBJECTIVE, mode="max", sampler=_sampler(search), study_name=key, storage=storage
@@ -253,23 +254,26 @@ def _progress_callback(key: str, done: int, trials: int, epochs: int, echo: Echo
         def _say(self, trial: Any, how: str) -> None:
             self.ended += 1
             result = trial.last_result or {}
-            ran = int(result.get("training_iteration", 0))
             value = result.get(OBJECTIVE)
             score = f"validation {value:.2f}" if value is not None else "no validation score"
-            if how == "ended" and ran < epochs:
-                how = f"pruned after {ran} of {epochs} epochs"
-            elif how == "ended":
-                how = f"complete ({epochs} epochs)"
-            params = {k: v for k, v in trial.config.items() if k != "job"}
+            params = {k: v for k, v in trial.config.items() if k != GRID_KEY}
             echo(f"{key}: trial {self.ended} of {trials} {how}, {score}; {_brief(params)}")
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._say(trial, "ended")
+            ran = _pruned_at(trial.last_result or {}, epochs)
+            how = f"complete ({epochs} epochs)" if ran is None else f"pruned after {ran} of {epochs} epochs"
+            self._say(trial, how)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self._say(trial, "failed (its worker errored; the sweep log has the trace)")
 
     return TrialProgress()
+
+
+def _pruned_at(result: dict[str, Any], epochs: int) -> int | None:
+    """The epochs a trial's last result had seen when the scheduler stopped it; None if it ran them all."""
+    ran = int(result.get("training_iteration", 0))
+    return ran if ran < epochs else None
 
 
 def _brief(params: dict[str, Any]) -> str:
@@ -314,9 +318,9 @@ def _mark_stopped(tracker: Any, key: str, results: Any, epochs: int) -> None:
     from harness.search_worker import TAG_TRIAL
 
     stopped = {
-        r.metrics.get("trial_id"): int(r.metrics.get("training_iteration", 0))
+        r.metrics.get("trial_id"): ran
         for r in results
-        if r.metrics and int(r.metrics.get("training_iteration", 0)) < epochs and r.error is None
+        if r.metrics and r.error is None and (ran := _pruned_at(r.metrics, epochs)) is not None
     }
     for run in _trial_runs(tracker, key, "and attributes.status = 'RUNNING'"):
         trial = run.data.tags.get(TAG_TRIAL)
