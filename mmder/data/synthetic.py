@@ -446,6 +446,21 @@ def generate_corpus(
     out = Path(out_dir).resolve()
     if _is_complete(out, params):
         return out
+    # Two sweeps started at once on a fresh output both generated here and one crashed renaming a
+    # manifest the other had already moved; the lock makes the second wait and then find it complete.
+    from filelock import FileLock
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out.parent / f".{out.name}.lock")):
+        if not _is_complete(out, params):
+            _write_corpus(out, params)
+    return out
+
+
+def _write_corpus(out: Path, params: _Params) -> None:
+    """Write every clip, then the manifest, then ``synthetic.json`` (the mark of a complete corpus)."""
+    clips_per_class, speakers, seed = params.clips_per_class, params.speakers, params.seed
+    fps, duration_s, sample_rate = params.fps, params.duration_s, params.sample_rate
     out.mkdir(parents=True, exist_ok=True)
     (out / "synthetic.json").unlink(missing_ok=True)
     _remove_previous(out)
@@ -497,4 +512,3 @@ def generate_corpus(
     tmp = out / "synthetic.json.tmp"
     tmp.write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(tmp, out / "synthetic.json")
-    return out

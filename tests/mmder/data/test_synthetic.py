@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing as mp
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -61,6 +63,29 @@ def test_idempotent_and_regenerates_on_new_params(tmp_path: Path) -> None:
     rows = _rows(root)
     assert len(rows) == len(CLASSES)
     assert len(list((root / "video").glob("*.mp4"))) == len(CLASSES)  # the older clips are gone
+
+
+def _generate_tiny(root: str, start: Any, counts: Any) -> None:
+    start.wait()
+    generate_corpus(root, clips_per_class=1, speakers=2, duration_s=1.0, frame_size=64)
+    counts.put(len(_rows(Path(root))))
+
+
+def test_processes_generating_the_same_corpus_at_once_all_succeed(tmp_path: Path) -> None:
+    # two sweeps started together on a fresh output used to crash one of them mid-rename
+    root = str(tmp_path / "c")
+    ctx = mp.get_context("fork")
+    start, counts = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_generate_tiny, args=(root, start, counts)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0] * 8
+    assert sorted(counts.get(timeout=5) for _ in procs) == [len(CLASSES) * 2] * 8
+    assert not list(Path(root).glob("*.tmp"))
+    assert len(list((Path(root) / "video").glob("*.mp4"))) == len(CLASSES) * 2
 
 
 def test_listing_matches_manifest(synthetic_root: Path) -> None:
