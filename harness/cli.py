@@ -179,6 +179,13 @@ def _parser() -> argparse.ArgumentParser:
     bs.add_argument("--per-cell", type=int, default=4, help="fake GPUs (Train workers) per cell")
     bs.add_argument("--scale", type=float, default=20.0, help="seconds of sleep per paper-hour of a cell")
     bs.add_argument("--limit", type=int, help="only the N longest cells")
+    bs.add_argument(
+        "--trainer",
+        choices=("plain", "torch"),
+        default="plain",
+        help="fake cells' trainer: plain (no torch in the workers: the scheduler's own cost) or torch "
+        "(the sweep's TorchTrainer: a real cell's start-up, needs a core per fake GPU to mean anything)",
+    )
 
     bo = bsub.add_parser(
         "overhead",
@@ -454,7 +461,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     elif args.bench == "schedule":
         from harness.bench_schedule import bench_schedule
 
-        _print_figures(bench_schedule(args.devices, args.per_cell, args.scale, args.limit))
+        _print_figures(bench_schedule(args.devices, args.per_cell, args.scale, args.limit, args.trainer))
     elif args.bench == "overhead":
         from harness.bench_overhead import bench_overhead
 

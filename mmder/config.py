@@ -104,7 +104,7 @@ def resolve_precision(precision: str, use_gpu: bool | None = None) -> str:
 class ModelConfig(Strict):
     """The encoder and its classification head."""
 
-    size: str = Field("base", description="encoder size: micro, tiny, small, base, large or huge")
+    size: str = Field("base", description="encoder size: micro, tiny, mini, small, base, large or huge")
     pretrained: str | None = Field(
         None,
         description="checkpoint to start from (official VideoMAE, HuggingFace or ours; relative to the "

@@ -43,6 +43,8 @@ MODEL_SIZES: dict[str, ModelSize] = {
     "micro": ModelSize(embed_dim=32, depth=2, num_heads=2, decoder_dim=16, decoder_depth=1, decoder_heads=2),
     # CPU quickstart: 16x64x64 clips train in seconds per epoch on one core.
     "tiny": ModelSize(embed_dim=96, depth=4, num_heads=4, decoder_dim=48, decoder_depth=2, decoder_heads=2),
+    # between tiny (0.45 M parameters) and small (21 M): 2.7 M, for CPU ablations that want more width.
+    "mini": ModelSize(embed_dim=192, depth=6, num_heads=3, decoder_dim=96, decoder_depth=2, decoder_heads=3),
     # the VideoMAE family (decoders as in the official pre-training configs).
     "small": ModelSize(
         embed_dim=384, depth=12, num_heads=6, decoder_dim=192, decoder_depth=4, decoder_heads=3
