@@ -92,25 +92,28 @@ def newest_complete_checkpoint(cell_dir: Path, world_size: int) -> Path | None:
 
 @contextlib.contextmanager
 def resume_from(storage_path: str, key: str, world_size: int) -> Iterator[str | None]:
-    """The folder to resume from, inside a Train worker: Ray Train's checkpoint of this attempt
-    (ray.train.get_checkpoint(), after a worker-group restart) if any, else the newest complete
-    checkpoint (highest epoch) of any attempt of the cell found on disk, else None.
+    """The folder to resume from, inside a Train worker: the newest complete checkpoint (highest epoch)
+    among Ray Train's checkpoint of this attempt (``ray.train.get_checkpoint()``, after a worker-group
+    restart) and those of any attempt of the cell on disk; None when there is none.
 
-    Ray registers a checkpoint only after every rank uploaded its part, so its own is trusted as is.
-    On remote storage (``s3://``) the disk cannot be searched: only Ray's checkpoint is used (the
-    attempt there is always the same run, see :func:`attempt_run`).
+    Ray's checkpoint can be older than the disk's: Train's controller registers a report only when it
+    next polls the workers, so the epochs a worker uploaded whole just before its node died are on disk
+    but not in Ray's list (the node-loss test resumed from epoch 1 with epoch 3 complete on disk). On
+    remote storage (``s3://``) the disk cannot be searched: only Ray's checkpoint is used (the attempt
+    there is always the same run, see :func:`attempt_run`).
     """
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
+    remote = is_remote(storage_path)
+    found = None if remote else newest_complete_checkpoint(Path(storage_path) / key, world_size)
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            yield folder
-        return
-    if is_remote(storage_path):
-        yield None
-        return
-    found = newest_complete_checkpoint(Path(storage_path) / key, world_size)
+            rays_epoch = checkpoint_epoch(folder, world_size)
+            found_epoch = checkpoint_epoch(found, world_size) if found is not None else None
+            if found_epoch is None or (rays_epoch is not None and rays_epoch >= found_epoch):
+                yield folder
+                return
     if found is not None:
         print(f"[{key}] resuming from {found.parent.name}/{found.name}", flush=True)
     yield str(found) if found is not None else None

@@ -123,10 +123,26 @@ def test_resume_prefers_rays_checkpoint_then_the_disk_then_a_fresh_start(tmp_pat
     with resume_from("s3://bucket/runs", "cell", 1) as folder:
         assert folder is None, "remote storage: only Ray's own checkpoint"
 
-    rays = fake_checkpoint(storage / "cell" / "attempt-001" / "checkpoint_0", epoch=0)
+    rays = fake_checkpoint(storage / "cell" / "attempt-001" / "checkpoint_2", epoch=2)
     no_ray_checkpoint(monkeypatch, Checkpoint.from_directory(str(rays)))
     with resume_from(str(storage), "cell", 1) as folder:
         assert Path(folder) == rays, "after a worker-group restart, the attempt's own checkpoint"
+    with resume_from("s3://bucket/runs", "cell", 1) as folder:
+        assert Path(folder) == rays
+
+
+def test_a_newer_complete_checkpoint_on_disk_beats_the_older_one_ray_registered(tmp_path, monkeypatch):
+    # A node dies after its worker uploaded epochs 2 and 3 whole but before Train's controller polled
+    # their reports: Ray hands back epoch 1, and resuming there would train epochs 2 and 3 again.
+    from ray.train import Checkpoint
+
+    storage = tmp_path / "runs"
+    rays = fake_checkpoint(storage / "cell" / "attempt-000" / "checkpoint_1", epoch=1)
+    newest = fake_checkpoint(storage / "cell" / "attempt-000" / "checkpoint_3", epoch=3)
+    (storage / "cell" / "attempt-000" / "checkpoint_4" / CHECKPOINT_TAG).mkdir(parents=True)  # cut off
+    no_ray_checkpoint(monkeypatch, Checkpoint.from_directory(str(rays)))
+    with resume_from(str(storage), "cell", 1) as folder:
+        assert folder == str(newest)
 
 
 def test_no_project_module_imports_rays_private_packages():
