@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     def add(name: str, help_: str) -> argparse.ArgumentParser:
         return sub.add_parser(
             name,
-            help=help_,
+            help=help_.replace("%", "%%"),  # argparse %-formats help strings ("95 % t" broke --help)
             description=help_,
             epilog=EXAMPLES.get(name),
             formatter_class=argparse.RawDescriptionHelpFormatter,

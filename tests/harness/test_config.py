@@ -291,3 +291,19 @@ def test_schema_file_is_current_validates_every_experiment_and_rejects_a_typo(tm
     data["training"]["epoch"] = 3
     with pytest.raises(jsonschema.ValidationError, match="epoch"):
         jsonschema.validate(data, schema)
+
+
+def test_help_lists_every_command_and_each_command_has_help(capsys):
+    # a '%' in one command's help ("95 % t interval") made argparse crash on `mmder --help`
+    from harness.cli import COMMANDS
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    listed = capsys.readouterr().out
+    assert "95 % t interval" in listed
+    for command in COMMANDS:
+        assert command in listed
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        assert exit_.value.code == 0, command
