@@ -68,10 +68,10 @@ def _trainer_class(kind: str) -> type:
         return CellTrainer
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-    class PlainTrainer(DataParallelTrainer):
-        def _create_default_callbacks(self) -> list:
-            callbacks = super()._create_default_callbacks()
-            return [cb for cb in callbacks if type(cb).__name__ != "DatasetsCallback"]
+    from harness.train_actors import NoDatasetActor
+
+    class PlainTrainer(NoDatasetActor, DataParallelTrainer):
+        pass
 
     return PlainTrainer
 

@@ -20,6 +20,10 @@ from harness.config import DatasetConfig, ExperimentConfig, ResourcesConfig
 from mmder.config import ModelConfig, PretrainConfig, TrainingConfig, resolve_precision, result_fields
 from mmder.data.preprocess import PreprocessConfig
 
+# A Tune trial's config holds its whole job description under this key: a sweep's grid runs over
+# {"job": CellJob}, a search's trials get {"job": SearchJob, <sampled parameters>...}.
+GRID_PARAM = "job"
+
 __all__ = ["Cell", "CellJob", "expand_cells", "expand_pretrain_cells"]
 
 

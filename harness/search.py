@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from harness.config import ExperimentConfig, ResourcesConfig
-from harness.grid import Cell, _dataset_identity
+from harness.grid import GRID_PARAM, Cell, _dataset_identity
 from harness.search_config import SearchConfig
 from mmder.config import ModelConfig, TrainingConfig, result_fields
 
@@ -36,7 +36,6 @@ TAG_CHOSEN = "mmder.search_chosen"
 TAG_TRIAL_STATE = "mmder.trial_state"
 TAG_PRUNED_AT = "mmder.pruned_at_epoch"  # epochs the scheduler had seen when it stopped a trial
 OBJECTIVE = "objective"  # the metric Tune and Optuna see: best validation metric so far
-GRID_KEY = "job"  # a trial's config: the SearchJob under this key, the sampled parameters beside it
 
 
 class SearchJob(BaseModel):
@@ -211,7 +210,7 @@ def run_search(
         epochs = max_epochs(search, cell.training)
         tuner = tune.Tuner(
             tune.with_resources(search_trial, {"CPU": 0.01}),
-            param_space={GRID_KEY: job.model_dump(mode="json"), **tune_space(search)},
+            param_space={GRID_PARAM: job.model_dump(mode="json"), **tune_space(search)},
             tune_config=tune.TuneConfig(
                 search_alg=OptunaSearch(
                     metric=OBJECTIVE, mode="max", sampler=_sampler(search), study_name=key, storage=storage
@@ -256,7 +255,7 @@ def _progress_callback(key: str, done: int, trials: int, epochs: int, echo: Echo
             result = trial.last_result or {}
             value = result.get(OBJECTIVE)
             score = f"validation {value:.2f}" if value is not None else "no validation score"
-            params = {k: v for k, v in trial.config.items() if k != GRID_KEY}
+            params = {k: v for k, v in trial.config.items() if k != GRID_PARAM}
             echo(f"{key}: trial {self.ended} of {trials} {how}, {score}; {_brief(params)}")
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -15,7 +15,8 @@ import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from harness.search import GRID_KEY, OBJECTIVE, TAG_SEARCH, TAG_TRIAL_STATE, SearchJob, apply_chosen
+from harness.grid import GRID_PARAM
+from harness.search import OBJECTIVE, TAG_SEARCH, TAG_TRIAL_STATE, SearchJob, apply_chosen
 from harness.trial import CellTrainer
 
 TAG_TRIAL = "mmder.search_trial"
@@ -25,7 +26,7 @@ def search_trial(config: dict[str, Any]) -> dict[str, Any]:
     """Tune function trainable: one Train job for one set of the trial's parameters."""
     from ray import tune
 
-    job = SearchJob.model_validate(config[GRID_KEY])
+    job = SearchJob.model_validate(config[GRID_PARAM])
     trial_id = tune.get_context().get_trial_id()
     res = job.resources
     per_worker: dict[str, float] = {"CPU": res.cpus_per_worker}
@@ -63,7 +64,7 @@ def search_trial_loop(config: dict[str, Any]) -> dict[str, Any]:
     from mmder.data.folds import validation_split
     from mmder.train import EpochResult, fit
 
-    job = SearchJob.model_validate(config[GRID_KEY])
+    job = SearchJob.model_validate(config[GRID_PARAM])
     params = trial_params(config, job)
     cell = apply_chosen(job.cell, job.search, params)
     assert cell.training is not None

@@ -18,27 +18,15 @@ from typing import Any
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from harness.grid import GRID_PARAM
 from harness.placement import fit_watched
 from harness.resume import attempt_run, is_remote, prune_cell
+from harness.train_actors import NoDatasetActor
 from mmder.timing import mark
 
-GRID_PARAM = "job"  # the Tune grid runs over whole job descriptions: {"job": {cell, cache_path, ...}}
 
-
-class CellTrainer(TorchTrainer):
-    """A ``TorchTrainer`` that starts no Ray Data actor when it is given no Ray Dataset.
-
-    Train V2 starts a ``DatasetManager`` actor for every run, datasets or not: one more Python process
-    per cell that imports Ray Data and holds memory, for a cell that reads its own cache. Its callback
-    is dropped when there is nothing for it to shard (workers then have no dataset shards, which a
-    cell never asks for).
-    """
-
-    def _create_default_callbacks(self) -> list:
-        callbacks = super()._create_default_callbacks()
-        if self.datasets:
-            return callbacks
-        return [cb for cb in callbacks if type(cb).__name__ != "DatasetsCallback"]
+class CellTrainer(NoDatasetActor, TorchTrainer):
+    """A ``TorchTrainer`` that starts no Ray Data actor when it is given no Ray Dataset."""
 
 
 def cell_run_config(storage: str, key: str, world_size: int, max_failures: int) -> RunConfig:
