@@ -491,7 +491,9 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # inside the try: a closed pipe must end here, not in the interpreter's exit
+        return code
     except ConfigError as err:
         print(f"mmder: error: {err}", file=sys.stderr)
         return 2
@@ -500,6 +502,10 @@ def main(argv: list[str] | None = None) -> int:
             "\nmmder: interrupted; run the same command again to continue where it stopped", file=sys.stderr
         )
         return 130
+    except BrokenPipeError:
+        # `mmder validate x.yaml | head`: the reader left; a traceback would only hide its output
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -307,3 +307,17 @@ def test_help_lists_every_command_and_each_command_has_help(capsys):
         with pytest.raises(SystemExit) as exit_:
             main([command, "--help"])
         assert exit_.value.code == 0, command
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    # `mmder validate x.yaml | head -3` printed a BrokenPipeError traceback into the terminal
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "validate", str(QUICKSTART)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read()
+    assert proc.wait() == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
