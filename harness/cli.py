@@ -296,6 +296,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"{cells[0].training.precision if cells and cells[0].training else t.precision}"
     )
     print(f"  {lr_rule(t, world)}")
+    if spec.search is not None:
+        search = spec.search
+        per = "(dataset, setting, fold)" if search.scope == "per_fold" else "(dataset, setting)"
+        drawn = search.random_trials()
+        how = "all at random" if drawn >= search.trials else f"{drawn} at random, then TPE"
+        print(
+            f"search: {search.trials} trials per {per}, {how}; validation {search.objective} on "
+            f"{search.validation_speakers:g} held-out training speakers; pruner {search.pruner}"
+        )
     missing = missing_paths(spec, output)
     for key, path in missing:
         print(f"warning: {key}: {path} does not exist here (a sweep checks it again before it starts)")

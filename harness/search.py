@@ -143,7 +143,13 @@ def _sampler(search: SearchConfig) -> Any:
 
     if search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=search.seed)
-    return optuna.samplers.TPESampler(seed=search.seed)
+    # Optuna's own n_startup_trials (10) would make a small budget a random search; concurrent trials
+    # get the constant liar, so two running trials are not proposed the same point
+    return optuna.samplers.TPESampler(
+        seed=search.seed,
+        n_startup_trials=search.random_trials(),
+        constant_liar=search.max_concurrent_trials > 1,
+    )
 
 
 def _scheduler(search: SearchConfig, epochs: int) -> Any:

@@ -79,6 +79,13 @@ class SearchConfig(Strict):
         2, gt=0, description="speakers held out of the training speakers: a count (>= 1) or a share (< 1)"
     )
     sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna sampler")
+    startup_trials: int | None = Field(
+        None,
+        ge=1,
+        description="trials TPE draws at random before it models the results; null: half the budget, "
+        "at least 2 and at most Optuna's own default of 10 (with that default, a budget of 10 or fewer "
+        "would be a random search)",
+    )
     pruner: Literal["asha", "median", "none"] = Field(
         "asha", description="stop poor trials early on their per-epoch validation metric (Tune scheduler)"
     )
@@ -99,7 +106,20 @@ class SearchConfig(Strict):
         for name in self.space:
             if name not in SEARCHABLE:
                 raise ValueError(f"space.{name}: not searchable; allowed: {', '.join(sorted(SEARCHABLE))}")
+        if self.sampler == "tpe" and self.startup_trials is not None and self.startup_trials >= self.trials:
+            raise ValueError(
+                f"startup_trials: {self.startup_trials} random trials of a budget of {self.trials} leave TPE "
+                "none to choose; lower it, or say sampler: random"
+            )
         return self
+
+    def random_trials(self) -> int:
+        """How many trials are drawn at random before TPE proposes (all of them for ``random``)."""
+        if self.sampler == "random":
+            return self.trials
+        if self.startup_trials is not None:
+            return self.startup_trials
+        return max(2, min(10, self.trials // 2))
 
     def section_updates(self, params: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """``{"training.lr": 1e-3}`` -> ``{"training": {"lr": 1e-3}}`` (values cast like the space's type)."""

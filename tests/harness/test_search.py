@@ -56,8 +56,9 @@ def search_experiment(tmp_path: Path, **search: object) -> Path:
             "min_lr": 1e-6,
             "warmup_epochs": 0,
         },
-        resources={"num_workers": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1, "max_failures": 0},
-        search={**SEARCH, **search},
+        # two trials (and cells) at a time, one per core: the drill's kill then also cuts running trials
+        resources={"num_workers": 1, "cpus_per_worker": 1, "max_concurrent_trials": 2, "max_failures": 0},
+        search={**SEARCH, "max_concurrent_trials": 2, **search},
     )
 
 
@@ -72,6 +73,25 @@ def test_search_is_validated_before_anything_starts(tmp_path):
     base = {c.key for c in expand_cells(load_experiment(search_experiment(tmp_path)))}
     other = {c.key for c in expand_cells(load_experiment(search_experiment(tmp_path, trials=5)))}
     assert not base & other, "the search's budget is part of every cell's identity"
+
+
+def test_a_small_tpe_budget_is_not_silently_a_random_search(tmp_path, capsys):
+    # Optuna's TPE draws its first 10 trials at random: a budget of 6 with its defaults was a random search
+    from harness.cli import main
+    from harness.search import _sampler
+
+    path = search_experiment(tmp_path, trials=6)
+    assert main(["validate", str(path)]) == 0
+    assert "search: 6 trials per (dataset, setting), 3 at random, then TPE" in capsys.readouterr().out
+    search = load_experiment(path).search
+    sampler = _sampler(search)
+    assert sampler._n_startup_trials == 3 and sampler._constant_liar  # two trials run at once here
+    with pytest.raises(ConfigError) as err:
+        load_experiment(search_experiment(tmp_path, trials=6, startup_trials=6))
+    assert err.value.key == "search" and "sampler: random" in str(err.value)
+    random = search_experiment(tmp_path, trials=6, sampler="random")
+    assert main(["validate", str(random)]) == 0
+    assert "6 trials per (dataset, setting), all at random" in capsys.readouterr().out
 
 
 def _trial_runs(client, experiment_id: str) -> list:
