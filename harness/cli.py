@@ -92,7 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     st_.add_argument("--format", choices=["table", "json"], default="table")
 
     pt = add(
-        "pretrain", "MAE pre-training of the encoder on every clip, one resumable run per input setting."
+        "pretrain",
+        "MAE pre-training of the encoder, one resumable run per dataset x fold x input setting, on that "
+        "fold's training speakers only (never its test speakers).",
     )
     pt.add_argument("experiment", help="experiment YAML file (its `pretrain` section)")
     pt.add_argument("--output", help="the sweep's output folder (default: runs/<experiment name>)")
