@@ -164,8 +164,7 @@ class SpecAugment:
             if self.time_shift:
                 s = int(rng.integers(-self.time_shift, self.time_shift + 1))
                 if s:
-                    idx = torch.clamp(torch.arange(t, device=x.device) - s, 0, t - 1)
-                    x[i] = x[i][:, idx]
+                    x[i] = shift_windows(x[i], s)
             if self.gain:
                 x[i] += float(rng.uniform(-self.gain, self.gain))
             for _ in range(self.masks):
@@ -182,6 +181,17 @@ class SpecAugment:
                             c0 = int(rng.integers(0, w - c + 1))
                             x[i, :, k, :, c0 : c0 + c] = 0.0
         return x
+
+
+def shift_windows(x: Tensor, shift: int) -> Tensor:
+    """Clips (..., C, T, H, W) with the window sequence moved ``shift`` windows later (edges repeated).
+
+    One function for training's random ``time_shift`` and evaluation's averaging over shifts, so the
+    two see the same transform.
+    """
+    t = x.shape[-3]
+    idx = torch.clamp(torch.arange(t, device=x.device) - shift, 0, t - 1)
+    return x.index_select(x.ndim - 3, idx)
 
 
 def warp_frequency(clip: Tensor, alpha: float) -> Tensor:

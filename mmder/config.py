@@ -191,6 +191,12 @@ class TrainingConfig(Strict):
         ge=0.0,
         lt=1.0,
     )
+    tta_shifts: int = added(
+        0,
+        "evaluation averages the class probabilities of the clip shifted by -k..k windows (edges "
+        "repeated, like time_shift in training): 2k+1 passes per clip; 0 = one pass",
+        ge=0,
+    )
     validation_speakers: int = added(
         0,
         "speakers of the training fold held out (speaker-disjoint) to pick the epoch whose test metrics "
@@ -242,6 +248,8 @@ class TrainingConfig(Strict):
                 "spec_freq_mask/spec_time_mask/time_shift/gain: linear_probe has no augmentation "
                 "(its features are cached)"
             )
+        if self.recipe == "linear_probe" and self.tta_shifts:
+            raise ValueError("tta_shifts: linear_probe evaluates cached features, not clips it could shift")
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
         return self

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mmder.augment import SpecAugment, VideoMixup, soft_target_cross_entropy
+from mmder.augment import SpecAugment, VideoMixup, shift_windows, soft_target_cross_entropy
 from mmder.config import TrainingConfig
 from mmder.engine import (
     build_engine,
@@ -125,11 +125,16 @@ def evaluate(
         def inputs(x: Tensor) -> Tensor:
             return x.to(engine.device, dtype=dtype)
 
+    shifts = range(-cfg.tta_shifts, cfg.tta_shifts + 1)
     engine.eval()
     loss_sum, rows = 0.0, []
     with torch.no_grad():
         for x, y, idx in loader:
-            logits = engine(inputs(x)).float()
+            if cfg.tta_shifts:  # the log of the mean probability over shifted copies of each clip
+                probs = [engine(inputs(shift_windows(x, s))).float().softmax(dim=1) for s in shifts]
+                logits = torch.stack(probs).mean(dim=0).clamp_min(1e-12).log()
+            else:
+                logits = engine(inputs(x)).float()
             y = y.to(logits.device)
             loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
             pred = logits.argmax(dim=1)

@@ -104,6 +104,45 @@ def test_time_shift_repeats_the_edge_window_and_gain_offsets_everything():
     assert all(len(torch.unique(c)) == 1 for c in g) and g.abs().max() <= 0.5
 
 
+def test_shift_windows_moves_the_sequence_and_repeats_the_edge_window():
+    from mmder.augment import shift_windows
+
+    x = torch.arange(6, dtype=torch.float32).view(1, 1, 6, 1, 1).expand(2, 3, 6, 2, 2)
+    assert shift_windows(x, 2)[0, 0, :, 0, 0].tolist() == [0, 0, 0, 1, 2, 3]  # starts later
+    assert shift_windows(x, -2)[1, 2, :, 1, 1].tolist() == [2, 3, 4, 5, 5, 5]  # ends earlier
+    assert torch.equal(shift_windows(x[0], 1), shift_windows(x, 1)[0])  # one clip or a batch
+    assert torch.equal(shift_windows(x, 0), x)
+
+
+@pytest.mark.slow
+def test_evaluation_averages_the_probabilities_over_shifted_clips():
+    # tta_shifts: k evaluates each clip shifted by -k..k windows and averages the class probabilities
+    from mmder.augment import shift_windows
+    from mmder.engine import build_engine, ensure_process_group
+    from mmder.model import build_model
+    from mmder.train import evaluate
+
+    ensure_process_group()
+    torch.manual_seed(0)
+    cfg = TrainingConfig(batch_size=8, eval_batch_size=16, lr=1e-3, warmup_epochs=0)
+    m = build_model("micro", 2, image_size=16, num_frames=4)
+    torch.nn.init.normal_(m.head.weight, std=1.0)  # a zero-initialised head says 50/50 to every clip
+    engine, _, _ = build_engine(m, cfg, 1)
+    clips = Blobs(16, 1)
+    x = torch.stack([clips[i][0] for i in range(len(clips))])
+    engine.eval()
+    with torch.no_grad():
+        probs = torch.stack([engine(shift_windows(x, s)).softmax(1) for s in (-1, 0, 1)]).mean(0)
+    one = evaluate(engine, clips, cfg, 2)
+    tta = evaluate(engine, clips, cfg.model_copy(update={"tta_shifts": 1}), 2)
+    expected_loss = torch.nn.functional.nll_loss(probs.log(), clips.y).item()
+    assert tta["test_loss"] == pytest.approx(expected_loss, rel=1e-5)
+    assert [p for _, _, p in tta["predictions"]] == probs.argmax(1).tolist()
+    assert one["test_loss"] != pytest.approx(tta["test_loss"], rel=1e-5)  # the shifts changed something
+    with pytest.raises(ValidationError, match="tta_shifts"):
+        TrainingConfig(recipe="linear_probe", tta_shifts=1)
+
+
 def test_spectrogram_augmentation_is_off_by_default_and_refused_by_the_probe():
     assert not TrainingConfig().augments_spectrograms
     with pytest.raises(ValidationError, match="linear_probe has no augmentation"):
