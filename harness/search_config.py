@@ -106,6 +106,8 @@ class SearchConfig(Strict):
         for name in self.space:
             if name not in SEARCHABLE:
                 raise ValueError(f"space.{name}: not searchable; allowed: {', '.join(sorted(SEARCHABLE))}")
+        if self.sampler == "random" and self.startup_trials is not None:
+            raise ValueError("startup_trials: only sampler: tpe has start-up trials (random draws them all)")
         if self.sampler == "tpe" and self.startup_trials is not None and self.startup_trials >= self.trials:
             raise ValueError(
                 f"startup_trials: {self.startup_trials} random trials of a budget of {self.trials} leave TPE "

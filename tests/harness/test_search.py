@@ -89,6 +89,8 @@ def test_a_small_tpe_budget_is_not_silently_a_random_search(tmp_path, capsys):
     with pytest.raises(ConfigError) as err:
         load_experiment(search_experiment(tmp_path, trials=6, startup_trials=6))
     assert err.value.key == "search" and "sampler: random" in str(err.value)
+    with pytest.raises(ConfigError, match="only sampler: tpe"):
+        load_experiment(search_experiment(tmp_path, trials=6, sampler="random", startup_trials=2))
     random = search_experiment(tmp_path, trials=6, sampler="random")
     assert main(["validate", str(random)]) == 0
     assert "6 trials per (dataset, setting), all at random" in capsys.readouterr().out
