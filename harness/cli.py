@@ -150,6 +150,43 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--warmup", type=int, default=3)
     st.add_argument("--peak-tflops", type=float, help="the device's peak, for MFU (detected for known GPUs)")
 
+    su = bsub.add_parser(
+        "suite",
+        help="a whole plan of step benchmarks in one process (no Ray): sizes, ZeRO stages, checkpointing, "
+        "compile, batch grown until memory is 80 %% full; for one short GPU lease",
+        epilog="example: mmder bench suite --plan gpu --output bench.jsonl --deadline 400   (on a GPU)\n"
+        "         mmder bench suite --plan cpu --image-size 32 --frames 4   (the same logic on a CPU)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    su.add_argument("--plan", choices=["gpu", "cpu"], default="gpu")
+    su.add_argument("--image-size", type=int, default=224)
+    su.add_argument("--frames", type=int, default=16)
+    su.add_argument("--memory-fraction", type=float, default=0.8, help="grow each batch until this full")
+    su.add_argument("--max-batch", type=int, default=256, help="never grow a batch past this")
+    su.add_argument(
+        "--deadline", type=float, default=420.0, help="seconds; later cases are recorded as skipped"
+    )
+    su.add_argument("--steps", type=int, default=4, help="timed steps per batch (half above batch 64)")
+    su.add_argument("--warmup", type=int, default=2)
+    su.add_argument("--output", help="append every record to this JSON-lines file as it is measured")
+    bf = bsub.add_parser(
+        "fit",
+        help="one cell of an experiment through mmder.train.fit in this process (no Ray, no MLflow), then "
+        "resumed from an epoch checkpoint: does the loss fall on this device, does the resume continue",
+        epilog="example: mmder bench fit experiments/quickstart.yaml --setting FSLF --precision bf16 "
+        "--cache runs/quickstart/cache/synthetic-e23d56b025133f69",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bf.add_argument("experiment")
+    bf.add_argument("--setting", required=True)
+    bf.add_argument("--fold", type=int, default=0)
+    bf.add_argument("--seed", type=int, default=0)
+    bf.add_argument("--epochs", type=int, default=3)
+    bf.add_argument("--resume-after", type=int, default=0, help="resume from this epoch's checkpoint")
+    bf.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="override training.precision")
+    bf.add_argument("--cache", help="a prepared cache folder (else the experiment's dataset is prepared)")
+    bf.add_argument("--output", default="bench-fit", help="checkpoints and figures go here")
+
     bp = bsub.add_parser(
         "prepare",
         help="clips/s per core of decoding + faces + spectrograms into a temp cache",
@@ -449,6 +486,40 @@ def cmd_bench(args: argparse.Namespace) -> int:
             peak_tflops=args.peak_tflops,
         )
         print("\n".join(result.lines()))
+    elif args.bench == "suite":
+        from mmder.bench_suite import run_suite, summary_table
+
+        output = Path(args.output) if args.output else None
+        records = run_suite(
+            args.plan,
+            image_size=args.image_size,
+            num_frames=args.frames,
+            memory_fraction=args.memory_fraction,
+            max_batch=args.max_batch,
+            deadline_s=args.deadline,
+            warmup=args.warmup,
+            steps=args.steps,
+            output=output,
+        )
+        print(summary_table(records))
+    elif args.bench == "fit":
+        import json
+
+        from harness.bench_fit import bench_fit
+
+        figures = bench_fit(
+            args.experiment,
+            Path(args.output),
+            setting=args.setting,
+            cache=args.cache,
+            fold=args.fold,
+            seed=args.seed,
+            epochs=args.epochs,
+            precision=args.precision,
+            resume_after=args.resume_after,
+        )
+        (Path(args.output) / "figures.json").write_text(json.dumps(figures, indent=2))
+        return 0 if figures["loss_fell"] and figures["resumed_where_it_should"] else 1
     elif args.bench == "prepare":
         from mmder.bench_data import bench_prepare
 

@@ -58,8 +58,8 @@ def search_trial_loop(config: dict[str, Any]) -> dict[str, Any]:
     """What each Train worker of a search trial runs."""
     import numpy as np
 
+    from harness.cell_data import build_cell
     from harness.tracking import Tracker
-    from harness.worker import build_cell
     from mmder.data.dataset import FusedClipDataset
     from mmder.data.folds import validation_split
     from mmder.train import EpochResult, fit

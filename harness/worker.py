@@ -7,7 +7,6 @@ wired to ``ray.train.report`` and rank 0's MLflow logging.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import ray.train
 import torch
 
+from harness.cell_data import build_cell, tensor_digest
 from harness.grid import Cell, CellJob
 from harness.provenance import TAG_DATA_DIGEST, TAG_DEVICE, TAG_PRECISION, TAG_TEST_SPEAKERS, TAG_WORLD_SIZE
 from harness.resume import resume_from
@@ -24,66 +24,6 @@ from mmder.timing import mark, mark_process_start
 
 TAG_PRETRAINED = "mmder.pretrained_digest"  # digest of the encoder weights a cell started from
 TAG_ENCODER = "mmder.encoder_digest"  # digest of the encoder a pre-training exported
-
-
-def tensor_digest(state: dict[str, torch.Tensor]) -> str:
-    """A short hash of named tensors, to show that a cell starts from exactly the weights exported."""
-    h = hashlib.sha256()
-    for name in sorted(state):
-        h.update(name.encode())
-        h.update(state[name].detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def build_cell(cell: Cell, cache_path: str, pretrained_path: str | None = None) -> dict[str, Any]:
-    """Datasets of the cell's fold and a fresh model, as plain objects (also used by tests)."""
-    from mmder.data.cache import ClipCache
-    from mmder.data.dataset import FusedClipDataset
-    from mmder.data.folds import make_folds, validation_split
-    from mmder.model import build_model
-
-    cache = ClipCache.open(cache_path)
-    folds = make_folds(cell.dataset_config.protocol, cache.speakers, [c.group for c in cache.clips])
-    fold = folds[cell.fold]
-    train_idx, val_set = fold.train_idx, None
-    if cell.training is not None and cell.training.validation_speakers:
-        # speaker-disjoint validation rows inside the training fold: the epoch is chosen on them
-        train_idx, val_idx = validation_split(
-            cache.speakers, fold.train_idx, cell.training.validation_speakers, seed=cell.seed
-        )
-        val_set = FusedClipDataset(cache, val_idx, cell.setting, seed=cell.seed)
-    train_set = FusedClipDataset(cache, train_idx, cell.setting, seed=cell.seed)
-    test_set = FusedClipDataset(cache, fold.test_idx, cell.setting, seed=cell.seed)
-    torch.manual_seed(cell.seed)
-    model = build_model(
-        cell.model.size,
-        num_classes=len(cache.classes),
-        image_size=cell.preprocess.image_size,
-        num_frames=16,
-        drop_path_rate=cell.model.drop_path,
-        head_dropout=cell.model.head_dropout,
-        patch_size=cell.model.patch_size,
-        tubelet_size=cell.model.tubelet_size,
-    )
-    if cell.model.grad_checkpointing:
-        model.set_grad_checkpointing(True)
-    digest = None
-    if pretrained_path:
-        from mmder.checkpoints import load_pretrained
-
-        report = load_pretrained(model, pretrained_path)
-        print(f"[{cell.key}] {report.summary()}", flush=True)
-        state = model.state_dict()
-        digest = tensor_digest({k: state[k] for k in report.loaded})
-    return {
-        "cache": cache,
-        "fold": fold,
-        "train": train_set,
-        "test": test_set,
-        "val": val_set,
-        "model": model,
-        "pretrained_digest": digest,
-    }
 
 
 def train_cell(config: dict[str, Any]) -> dict[str, Any]:

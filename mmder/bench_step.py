@@ -4,14 +4,21 @@ It prints what a GPU-hour costs: clips/s, tokens/s, peak memory and model FLOPs 
 are counted analytically (matmuls only, 2 per multiply-add) for one forward pass, and a training step
 counts as 3 forward passes (backward = 2x forward), as the MFU convention of PaLM/torchtitan does;
 recomputation under activation checkpointing is deliberately not counted, so MFU says how well the
-useful work runs.
+useful work runs. It also says which attention kernel ``scaled_dot_product_attention`` dispatched to
+(read off the profiler's operator names, so it holds for compiled models too) and, on a GPU, how
+many times a step made the host wait for the device.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import resource
 import time
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
@@ -21,6 +28,16 @@ from mmder.model import ModelSize, build_model, resolve_size
 
 # Dense bf16 tensor-core peaks (TFLOP/s) by device name fragment; used when --peak-tflops is not given.
 GPU_PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
+
+# The profiler names of SDPA's forward kernels (PyTorch 2.x), and what we call them.
+SDPA_KERNELS = {
+    "aten::_scaled_dot_product_flash_attention": "flash",
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "flash (CPU)",
+    "aten::_scaled_dot_product_efficient_attention": "memory-efficient",
+    "aten::_scaled_dot_product_cudnn_attention": "cuDNN",
+    "aten::_scaled_dot_product_attention_math": "math",
+    "aten::_scaled_dot_product_fused_attention_overrideable": "fused (backend)",
+}
 
 
 @dataclass
@@ -40,6 +57,19 @@ class StepBenchmark:
     peak_tflops: float | None
     mfu: float | None
     peak_memory_gib: float
+    memory_total_gib: float | None = None
+    sdpa_kernel: str = "not checked"
+    host_syncs_per_step: float | None = None
+    steps: int = 0
+    build_s: float = 0.0
+    first_steps_s: float = 0.0
+
+    @property
+    def memory_fraction(self) -> float | None:
+        return self.peak_memory_gib / self.memory_total_gib if self.memory_total_gib else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"memory_fraction": self.memory_fraction}
 
     def lines(self) -> list[str]:
         mfu = (
@@ -48,16 +78,23 @@ class StepBenchmark:
             else "n/a (peak unknown)"
         )
         on_off = {True: "on", False: "off"}
+        memory = f"{self.peak_memory_gib:9.2f} GiB"
+        if self.memory_fraction is not None:
+            memory += f" ({100 * self.memory_fraction:.0f} % of {self.memory_total_gib:.0f} GiB)"
+        syncs = "n/a (CPU)" if self.host_syncs_per_step is None else f"{self.host_syncs_per_step:g}"
         return [
             f"model {self.size} on {self.device}: batch {self.batch_size} x {self.tokens_per_clip} tokens, "
             f"{self.precision}, ZeRO-{self.zero_stage}, "
             f"checkpointing {on_off[self.checkpointing]}, compile {on_off[self.compiled]}",
-            f"  step        {self.step_ms:9.1f} ms",
+            f"  step        {self.step_ms:9.1f} ms (mean of {self.steps})",
             f"  clips/s     {self.clips_per_s:9.2f}",
             f"  tokens/s    {self.tokens_per_s:9.0f}",
             f"  TFLOP/s     {self.achieved_tflops:9.3f}",
             f"  MFU         {mfu}",
-            f"  peak memory {self.peak_memory_gib:9.2f} GiB",
+            f"  peak memory {memory}",
+            f"  attention   {self.sdpa_kernel}",
+            f"  host syncs  {syncs} per step",
+            f"  set-up      {self.build_s:.1f} s build, {self.first_steps_s:.1f} s warm-up steps",
         ]
 
 
@@ -91,6 +128,46 @@ def detect_peak_tflops(device: torch.device) -> float | None:
     return next((peak for key, peak in GPU_PEAK_BF16_TFLOPS.items() if key in name), None)
 
 
+def sdpa_kernels(run: Callable[[], Any]) -> str:
+    """Which SDPA forward kernels ``run`` dispatched to, from the profiler's operator names.
+
+    "none seen" means no SDPA operator ran (a compiler that decomposed attention into its own kernels).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the profiler's notes about its own cycles
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            run()
+    seen = {SDPA_KERNELS[e.key] for e in prof.key_averages() if e.key in SDPA_KERNELS}
+    return ", ".join(sorted(seen)) or "none seen"
+
+
+def count_host_syncs(run: Callable[[], Any]) -> int | None:
+    """How many times ``run`` blocked the host on the device (CUDA's sync debug mode); None on a CPU."""
+    if not torch.cuda.is_available():
+        return None
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run()
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def release_memory() -> None:
+    """Give back what a finished measurement held, so the next one starts from an empty device."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    with contextlib.suppress(Exception):
+        torch._dynamo.reset()
+
+
 def bench_step(
     size: str = "base",
     *,
@@ -105,70 +182,105 @@ def bench_step(
     steps: int = 10,
     num_classes: int = 7,
     peak_tflops: float | None = None,
+    inspect: bool = True,
 ) -> StepBenchmark:
-    """Time ``steps`` fine-tuning steps (after ``warmup``) of ``size`` on random clips."""
+    """Time ``steps`` fine-tuning steps (after ``warmup``) of ``size`` on random clips.
+
+    The engine is built and torn down here, so a caller can measure several configurations in one
+    process (:mod:`mmder.bench_suite`); ``torch.OutOfMemoryError`` reaches the caller after the memory
+    is released. ``inspect`` runs one extra, untimed step under the profiler (attention kernel) and one
+    under CUDA's sync debug mode.
+    """
     import deepspeed
 
     ensure_process_group()
     silence_deepspeed_cpu_build()
     on_gpu = torch.cuda.is_available()
     precision = "bf16" if bf16 else "fp32"
-    torch.manual_seed(0)
-    model = build_model(size, num_classes, image_size=image_size, num_frames=num_frames, drop_path_rate=0.1)
-    if checkpointing:
-        model.set_grad_checkpointing(True)
-    cfg = TrainingConfig(batch_size=batch_size, zero_stage=zero_stage, precision=precision, lr=1e-4)
-    optimizer = build_optimizer(model, cfg)
-    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(cfg))
-    forward = torch.compile(engine.module) if compile else None
-    device = engine.device
-    dtype = next(engine.module.parameters()).dtype
-    x = torch.randn(batch_size, 3, num_frames, image_size, image_size, device=device, dtype=dtype)
-    y = torch.randint(0, num_classes, (batch_size,), device=device)
-    loss_fn = torch.nn.CrossEntropyLoss()
+    engine = None
+    t_build = time.perf_counter()
+    try:
+        torch.manual_seed(0)
+        # built on the device: initialising ViT-L's 300M weights on the host takes seconds per case
+        with torch.device("cuda" if on_gpu else "cpu"):
+            model = build_model(
+                size, num_classes, image_size=image_size, num_frames=num_frames, drop_path_rate=0.1
+            )
+        tokens = model.num_tokens
+        if checkpointing:
+            model.set_grad_checkpointing(True)
+        cfg = TrainingConfig(batch_size=batch_size, zero_stage=zero_stage, precision=precision, lr=1e-4)
+        optimizer = build_optimizer(model, cfg)
+        engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(cfg))
+        del model, optimizer
+        if compile:
+            engine.compile()  # DeepSpeed's own wrapper: keeps its ZeRO hooks working under torch.compile
+        device = engine.device
+        dtype = next(engine.module.parameters()).dtype
+        x = torch.randn(batch_size, 3, num_frames, image_size, image_size, device=device, dtype=dtype)
+        y = torch.randint(0, num_classes, (batch_size,), device=device)
+        loss_fn = torch.nn.CrossEntropyLoss()
 
-    def step() -> None:
-        logits = forward(x) if forward is not None else engine(x)
-        engine.backward(loss_fn(logits.float(), y))
-        engine.step()
+        def step() -> None:
+            engine.backward(loss_fn(engine(x).float(), y))
+            engine.step()
 
-    for _ in range(warmup):
-        step()
-    if on_gpu:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if on_gpu:
-        torch.cuda.synchronize()
-    seconds = (time.perf_counter() - t0) / steps
+        build_s = time.perf_counter() - t_build
+        t_first = time.perf_counter()
+        for _ in range(warmup):
+            step()
+        kernel = sdpa_kernels(step) if inspect else "not checked"
+        syncs = count_host_syncs(step) if inspect else None
+        if on_gpu:
+            torch.cuda.synchronize()
+        first_steps_s = time.perf_counter() - t_first
+        if on_gpu:
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        if on_gpu:
+            torch.cuda.synchronize()
+        seconds = (time.perf_counter() - t0) / steps
 
-    spec = resolve_size(size)
-    tokens = model.num_tokens
-    flops = 3 * forward_flops(spec, num_frames=num_frames, image_size=image_size, num_classes=num_classes)
-    achieved = flops * batch_size / seconds / 1e12
-    peak = peak_tflops or detect_peak_tflops(device)
-    if on_gpu:
-        memory = torch.cuda.max_memory_allocated(device) / 2**30
-        device_name = torch.cuda.get_device_name(device)
-    else:
-        memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-        device_name = f"CPU ({torch.get_num_threads()} threads)"
-    return StepBenchmark(
-        size=size,
-        device=device_name,
-        batch_size=batch_size,
-        tokens_per_clip=tokens,
-        precision=precision,
-        zero_stage=zero_stage,
-        checkpointing=checkpointing,
-        compiled=compile,
-        step_ms=1e3 * seconds,
-        clips_per_s=batch_size / seconds,
-        tokens_per_s=batch_size * tokens / seconds,
-        achieved_tflops=achieved,
-        peak_tflops=peak,
-        mfu=achieved / peak if peak else None,
-        peak_memory_gib=memory,
-    )
+        spec = resolve_size(size)
+        flops = 3 * forward_flops(spec, num_frames=num_frames, image_size=image_size, num_classes=num_classes)
+        achieved = flops * batch_size / seconds / 1e12
+        peak = peak_tflops or detect_peak_tflops(device)
+        total = None
+        if on_gpu:
+            memory = torch.cuda.max_memory_allocated(device) / 2**30
+            total = torch.cuda.get_device_properties(device).total_memory / 2**30
+            device_name = torch.cuda.get_device_name(device)
+        else:
+            memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+            device_name = f"CPU ({torch.get_num_threads()} threads)"
+        return StepBenchmark(
+            size=size,
+            device=device_name,
+            batch_size=batch_size,
+            tokens_per_clip=tokens,
+            precision=precision,
+            zero_stage=zero_stage,
+            checkpointing=checkpointing,
+            compiled=compile,
+            step_ms=1e3 * seconds,
+            clips_per_s=batch_size / seconds,
+            tokens_per_s=batch_size * tokens / seconds,
+            achieved_tflops=achieved,
+            peak_tflops=peak,
+            mfu=achieved / peak if peak else None,
+            peak_memory_gib=memory,
+            memory_total_gib=total,
+            sdpa_kernel=kernel,
+            host_syncs_per_step=syncs,
+            steps=steps,
+            build_s=build_s,
+            first_steps_s=first_steps_s,
+        )
+    finally:
+        if engine is not None:
+            with contextlib.suppress(Exception):
+                engine.destroy()  # ZeRO-3 removes its module hooks here
+        engine = x = y = None
+        release_memory()

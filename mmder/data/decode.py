@@ -18,10 +18,13 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    import av
 
 __all__ = [
     "DecodeError",
@@ -92,6 +95,8 @@ def _open_error(path: Path, exc: Exception) -> DecodeError:
 
 
 def _open(path: Path) -> av.container.InputContainer:
+    import av  # PyAV only where a file is decoded: reading a prepared cache needs none (a GPU machine)
+
     try:
         return av.open(str(path), mode="r")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
@@ -139,6 +144,8 @@ def _read_frames_cv2(
 def _read_frames_av(
     path: Path, start_s: float | None, end_s: float | None, transform: FrameTransform | None
 ) -> tuple[list[np.ndarray], float]:
+    import av
+
     with _open(path) as container:
         if not container.streams.video:
             raise DecodeError("no video stream", path)
@@ -220,6 +227,8 @@ def read_video_segment(
     Why: IEMOCAP utterances lie minutes into a dialog video; decoding from the first frame for each
     of them would cost hours per corpus. Returns the number of frames passed to ``transform``.
     """
+    import av
+
     p = Path(path)
     _check_file(p)
     with _open(p) as container:
@@ -357,6 +366,8 @@ def read_audio(
     ``start_s``/``end_s`` cut a segment. Raises :class:`DecodeError` (file missing or empty, not a
     media file, no audio stream, truncated, shorter than ``MIN_AUDIO_SECONDS``).
     """
+    import av
+
     p = Path(path)
     _check_file(p)
     chunks: list[np.ndarray] = []
