@@ -63,6 +63,8 @@ class StepBenchmark:
     steps: int = 0
     build_s: float = 0.0
     first_steps_s: float = 0.0
+    optimizer_ms: float | None = None  # engine.step() alone, on the device's timeline where there is one
+    compile_stats: dict[str, int] | None = None  # Dynamo's frames, graphs and graph breaks, when compiled
 
     @property
     def memory_fraction(self) -> float | None:
@@ -94,7 +96,9 @@ class StepBenchmark:
             f"  peak memory {memory}",
             f"  attention   {self.sdpa_kernel}",
             f"  host syncs  {syncs} per step",
+            f"  optimizer   {self.optimizer_ms or 0:9.1f} ms of the step (engine.step)",
             f"  set-up      {self.build_s:.1f} s build, {self.first_steps_s:.1f} s warm-up steps",
+            *([f"  compiled    {self.compile_stats}"] if self.compile_stats else []),
         ]
 
 
@@ -158,6 +162,32 @@ def count_host_syncs(run: Callable[[], Any]) -> int | None:
     return sum("synchroniz" in str(w.message) for w in caught)
 
 
+def _stamp(on_gpu: bool) -> Any:
+    """A point on the device's timeline (a recorded CUDA event), else the host clock."""
+    if not on_gpu:
+        return time.perf_counter()
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
+
+
+def _elapsed_ms(start: Any, end: Any) -> float:
+    if isinstance(start, float):
+        return 1e3 * (end - start)
+    return float(start.elapsed_time(end))
+
+
+def _compile_stats() -> dict[str, int]:
+    """Dynamo's counters: more frames than one, or graph breaks, mean parts of the step ran eagerly."""
+    counters = torch._dynamo.utils.counters
+    return {
+        "frames": int(counters["frames"].get("total", 0)),
+        "frames_ok": int(counters["frames"].get("ok", 0)),
+        "graphs": int(counters["stats"].get("unique_graphs", 0)),
+        "graph_breaks": int(sum(counters["graph_break"].values())),
+    }
+
+
 def release_memory() -> None:
     """Give back what a finished measurement held, so the next one starts from an empty device."""
     gc.collect()
@@ -183,6 +213,7 @@ def bench_step(
     num_classes: int = 7,
     peak_tflops: float | None = None,
     inspect: bool = True,
+    drop_path: float = 0.1,
 ) -> StepBenchmark:
     """Time ``steps`` fine-tuning steps (after ``warmup``) of ``size`` on random clips.
 
@@ -204,7 +235,7 @@ def bench_step(
         # built on the device: initialising ViT-L's 300M weights on the host takes seconds per case
         with torch.device("cuda" if on_gpu else "cpu"):
             model = build_model(
-                size, num_classes, image_size=image_size, num_frames=num_frames, drop_path_rate=0.1
+                size, num_classes, image_size=image_size, num_frames=num_frames, drop_path_rate=drop_path
             )
         tokens = model.num_tokens
         if checkpointing:
@@ -214,6 +245,7 @@ def bench_step(
         engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(cfg))
         del model, optimizer
         if compile:
+            torch._dynamo.utils.counters.clear()
             engine.compile()  # DeepSpeed's own wrapper: keeps its ZeRO hooks working under torch.compile
         device = engine.device
         dtype = next(engine.module.parameters()).dtype
@@ -236,12 +268,19 @@ def bench_step(
         first_steps_s = time.perf_counter() - t_first
         if on_gpu:
             torch.cuda.reset_peak_memory_stats()
+        stamps: list[tuple[Any, Any]] = []
         t0 = time.perf_counter()
         for _ in range(steps):
-            step()
+            engine.backward(loss_fn(engine(x).float(), y))
+            before, after = _stamp(on_gpu), None
+            engine.step()
+            after = _stamp(on_gpu)
+            stamps.append((before, after))
         if on_gpu:
             torch.cuda.synchronize()
         seconds = (time.perf_counter() - t0) / steps
+        optimizer_ms = sum(_elapsed_ms(a, b) for a, b in stamps) / steps
+        compile_stats = _compile_stats() if compile else None
 
         spec = resolve_size(size)
         flops = 3 * forward_flops(spec, num_frames=num_frames, image_size=image_size, num_classes=num_classes)
@@ -277,6 +316,8 @@ def bench_step(
             steps=steps,
             build_s=build_s,
             first_steps_s=first_steps_s,
+            optimizer_ms=optimizer_ms,
+            compile_stats=compile_stats,
         )
     finally:
         if engine is not None:
@@ -284,3 +325,81 @@ def bench_step(
                 engine.destroy()  # ZeRO-3 removes its module hooks here
         engine = x = y = None
         release_memory()
+
+
+def compare_compiled(
+    size: str = "base",
+    *,
+    batch_size: int = 8,
+    num_frames: int = 16,
+    image_size: int = 224,
+    zero_stage: int = 2,
+    bf16: bool = True,
+    steps: int = 3,
+    num_classes: int = 7,
+) -> dict[str, Any]:
+    """The same steps from the same weights on the same batch, eager and compiled: does compile change them?
+
+    A compiled step that is much faster or lighter than the eager one is only a result if it computes
+    the same thing: the losses and DeepSpeed's global gradient norms of each step are compared (drop
+    path off, so both runs draw no random numbers), and the parameter updates after the last step.
+    """
+    import deepspeed
+
+    ensure_process_group()
+    silence_deepspeed_cpu_build()
+    on_gpu = torch.cuda.is_available()
+    runs: dict[str, dict[str, Any]] = {}
+    for mode in ("eager", "compiled"):
+        engine = None
+        try:
+            torch.manual_seed(0)
+            with torch.device("cuda" if on_gpu else "cpu"):
+                model = build_model(size, num_classes, image_size=image_size, num_frames=num_frames)
+            cfg = TrainingConfig(
+                batch_size=batch_size, zero_stage=zero_stage, precision="bf16" if bf16 else "fp32", lr=1e-3
+            )
+            optimizer = build_optimizer(model, cfg)
+            engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(cfg))
+            del model, optimizer
+            before = {n: p.detach().float().clone() for n, p in engine.module.named_parameters()}
+            if mode == "compiled":
+                engine.compile()
+            generator = torch.Generator(device=engine.device).manual_seed(1)
+            dtype = next(engine.module.parameters()).dtype
+            shape = (batch_size, 3, num_frames, image_size, image_size)
+            x = torch.randn(shape, device=engine.device, generator=generator).to(dtype)
+            y = torch.randint(0, num_classes, (batch_size,), device=engine.device, generator=generator)
+            losses, norms = [], []
+            for _ in range(steps):
+                loss = torch.nn.functional.cross_entropy(engine(x).float(), y)
+                engine.backward(loss)
+                engine.step()
+                losses.append(float(loss))
+                norms.append(float(engine.get_global_grad_norm()))
+            updates = {n: p.detach().float() - before[n] for n, p in engine.module.named_parameters()}
+            runs[mode] = {"losses": losses, "grad_norms": norms, "updates": updates}
+        finally:
+            if engine is not None:
+                with contextlib.suppress(Exception):
+                    engine.destroy()
+            engine = None
+            release_memory()
+    eager, compiled = runs["eager"]["updates"], runs["compiled"]["updates"]
+    worst, worst_name = 0.0, ""
+    for name, u in eager.items():
+        rel = float((compiled[name] - u).norm() / u.norm().clamp_min(1e-12))
+        if rel > worst:
+            worst, worst_name = rel, name
+    return {
+        "size": size,
+        "batch_size": batch_size,
+        "precision": "bf16" if bf16 else "fp32",
+        "eager_losses": runs["eager"]["losses"],
+        "compiled_losses": runs["compiled"]["losses"],
+        "eager_grad_norms": runs["eager"]["grad_norms"],
+        "compiled_grad_norms": runs["compiled"]["grad_norms"],
+        "max_update_rel_diff": worst,
+        "worst_param": worst_name,
+        "params_compared": len(eager),
+    }

@@ -65,6 +65,10 @@ def engine_config(
         "steps_per_print": 1 << 30,
         "bf16": {"enabled": precision == "bf16"},
         "fp16": {"enabled": precision == "fp16"},
+        # DeepSpeed's throughput timer (on by default, output never read here) synchronises the device
+        # at the start of every forward and end of every step; on an H200 the one in the forward also
+        # broke torch.compile's graph (docs/benchmarks.md). Our epochs time themselves.
+        "timers": {"throughput": {"enabled": False}},
     }
     if grad_clip:
         config["gradient_clipping"] = grad_clip
