@@ -149,7 +149,20 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--steps", type=int, default=10)
     st.add_argument("--warmup", type=int, default=3)
     st.add_argument("--peak-tflops", type=float, help="the device's peak, for MFU (detected for known GPUs)")
+    st.add_argument("--drop-path", type=float, default=0.1, help="stochastic depth rate of the model")
 
+    cc = bsub.add_parser(
+        "compile-check",
+        help="the same steps eager and torch.compiled from the same weights: losses, gradient norms, updates",
+        epilog="example: mmder bench compile-check --size base --batch-size 16 --bf16   (on a GPU)",
+    )
+    cc.add_argument("--size", default="base")
+    cc.add_argument("--batch-size", type=int, default=8)
+    cc.add_argument("--frames", type=int, default=16)
+    cc.add_argument("--image-size", type=int, default=224)
+    cc.add_argument("--zero", type=int, default=2, choices=[0, 1, 2])
+    cc.add_argument("--bf16", action="store_true")
+    cc.add_argument("--steps", type=int, default=3)
     su = bsub.add_parser(
         "suite",
         help="a whole plan of step benchmarks in one process (no Ray): sizes, ZeRO stages, checkpointing, "
@@ -484,8 +497,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
             steps=args.steps,
             warmup=args.warmup,
             peak_tflops=args.peak_tflops,
+            drop_path=args.drop_path,
         )
         print("\n".join(result.lines()))
+    elif args.bench == "compile-check":
+        import json
+
+        from mmder.bench_step import compare_compiled
+
+        report = compare_compiled(
+            args.size,
+            batch_size=args.batch_size,
+            num_frames=args.frames,
+            image_size=args.image_size,
+            zero_stage=args.zero,
+            bf16=args.bf16,
+            steps=args.steps,
+        )
+        print(json.dumps(report, indent=1))
     elif args.bench == "suite":
         from mmder.bench_suite import run_suite, summary_table
 
