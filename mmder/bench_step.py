@@ -16,7 +16,7 @@ import gc
 import resource
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -198,6 +198,56 @@ def release_memory() -> None:
         torch._dynamo.reset()
 
 
+@contextlib.contextmanager
+def bench_engine(
+    size: str,
+    *,
+    batch_size: int,
+    num_frames: int,
+    image_size: int,
+    zero_stage: int,
+    bf16: bool,
+    lr: float = 1e-4,
+    drop_path: float = 0.0,
+    checkpointing: bool = False,
+    compile: bool = False,
+    num_classes: int = 7,
+) -> Iterator[Any]:
+    """A DeepSpeed engine over a fresh model (seed 0) built on the device; destroyed and released after.
+
+    The model is built on the device: initialising ViT-L's 300 M weights on the host takes seconds.
+    ``torch.OutOfMemoryError`` reaches the caller after the engine is gone.
+    """
+    import deepspeed
+
+    ensure_process_group()
+    silence_deepspeed_cpu_build()
+    engine = None
+    try:
+        torch.manual_seed(0)
+        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+            model = build_model(
+                size, num_classes, image_size=image_size, num_frames=num_frames, drop_path_rate=drop_path
+            )
+        if checkpointing:
+            model.set_grad_checkpointing(True)
+        precision = "bf16" if bf16 else "fp32"
+        cfg = TrainingConfig(batch_size=batch_size, zero_stage=zero_stage, precision=precision, lr=lr)
+        optimizer = build_optimizer(model, cfg)
+        engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(cfg))
+        del model, optimizer
+        if compile:
+            torch._dynamo.utils.counters.clear()
+            engine.compile()  # DeepSpeed's own wrapper: keeps its ZeRO hooks working under torch.compile
+        yield engine
+    finally:
+        if engine is not None:
+            with contextlib.suppress(Exception):
+                engine.destroy()  # ZeRO-3 removes its module hooks here
+        engine = None
+        release_memory()
+
+
 def bench_step(
     size: str = "base",
     *,
@@ -217,44 +267,35 @@ def bench_step(
 ) -> StepBenchmark:
     """Time ``steps`` fine-tuning steps (after ``warmup``) of ``size`` on random clips.
 
-    The engine is built and torn down here, so a caller can measure several configurations in one
-    process (:mod:`mmder.bench_suite`); ``torch.OutOfMemoryError`` reaches the caller after the memory
-    is released. ``inspect`` runs one extra, untimed step under the profiler (attention kernel) and one
-    under CUDA's sync debug mode.
+    The engine is built and torn down here (:func:`bench_engine`); ``torch.OutOfMemoryError`` reaches
+    the caller after the memory is released. ``inspect`` runs one extra, untimed step under the
+    profiler (attention kernel) and one under CUDA's sync debug mode.
     """
-    import deepspeed
-
-    ensure_process_group()
-    silence_deepspeed_cpu_build()
     on_gpu = torch.cuda.is_available()
-    precision = "bf16" if bf16 else "fp32"
-    engine = None
     t_build = time.perf_counter()
-    try:
-        torch.manual_seed(0)
-        # built on the device: initialising ViT-L's 300M weights on the host takes seconds per case
-        with torch.device("cuda" if on_gpu else "cpu"):
-            model = build_model(
-                size, num_classes, image_size=image_size, num_frames=num_frames, drop_path_rate=drop_path
-            )
-        tokens = model.num_tokens
-        if checkpointing:
-            model.set_grad_checkpointing(True)
-        cfg = TrainingConfig(batch_size=batch_size, zero_stage=zero_stage, precision=precision, lr=1e-4)
-        optimizer = build_optimizer(model, cfg)
-        engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(cfg))
-        del model, optimizer
-        if compile:
-            torch._dynamo.utils.counters.clear()
-            engine.compile()  # DeepSpeed's own wrapper: keeps its ZeRO hooks working under torch.compile
+    with bench_engine(
+        size,
+        batch_size=batch_size,
+        num_frames=num_frames,
+        image_size=image_size,
+        zero_stage=zero_stage,
+        bf16=bf16,
+        drop_path=drop_path,
+        checkpointing=checkpointing,
+        compile=compile,
+        num_classes=num_classes,
+    ) as engine:
         device = engine.device
         dtype = next(engine.module.parameters()).dtype
         x = torch.randn(batch_size, 3, num_frames, image_size, image_size, device=device, dtype=dtype)
         y = torch.randint(0, num_classes, (batch_size,), device=device)
         loss_fn = torch.nn.CrossEntropyLoss()
 
-        def step() -> None:
+        def forward_backward() -> None:
             engine.backward(loss_fn(engine(x).float(), y))
+
+        def step() -> None:
+            forward_backward()
             engine.step()
 
         build_s = time.perf_counter() - t_build
@@ -268,24 +309,19 @@ def bench_step(
         first_steps_s = time.perf_counter() - t_first
         if on_gpu:
             torch.cuda.reset_peak_memory_stats()
-        stamps: list[tuple[Any, Any]] = []
+        optimizer_spans: list[tuple[Any, Any]] = []
         t0 = time.perf_counter()
         for _ in range(steps):
-            engine.backward(loss_fn(engine(x).float(), y))
-            before, after = _stamp(on_gpu), None
+            forward_backward()
+            before = _stamp(on_gpu)
             engine.step()
-            after = _stamp(on_gpu)
-            stamps.append((before, after))
+            optimizer_spans.append((before, _stamp(on_gpu)))
         if on_gpu:
             torch.cuda.synchronize()
         seconds = (time.perf_counter() - t0) / steps
-        optimizer_ms = sum(_elapsed_ms(a, b) for a, b in stamps) / steps
+        optimizer_ms = sum(_elapsed_ms(a, b) for a, b in optimizer_spans) / steps
         compile_stats = _compile_stats() if compile else None
-
-        spec = resolve_size(size)
-        flops = 3 * forward_flops(spec, num_frames=num_frames, image_size=image_size, num_classes=num_classes)
-        achieved = flops * batch_size / seconds / 1e12
-        peak = peak_tflops or detect_peak_tflops(device)
+        tokens = engine.module.num_tokens
         total = None
         if on_gpu:
             memory = torch.cuda.max_memory_allocated(device) / 2**30
@@ -294,37 +330,36 @@ def bench_step(
         else:
             memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
             device_name = f"CPU ({torch.get_num_threads()} threads)"
-        return StepBenchmark(
-            size=size,
-            device=device_name,
-            batch_size=batch_size,
-            tokens_per_clip=tokens,
-            precision=precision,
-            zero_stage=zero_stage,
-            checkpointing=checkpointing,
-            compiled=compile,
-            step_ms=1e3 * seconds,
-            clips_per_s=batch_size / seconds,
-            tokens_per_s=batch_size * tokens / seconds,
-            achieved_tflops=achieved,
-            peak_tflops=peak,
-            mfu=achieved / peak if peak else None,
-            peak_memory_gib=memory,
-            memory_total_gib=total,
-            sdpa_kernel=kernel,
-            host_syncs_per_step=syncs,
-            steps=steps,
-            build_s=build_s,
-            first_steps_s=first_steps_s,
-            optimizer_ms=optimizer_ms,
-            compile_stats=compile_stats,
-        )
-    finally:
-        if engine is not None:
-            with contextlib.suppress(Exception):
-                engine.destroy()  # ZeRO-3 removes its module hooks here
-        engine = x = y = None
-        release_memory()
+
+    spec = resolve_size(size)
+    flops = 3 * forward_flops(spec, num_frames=num_frames, image_size=image_size, num_classes=num_classes)
+    achieved = flops * batch_size / seconds / 1e12
+    peak = peak_tflops or detect_peak_tflops(device)
+    return StepBenchmark(
+        size=size,
+        device=device_name,
+        batch_size=batch_size,
+        tokens_per_clip=tokens,
+        precision="bf16" if bf16 else "fp32",
+        zero_stage=zero_stage,
+        checkpointing=checkpointing,
+        compiled=compile,
+        step_ms=1e3 * seconds,
+        clips_per_s=batch_size / seconds,
+        tokens_per_s=batch_size * tokens / seconds,
+        achieved_tflops=achieved,
+        peak_tflops=peak,
+        mfu=achieved / peak if peak else None,
+        peak_memory_gib=memory,
+        memory_total_gib=total,
+        sdpa_kernel=kernel,
+        host_syncs_per_step=syncs,
+        steps=steps,
+        build_s=build_s,
+        first_steps_s=first_steps_s,
+        optimizer_ms=optimizer_ms,
+        compile_stats=compile_stats,
+    )
 
 
 def compare_compiled(
@@ -344,27 +379,20 @@ def compare_compiled(
     the same thing: the losses and DeepSpeed's global gradient norms of each step are compared (drop
     path off, so both runs draw no random numbers), and the parameter updates after the last step.
     """
-    import deepspeed
-
-    ensure_process_group()
-    silence_deepspeed_cpu_build()
-    on_gpu = torch.cuda.is_available()
     runs: dict[str, dict[str, Any]] = {}
     for mode in ("eager", "compiled"):
-        engine = None
-        try:
-            torch.manual_seed(0)
-            with torch.device("cuda" if on_gpu else "cpu"):
-                model = build_model(size, num_classes, image_size=image_size, num_frames=num_frames)
-            cfg = TrainingConfig(
-                batch_size=batch_size, zero_stage=zero_stage, precision="bf16" if bf16 else "fp32", lr=1e-3
-            )
-            optimizer = build_optimizer(model, cfg)
-            engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(cfg))
-            del model, optimizer
+        with bench_engine(
+            size,
+            batch_size=batch_size,
+            num_frames=num_frames,
+            image_size=image_size,
+            zero_stage=zero_stage,
+            bf16=bf16,
+            lr=1e-3,
+            compile=mode == "compiled",
+            num_classes=num_classes,
+        ) as engine:
             before = {n: p.detach().float().clone() for n, p in engine.module.named_parameters()}
-            if mode == "compiled":
-                engine.compile()
             generator = torch.Generator(device=engine.device).manual_seed(1)
             dtype = next(engine.module.parameters()).dtype
             shape = (batch_size, 3, num_frames, image_size, image_size)
@@ -375,16 +403,10 @@ def compare_compiled(
                 loss = torch.nn.functional.cross_entropy(engine(x).float(), y)
                 engine.backward(loss)
                 engine.step()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 norms.append(float(engine.get_global_grad_norm()))
             updates = {n: p.detach().float() - before[n] for n, p in engine.module.named_parameters()}
             runs[mode] = {"losses": losses, "grad_norms": norms, "updates": updates}
-        finally:
-            if engine is not None:
-                with contextlib.suppress(Exception):
-                    engine.destroy()
-            engine = None
-            release_memory()
     eager, compiled = runs["eager"]["updates"], runs["compiled"]["updates"]
     worst, worst_name = 0.0, ""
     for name, u in eager.items():
