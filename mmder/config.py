@@ -279,6 +279,16 @@ class PretrainConfig(Strict):
         "suits spectrogram clips, whose frames are successive time windows)",
     )
     grad_clip: float | None = Field(None, ge=0.0, description="gradient norm clip; VideoMAE uses none")
+    freq_warp: float = added(
+        0.0,
+        "vocal tract length perturbation of the clips the MAE reconstructs (as training.freq_warp): "
+        "largest relative stretch of the frequency axis per clip; 0 = off",
+        ge=0.0,
+        lt=1.0,
+    )
+    time_shift: int = added(
+        0, "largest shift of a pre-training clip's windows (as training.time_shift); 0 = off", ge=0
+    )
     zero_stage: ZeroStage = Field(2, description="DeepSpeed ZeRO stage (0-2: stage 3 cannot export)")
     precision: Precision = Field("auto", description="auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16")
     data_workers: int = operational(0, "DataLoader worker processes", ge=0)

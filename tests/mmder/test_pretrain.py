@@ -117,3 +117,26 @@ def test_loss_falls_and_resume_continues_after_the_saved_epoch(tmp_path: Path):
     done = []
     pretrain(pretrainer(), data, cfg(), report=lambda r, d: done.append(d), resume_from=str(saved[7]))
     assert done == [None], "a finished checkpoint trains nothing"
+
+
+@pytest.mark.slow
+def test_perturbed_pretraining_sees_other_clips_and_a_resume_replays_the_same_perturbations(tmp_path: Path):
+    data = DriftingPattern(16, 0)
+    plain = cfg(epochs=3)
+    perturbed = cfg(epochs=3, freq_warp=0.2, time_shift=1)
+    assert set(plain.model_dump()) == set(perturbed.model_dump())
+    runs: dict[str, list[float]] = {}
+    saved: dict[int, Path] = {}
+
+    def keep(result, checkpoint_dir):
+        runs.setdefault("perturbed", []).append(result.loss)
+        saved[result.epoch] = Path(shutil.copytree(checkpoint_dir, tmp_path / f"epoch{result.epoch}"))
+
+    pretrain(pretrainer(), data, plain, report=lambda r, d: runs.setdefault("plain", []).append(r.loss))
+    pretrain(pretrainer(), data, perturbed, report=keep)
+    assert runs["perturbed"][0] != pytest.approx(runs["plain"][0], rel=1e-4), "the MAE saw the same clips"
+
+    again: list[float] = []
+    resume = str(saved[0])
+    pretrain(pretrainer(), data, perturbed, report=lambda r, d: again.append(r.loss), resume_from=resume)
+    assert again == pytest.approx(runs["perturbed"][1:], rel=1e-5), "the same perturbations after a resume"
