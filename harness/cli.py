@@ -536,17 +536,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         from harness.bench_fit import bench_fit
 
-        figures = bench_fit(
-            args.experiment,
-            Path(args.output),
-            setting=args.setting,
-            cache=args.cache,
-            fold=args.fold,
-            seed=args.seed,
-            epochs=args.epochs,
-            precision=args.precision,
-            resume_after=args.resume_after,
-        )
+        try:
+            figures = bench_fit(
+                args.experiment,
+                Path(args.output),
+                setting=args.setting,
+                cache=args.cache,
+                fold=args.fold,
+                seed=args.seed,
+                epochs=args.epochs,
+                precision=args.precision,
+                resume_after=args.resume_after,
+            )
+        except ValueError as err:  # no such cell, a bad override, nothing left to resume into
+            raise ConfigError("bench fit", str(err)) from err
         (Path(args.output) / "figures.json").write_text(json.dumps(figures, indent=2))
         return 0 if figures["loss_fell"] and figures["resumed_where_it_should"] else 1
     elif args.bench == "prepare":

@@ -57,3 +57,14 @@ def test_reading_a_prepared_cache_needs_no_pyav():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "av", "decoding a file still needs PyAV, and says so"
+
+
+def test_bench_fit_refuses_a_cell_the_experiment_lacks_and_a_run_with_nothing_to_resume(tmp_path, capsys):
+    experiment = tmp_path / "fit.yaml"
+    experiment.write_text(EXPERIMENT)
+    out = str(tmp_path / "out")
+    assert main(["bench", "fit", str(experiment), "--setting", "CFAS", "--output", out]) == 2
+    assert "'CFAS'" in capsys.readouterr().err
+    assert main(["bench", "fit", str(experiment), "--setting", "FSLF", "--epochs", "1", "--output", out]) == 2
+    assert "resume_after" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "epoch-0").exists(), "refused before any training"
