@@ -165,8 +165,8 @@ def _parser() -> argparse.ArgumentParser:
     cc.add_argument("--steps", type=int, default=3)
     su = bsub.add_parser(
         "suite",
-        help="a whole plan of step benchmarks in one process (no Ray): sizes, ZeRO stages, checkpointing, "
-        "compile, batch grown until memory is 80 %% full; for one short GPU lease",
+        help="a whole plan of step benchmarks, each in a fresh process (no Ray): sizes, ZeRO stages, "
+        "checkpointing, compile, batch grown until memory is 80 %% full; for one short GPU lease",
         epilog="example: mmder bench suite --plan gpu --output bench.jsonl --deadline 400   (on a GPU)\n"
         "         mmder bench suite --plan cpu --image-size 32 --frames 4   (the same logic on a CPU)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
