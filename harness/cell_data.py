@@ -32,6 +32,7 @@ def build_cell(cell: Cell, cache_path: str, pretrained_path: str | None = None) 
     from mmder.model import build_model
 
     cache = ClipCache.open(cache_path)
+    norm = cell.preprocess.speaker_norm
     folds = make_folds(cell.dataset_config.protocol, cache.speakers, [c.group for c in cache.clips])
     fold = folds[cell.fold]
     train_idx, val_set = fold.train_idx, None
@@ -40,9 +41,9 @@ def build_cell(cell: Cell, cache_path: str, pretrained_path: str | None = None) 
         train_idx, val_idx = validation_split(
             cache.speakers, fold.train_idx, cell.training.validation_speakers, seed=cell.seed
         )
-        val_set = FusedClipDataset(cache, val_idx, cell.setting, seed=cell.seed)
-    train_set = FusedClipDataset(cache, train_idx, cell.setting, seed=cell.seed)
-    test_set = FusedClipDataset(cache, fold.test_idx, cell.setting, seed=cell.seed)
+        val_set = FusedClipDataset(cache, val_idx, cell.setting, seed=cell.seed, speaker_norm=norm)
+    train_set = FusedClipDataset(cache, train_idx, cell.setting, seed=cell.seed, speaker_norm=norm)
+    test_set = FusedClipDataset(cache, fold.test_idx, cell.setting, seed=cell.seed, speaker_norm=norm)
     torch.manual_seed(cell.seed)
     model = build_model(
         cell.model.size,

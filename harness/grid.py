@@ -184,6 +184,8 @@ def expand_cells(spec: ExperimentConfig) -> list[Cell]:
                             "seed": seed,
                             "baseline": [baseline.feature_set, baseline.kernel, baseline.C, BASELINE_VERSION],
                         }
+                        if spec.preprocess.speaker_norm != "none":  # its features are speaker-normalised
+                            identity["speaker_norm"] = True
                     cells.append(
                         Cell(
                             # the corpus, not the display name (operational), keeps keys readable

@@ -75,8 +75,9 @@ def search_trial_loop(config: dict[str, Any]) -> dict[str, Any]:
     train_idx, val_idx = validation_split(
         cache.speakers, fold.train_idx, int(count) if count >= 1 else count, seed=job.search.seed
     )
-    train_set = FusedClipDataset(cache, train_idx, cell.setting, seed=cell.seed)
-    val_set = FusedClipDataset(cache, val_idx, cell.setting, seed=cell.seed)
+    norm = cell.preprocess.speaker_norm
+    train_set = FusedClipDataset(cache, train_idx, cell.setting, seed=cell.seed, speaker_norm=norm)
+    val_set = FusedClipDataset(cache, val_idx, cell.setting, seed=cell.seed, speaker_norm=norm)
     speakers = np.asarray(cache.speakers, dtype=object)
     used = {
         "mmder.train_speakers": ",".join(sorted(set(speakers[train_idx].tolist()))),

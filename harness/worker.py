@@ -155,9 +155,10 @@ def pretrain_cell(config: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(job.threads)
     rank = ray.train.get_context().get_world_rank()
     cache = ClipCache.open(job.cache_paths[cell.dataset])
+    norm = cell.preprocess.speaker_norm
     folds = make_folds(cell.dataset_config.protocol, cache.speakers, [c.group for c in cache.clips])
     fold = folds[cell.fold]  # never the fold's test speakers: its cells are evaluated on them
-    clips = FusedClipDataset(cache, fold.train_idx, cell.setting, seed=cell.seed)
+    clips = FusedClipDataset(cache, fold.train_idx, cell.setting, seed=cell.seed, speaker_norm=norm)
     seen = sorted({cache.speakers[i] for i in fold.train_idx}, key=natural_key)
     torch.manual_seed(cell.seed)
     model = build_pretrainer(
@@ -238,7 +239,18 @@ def baseline_cell(job: CellJob) -> dict[str, Any]:
     paths = [audio[c.clip_id] for c in cache.clips]
     x = extract_features(paths, baseline.feature_set, cache_path.parent / "opensmile")
     y = cache.labels
-    predicted = fit_predict(x, y, fold.train_idx, fold.test_idx, baseline.kernel, baseline.C, cell.seed)
+    # preprocess.speaker_norm: the baseline's features get the deep cells' speaker normalisation too
+    per_speaker = cell.preprocess.speaker_norm != "none"
+    predicted = fit_predict(
+        x,
+        y,
+        fold.train_idx,
+        fold.test_idx,
+        baseline.kernel,
+        baseline.C,
+        cell.seed,
+        cache.speakers if per_speaker else None,
+    )
     truth = y[fold.test_idx]
     metrics = classification_metrics(truth.tolist(), predicted.tolist(), len(cache.classes))
 
@@ -258,6 +270,7 @@ def baseline_cell(job: CellJob) -> dict[str, Any]:
             "baseline.features": baseline.feature_set,
             "baseline.kernel": baseline.kernel,
             "baseline.C": baseline.C,
+            "baseline.speaker_norm": per_speaker,
         },
     )
     if created and TAG_DATA_DIGEST in job.tags:

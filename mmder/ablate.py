@@ -75,9 +75,14 @@ def run_recipe(
             train_idx, val_idx = validation_split(
                 cache.speakers, fold.train_idx, tcfg.validation_speakers, seed=seed
             )
-        train_set = FusedClipDataset(cache, train_idx, setting, seed=seed)
-        test_set = FusedClipDataset(cache, fold.test_idx, setting, seed=seed)
-        val_set = FusedClipDataset(cache, val_idx, setting, seed=seed) if val_idx is not None else None
+        norm = pcfg.speaker_norm
+        train_set = FusedClipDataset(cache, train_idx, setting, seed=seed, speaker_norm=norm)
+        test_set = FusedClipDataset(cache, fold.test_idx, setting, seed=seed, speaker_norm=norm)
+        val_set = (
+            FusedClipDataset(cache, val_idx, setting, seed=seed, speaker_norm=norm)
+            if val_idx is not None
+            else None
+        )
         torch.manual_seed(seed)
         net = build_model(
             mcfg.size,
@@ -181,7 +186,7 @@ def _pretrain_fold(
         patch_size=mcfg.patch_size,
         tubelet_size=mcfg.tubelet_size,
     )
-    clips = FusedClipDataset(cache, train_idx, "audio", seed=seed)
+    clips = FusedClipDataset(cache, train_idx, "audio", seed=seed, speaker_norm=pcfg.speaker_norm)
     result = run_pretrain(mae, clips, rcfg, report=lambda r, c: None, seed=seed)
     saved.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=saved.parent) as tmp:

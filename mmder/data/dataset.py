@@ -35,6 +35,7 @@ from torch.utils.data import Dataset  # noqa: E402
 
 from mmder import fusion  # noqa: E402
 from mmder.data.cache import ClipCache  # noqa: E402
+from mmder.data.speaker_norm import SpeakerNorm, speaker_statistics, standardise  # noqa: E402
 
 __all__ = ["FusedClipDataset", "IMAGENET_MEAN", "AUTHORS_STD", "LAYOUT_SETTINGS", "normalize_uint8"]
 
@@ -97,6 +98,10 @@ class FusedClipDataset(Dataset):
     ``output="uint8"`` (frame-layout settings only, see ``LAYOUT_SETTINGS``) returns the fused
     frames as ``(C, T, H, W)`` uint8, unnormalised: a quarter of the bytes to collate and ship, to be
     normalised on the device with :func:`normalize_uint8`.
+
+    ``speaker_norm`` (``band`` or ``window_band``, see :mod:`mmder.data.speaker_norm`) standardises
+    the spectrogram images of every speaker with the statistics of that speaker's clips among
+    ``indices``; the pixel-summing fast paths (SFAS, CFAS) then take the float path.
     """
 
     def __init__(
@@ -110,6 +115,7 @@ class FusedClipDataset(Dataset):
         std: Sequence[float] = AUTHORS_STD,
         redraw_each_epoch: bool = False,
         output: str = "float32",
+        speaker_norm: SpeakerNorm = "none",
     ) -> None:
         if output not in ("float32", "uint8"):
             raise ValueError(f"output must be 'float32' or 'uint8', got {output!r}")
@@ -151,6 +157,21 @@ class FusedClipDataset(Dataset):
         if self._layout and setting != "RFAS":
             self._fixed_order = self._order("")
         self._pool = _BufferPool()
+        self.speaker_norm = speaker_norm
+        self._speaker_stats = None
+        if speaker_norm != "none" and "audio" in self.modalities:
+            self._speaker_stats = speaker_statistics(
+                cache.array(f"audio{self.steps}"), self.indices, cache.speakers, speaker_norm
+            )
+
+    def _audio(self, row: int) -> np.ndarray:
+        """One clip's spectrogram images ``(T, H, W, C)``: uint8 from the cache, or float32 on the
+        same 0..255 scale when standardised per speaker."""
+        src = self.cache.array(f"audio{self.steps}")[row]
+        if self._speaker_stats is None:
+            return src
+        out = standardise(src, self._speaker_stats[self.cache.clips[row].speaker])
+        return np.round(out).astype(np.uint8) if self.output == "uint8" else out
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -194,7 +215,7 @@ class FusedClipDataset(Dataset):
 
     def _images(self, name: str, row: int) -> Tensor:
         """``(T, C, H, W)`` float32 in [0, 1], converted straight from the memory map."""
-        src = self.cache.array(name)[row]
+        src = self._audio(row) if name.startswith("audio") else self.cache.array(name)[row]
         out = torch.from_numpy(self._pool.get((src.shape[0], src.shape[3], src.shape[1], src.shape[2])))
         out.numpy().transpose(0, 2, 3, 1)[...] = src
         return out.mul_(1.0 / 255.0)
@@ -227,7 +248,7 @@ class FusedClipDataset(Dataset):
         order = self._fixed_order if self._fixed_order is not None else self._order(clip_id)
         src = {
             "video": self.cache.array(f"video{self.steps}")[row] if "visual" in self.modalities else None,
-            "audio": self.cache.array(f"audio{self.steps}")[row] if "audio" in self.modalities else None,
+            "audio": self._audio(row) if "audio" in self.modalities else None,
         }
         first = src["video"] if src["video"] is not None else src["audio"]
         h, w, c = first.shape[1:]
@@ -267,9 +288,10 @@ class FusedClipDataset(Dataset):
         clip = self.cache.clips[row]
         if self._layout:
             return self._layout_item(row, clip.clip_id), clip.label_index, row
-        if self.setting in ("SFAS", "SFAS-raw") and self.modalities == ("visual", "audio"):
+        fast = self._speaker_stats is None  # the integer fast paths read the cache's uint8 audio
+        if fast and self.setting in ("SFAS", "SFAS-raw") and self.modalities == ("visual", "audio"):
             return self._sum_item(row), clip.label_index, row
-        if self.setting == "CFAS" and self.cache.image_size >= 2:
+        if fast and self.setting == "CFAS" and self.cache.image_size >= 2:
             return self._stack_item(row), clip.label_index, row
         visual = self._images(f"video{self.steps}", row) if "visual" in self.modalities else None
         audio = self._images(f"audio{self.steps}", row) if "audio" in self.modalities else None

@@ -73,6 +73,14 @@ class PreprocessConfig(BaseModel):
         description="'colormap': one matrix drawn with `colormap` (the paper); 'deltas': the matrix, its "
         "time delta and delta-delta as the R, G and B channels, each scaled as `spectrogram_norm` says",
     )
+    speaker_norm: Literal["none", "band", "window_band"] = Field(
+        "none",
+        description="standardise every speaker's spectrogram images with that speaker's own statistics, "
+        "when a cell loads them (the cache is unchanged): 'band' per image row (a speaker-level mean and "
+        "variance normalisation of each band), 'window_band' per row of each window position; 'none' = "
+        "off. Transductive: a test speaker's statistics come from that speaker's unlabelled test clips",
+        json_schema_extra={"omit_default": True, "load_time": True},
+    )
     face_margin: float = Field(
         0.2, ge=0.0, le=2.0, description="fraction of the face size added on each side of the crop"
     )
@@ -93,6 +101,15 @@ class PreprocessConfig(BaseModel):
         return self
 
     @classmethod
+    def load_time_fields(cls) -> frozenset[str]:
+        """Fields applied when a cell reads the cache: in cell keys, not in the cache's fingerprint."""
+        return frozenset(
+            name
+            for name, f in cls.model_fields.items()
+            if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("load_time")
+        )
+
+    @classmethod
     def operational_fields(cls) -> frozenset[str]:
         """Fields that say how to prepare, not what: left out of the fingerprint and of meta.json."""
         return frozenset(
@@ -103,7 +120,7 @@ class PreprocessConfig(BaseModel):
 
     def content_settings(self) -> dict[str, Any]:
         """The settings that decide the arrays' content (what meta.json records as ``config``)."""
-        return self.model_dump(exclude=set(self.operational_fields()))
+        return self.model_dump(exclude=set(self.operational_fields() | self.load_time_fields()))
 
     def fingerprint(self) -> str:
         """A stable short hash of the content settings and ``CACHE_VERSION`` (same on every machine)."""

@@ -249,6 +249,21 @@ def test_key_changes_with_what_changes_results_only(tmp_path):
     assert not base & {c.key for c in expand_cells(load_experiment(write(tmp_path, data)))}
 
 
+def test_speaker_norm_renames_every_cell_but_keeps_the_cache(tmp_path):
+    from harness.grid import expand_pretrain_cells
+
+    data = quickstart()
+    data["grid"]["settings"] = ["audio", "audio-egemaps-svm"]
+    data["model"]["pretrained"] = "mae"
+    plain = load_experiment(write(tmp_path, data))
+    data["preprocess"]["speaker_norm"] = "band"
+    normed = load_experiment(write(tmp_path, data))
+    # deep cells, pre-trainings and the baseline (its features get speaker-normalised too) are new results
+    assert not {c.key for c in expand_cells(plain)} & {c.key for c in expand_cells(normed)}
+    assert not {c.key for c in expand_pretrain_cells(plain)} & {c.key for c in expand_pretrain_cells(normed)}
+    assert plain.preprocess.fingerprint() == normed.preprocess.fingerprint()
+
+
 def test_paper_grid_dry_runs_without_data_gpu_or_ray(tmp_path):
     proc = subprocess.run(
         [

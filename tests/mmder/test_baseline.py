@@ -49,6 +49,25 @@ def test_fit_predict_is_deterministic_and_standardises_on_train_only():
     np.testing.assert_array_equal(pred, baseline.fit_predict(x, y, train, test, kernel="linear", seed=0))
 
 
+def test_speaker_normalisation_removes_what_a_speaker_adds_and_reads_no_label():
+    # the class is in feature 0 (+-1); each speaker shifts and scales every feature by far more
+    rng = np.random.default_rng(1)
+    y = np.tile([0, 1], 40)
+    speakers = np.repeat([f"s{i}" for i in range(4)], 20)
+    offset = np.repeat([[-8.0], [-3.0], [3.0], [8.0]], 20, axis=0)
+    scale = np.repeat([[1.0], [3.0], [0.5], [2.0]], 20, axis=0)
+    x = (np.c_[2.0 * y - 1, np.zeros(80)] + rng.normal(0, 0.3, (80, 2))) * scale + offset
+    train, test = np.flatnonzero(speakers != "s3"), np.flatnonzero(speakers == "s3")
+    plain = baseline.fit_predict(x, y, train, test, kernel="rbf", seed=0)
+    normed = baseline.fit_predict(x, y, train, test, kernel="rbf", seed=0, speakers=speakers)
+    assert (plain == y[test]).mean() <= 0.6  # an unseen speaker's offset puts it outside the training data
+    assert (normed == y[test]).mean() >= 0.95
+    z = baseline.speaker_standardise(x, speakers, test)
+    np.testing.assert_allclose(z[test].mean(axis=0), 0, atol=1e-9)
+    np.testing.assert_allclose(z[test].std(axis=0), 1, atol=1e-9)
+    np.testing.assert_array_equal(z[train], x[train])  # only the rows given are touched
+
+
 @pytest.mark.slow
 @needs_data
 def test_egemaps_svm_beats_chance_on_unseen_speakers(tmp_path):
