@@ -87,6 +87,7 @@ class DatasetInfo:
     classes: int | None
     folds: int
     training: str  # "frozen" or "fine-tuned"
+    speaker_norm: str = "none"  # preprocess.speaker_norm: test speakers standardised on their own clips
 
 
 @dataclass
@@ -201,7 +202,9 @@ def collect_runs(experiment: str | Path | Any, output: str | Path | None = None)
     for ds in spec.datasets:
         n_folds = len(ds.folds) if ds.folds is not None else len(fold_names(ds.protocol))
         classes = ds.options.get("classes", DEFAULT_CLASSES.get(ds.corpus))
-        datasets[ds.label] = DatasetInfo(ds.corpus, classes, n_folds, _training_kind(spec.training.recipe))
+        datasets[ds.label] = DatasetInfo(
+            ds.corpus, classes, n_folds, _training_kind(spec.training.recipe), spec.preprocess.speaker_norm
+        )
     return ExperimentRuns(
         name=spec.name,
         runs=pd.DataFrame(rows, columns=RUN_COLUMNS).astype({"finished": bool}),
@@ -320,7 +323,9 @@ def reference_rows(table: pd.DataFrame, datasets: dict[str, DatasetInfo]) -> pd.
             continue
         ours = table[table["dataset"] == dataset].set_index("setting")
         for ref in refs.for_dataset(info.corpus):
-            diffs = refs.protocol_differences(ref, info.classes, info.folds, info.training)
+            diffs = refs.protocol_differences(
+                ref, info.classes, info.folds, info.training, speaker_normalised=info.speaker_norm != "none"
+            )
             mine = ours.loc[ref.setting] if ref.setting in ours.index else None
             rows.append(
                 {
@@ -492,7 +497,10 @@ def _table_text(
         info = datasets.get(dataset)
         head = f"{dataset}"
         if info:
-            head += f"  ({info.corpus}, {info.classes or '?'} classes, {info.folds} folds, {info.training})"
+            head += f"  ({info.corpus}, {info.classes or '?'} classes, {info.folds} folds, {info.training}"
+            if info.speaker_norm != "none":  # a transductive protocol is said where the numbers are
+                head += f", speaker-normalised ({info.speaker_norm}, transductive)"
+            head += ")"
         lines.append(head)
         lines.append(_indent(part.drop(columns="dataset").to_string(index=False)))
         raw = table[table["dataset"] == dataset]

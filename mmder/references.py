@@ -175,11 +175,18 @@ def for_dataset(corpus: str) -> list[Reference]:
 
 
 def protocol_differences(
-    ref: Reference, classes: int | None, folds: int | None, training: str | None
+    ref: Reference,
+    classes: int | None,
+    folds: int | None,
+    training: str | None,
+    *,
+    speaker_normalised: bool = False,
 ) -> list[str]:
     """How our protocol departs from the reference's, in words; empty when they agree on all three.
 
     ``training`` is ours: ``frozen`` (linear probe) or ``fine-tuned`` (finetune, partial:K).
+    ``speaker_normalised``: ours standardised test speakers on their own clips
+    (``preprocess.speaker_norm``), which no published row here does.
     """
     out = []
     if classes is not None and classes != ref.classes:
@@ -192,4 +199,6 @@ def protocol_differences(
             out.append(f"folds {folds} vs {ref_folds}")
     if training is not None and ref.training != "unknown" and training != ref.training:
         out.append(f"{training} vs {ref.training}")
+    if speaker_normalised:
+        out.append("speaker-normalised (transductive) vs not")
     return out

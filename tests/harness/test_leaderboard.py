@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -171,6 +172,15 @@ def test_references_show_deltas_and_protocol_differences():
     assert "MultiMAE-DER FSLF" in text and "HiCMAE-B" in text and "references 2025.1" in text
     payload = json.loads(render(table, "json", exp.datasets, references=True))
     assert payload["references_version"] and payload["references"]
+    # with preprocess.speaker_norm the table's head and every reference row say so
+    normed = {k: dataclasses.replace(v, speaker_norm="window_band") for k, v in exp.datasets.items()}
+    text = render(table, "table", normed, references=True)
+    assert "fine-tuned, speaker-normalised (window_band, transductive))" in text
+    assert (
+        reference_rows(table, normed)["protocol_differs"].str.endswith(
+            "speaker-normalised (transductive) vs not"
+        )
+    ).all()
 
 
 def test_compare_pairs_runs_and_refuses_different_test_sets():

@@ -33,3 +33,7 @@ def test_protocol_differences_in_words():
         "folds 3 vs 1 hold-out split",
         "fine-tuned vs frozen",
     ]
+    # a transductive protocol (test speakers standardised on their own clips) is named as a difference
+    assert refs.protocol_differences(fslf, 7, 1, "frozen", speaker_normalised=True) == [
+        "speaker-normalised (transductive) vs not"
+    ]
