@@ -101,22 +101,23 @@ class PreprocessConfig(BaseModel):
         return self
 
     @classmethod
-    def load_time_fields(cls) -> frozenset[str]:
-        """Fields applied when a cell reads the cache: in cell keys, not in the cache's fingerprint."""
+    def _marked(cls, flag: str) -> frozenset[str]:
+        """Fields whose ``json_schema_extra`` sets ``flag``."""
         return frozenset(
             name
             for name, f in cls.model_fields.items()
-            if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("load_time")
+            if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get(flag)
         )
+
+    @classmethod
+    def load_time_fields(cls) -> frozenset[str]:
+        """Fields applied when a cell reads the cache: in cell keys, not in the cache's fingerprint."""
+        return cls._marked("load_time")
 
     @classmethod
     def operational_fields(cls) -> frozenset[str]:
         """Fields that say how to prepare, not what: left out of the fingerprint and of meta.json."""
-        return frozenset(
-            name
-            for name, f in cls.model_fields.items()
-            if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("operational")
-        )
+        return cls._marked("operational")
 
     def content_settings(self) -> dict[str, Any]:
         """The settings that decide the arrays' content (what meta.json records as ``config``)."""

@@ -48,13 +48,12 @@ def speaker_statistics(
     """
     if mode not in ("band", "window_band"):
         raise ValueError(f"speaker_norm must be 'band' or 'window_band' here, got {mode!r}")
+    axes = (2, 3) if mode == "window_band" else (0, 2, 3)  # of one clip's (T, H, W, C)
     sums: dict[str, list] = {}
     for row in np.asarray(rows, dtype=np.int64).reshape(-1):
-        clip = np.asarray(images[row], dtype=np.float64)  # (T, H, W, C)
-        axes = (2, 3) if mode == "window_band" else (0, 2, 3)
-        n = clip.shape[2] * clip.shape[3] * (1 if mode == "window_band" else clip.shape[0])
+        clip = np.asarray(images[row], dtype=np.float64)
         acc = sums.setdefault(speakers[row], [0, 0.0, 0.0])
-        acc[0] += n
+        acc[0] += int(np.prod([clip.shape[a] for a in axes]))
         acc[1] = acc[1] + clip.sum(axis=axes)
         acc[2] = acc[2] + np.square(clip).sum(axis=axes)
     stats = {}
