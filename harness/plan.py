@@ -80,10 +80,10 @@ def judge_cell(cell: Cell, runs: list[Any], digest: str | None, accept_stale: bo
         if verdict.current:
             return CellPlan("skip", run_id=run_id)
         return CellPlan("skip" if accept_stale else "stale", verdict.why, run_id)
-    if latest.info.status == "FAILED":
+    if latest.info.status == "FAILED" and verdict.current:
         error = (tags.get("mmder.error") or "").strip().splitlines()
         return CellPlan("retry", error[-1] if error else "", run_id)
-    if not verdict.current:  # cut off under an older identity: its epochs do not belong to today's cell
+    if not verdict.current:  # failed or cut off under an older identity: its epochs are not today's cell's
         return CellPlan("stale", verdict.why, run_id)
     return CellPlan("resume", run_id=run_id)
 

@@ -119,6 +119,29 @@ def resume_from(storage_path: str, key: str, world_size: int) -> Iterator[str | 
     yield str(found) if found is not None else None
 
 
+def discard_attempts(storage_path: str, key: str) -> int:
+    """Remove every attempt of the cell (its checkpoints); returns how many went. The cell's folder, its
+    owner lock and markers stay. Call only while the cell is owned and none of its runs is alive.
+
+    For a stale cell: its checkpoints were made from older data or code, so its rerun must start from
+    epoch 0. Resuming them would train (or, after the last epoch, merely re-evaluate) the old cell and
+    log it as today's. On remote storage the one attempt a cell has there (``attempt-000``) is deleted
+    through pyarrow's filesystem, the one Ray Train writes it with.
+    """
+    if is_remote(storage_path):
+        import pyarrow.fs
+
+        fs, path = pyarrow.fs.FileSystem.from_uri(f"{storage_path.rstrip('/')}/{key}/{ATTEMPT_PREFIX}000")
+        if fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
+            return 0
+        fs.delete_dir(path)
+        return 1
+    found = attempts(Path(storage_path) / key)
+    for attempt in found:
+        shutil.rmtree(attempt)
+    return len(found)
+
+
 def prune_cell(cell_dir: Path, world_size: int, current: str | None = None) -> list[Path]:
     """Remove what no resume will read; returns the removed paths. Call only while no attempt runs.
 

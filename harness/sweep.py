@@ -4,7 +4,8 @@ Resuming is by construction rather than by restoring Tune state: finished cells 
 and dropped before the grid is built (a new Tuner would otherwise re-run them all), and each remaining
 cell's Train run is named by its key, so a cell cut off by a crash continues from its last checkpoint.
 A finished run counts only while its identity holds (:mod:`harness.provenance`: data digest, declared
-versions); otherwise the cell is ``stale`` and runs again in a new run. The driver owns every cell it
+versions); otherwise the cell is ``stale`` and runs again in a new run, from epoch 0: its checkpoints
+belong to the older identity and are removed first. The driver owns every cell it
 runs (:mod:`harness.owners`), ends each run honestly (FINISHED, FAILED with its error, KILLED on
 SIGINT/SIGTERM) and ends the sweep's parent run with counts.
 """
@@ -40,6 +41,7 @@ from harness.provenance import (
     recorded_tags,
 )
 from harness.ray_setup import TRIAL_CPUS, init_ray
+from harness.resume import discard_attempts
 from harness.tracking import FINISHED, TAG_STATUS, Tracker, resolve_uri, store_lock
 from mmder.timing import mark
 
@@ -326,7 +328,13 @@ def _run_cells(
                     echo(f"{key}: being run by another sweep ({who}); {verb}")
             for cell in owned:
                 state = plan.state(cell.key)
-                if state.action == "stale" and state.run_id:
+                if state.action != "stale":
+                    continue
+                # first its checkpoints (made from the older data or code), then its old run: a driver
+                # killed in between finds the cell stale again and discards nothing twice
+                if discard_attempts(storage, cell.key):
+                    echo(f"{cell.key}: the older cell's checkpoints removed ({state.why}); starts at epoch 0")
+                if state.run_id:
                     tracker.supersede(state.run_id, state.why)
             if owned:
                 todo.extend(owned)

@@ -113,6 +113,11 @@ def test_a_data_change_reruns_its_cells_in_new_runs_and_an_operational_knob_reru
     assert before.info.run_id == old.info.run_id and before.data.tags["mmder.superseded"] == "data changed"
     assert new.data.tags["mmder.status"] == "finished"
     assert new.data.tags["mmder.data_digest"] != tags["mmder.data_digest"]
+    # the old cell's checkpoints (its last epoch) went first: the new run trained every epoch on
+    # today's data instead of resuming the old weights and logging them as the new cell's
+    assert "checkpoints removed (data changed); starts at epoch 0" in second.stdout, second.stdout
+    trained = client_for(out).get_metric_history(new.info.run_id, "train_loss")
+    assert sorted(m.step for m in trained) == [0, 1]
     board = mmder("leaderboard", str(exp), "--output", str(out), "--format", "csv")
     header, row = board.stdout.strip().splitlines()[:2]
     war = float(dict(zip(header.split(","), row.split(","), strict=False))["war_mean"])

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from harness.resume import attempt_run, newest_complete_checkpoint, prune_cell, resume_from
+from harness.resume import attempt_run, discard_attempts, newest_complete_checkpoint, prune_cell, resume_from
 from mmder.checkpoint_files import expected_files, listing, manifest_name, write_manifest
 from mmder.engine import (
     CHECKPOINT_TAG,
@@ -109,6 +109,24 @@ def test_nothing_is_pruned_without_a_complete_checkpoint(tmp_path: Path):
     (cell / "checkpoint_2026-11-24_01-00-00.000001").mkdir()  # the older layout: run named by the key
     assert prune_cell(cell, 1) == []
     assert (cell / "attempt-000" / "checkpoint_1").is_dir()
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_a_stale_cell_loses_every_checkpoint_so_its_rerun_starts_at_epoch_0(tmp_path: Path, remote: bool):
+    cell = tmp_path / "runs" / "cell"
+    fake_checkpoint(cell / "attempt-000" / "checkpoint_1", epoch=9)  # the older cell's last epoch
+    (cell / "chaos-done").touch()  # the cell's own files (and its owner lock) stay
+    # file:// takes the remote path (pyarrow's filesystem, as Ray writes it), where only attempt-000 exists
+    storage = (tmp_path / "runs").as_uri() if remote else str(tmp_path / "runs")
+    if not remote:
+        fake_checkpoint(cell / "attempt-001" / "checkpoint_2", epoch=10)
+    assert newest_complete_checkpoint(cell, 1) is not None
+
+    assert discard_attempts(storage, "cell") == (1 if remote else 2)
+    assert newest_complete_checkpoint(cell, 1) is None
+    assert sorted(p.name for p in cell.iterdir()) == ["chaos-done"]
+    assert discard_attempts(storage, "cell") == 0
+    assert discard_attempts(storage, "never-ran") == 0
 
 
 def test_resume_prefers_rays_checkpoint_then_the_disk_then_a_fresh_start(tmp_path, monkeypatch):

@@ -1,0 +1,54 @@
+"""How a sweep judges a cell from its latest run: skip, resume, retry, or stale (start again at 0)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from harness.config import load_experiment
+from harness.grid import expand_cells
+from harness.plan import judge_cell
+from harness.provenance import TAG_DATA_DIGEST, code_versions
+from harness.tracking import FINISHED, TAG_STATUS
+
+ROOT = Path(__file__).resolve().parents[2]
+CELL = expand_cells(load_experiment(ROOT / "experiments" / "quickstart.yaml"))[0]
+
+
+def record(status: str, *, digest: str = "d1", finished: bool = False, old_code: bool = False):
+    """A cell's run as the plan reads it from the store: its MLflow status and identity tags."""
+    versions = code_versions(CELL.kind)
+    tags = {TAG_DATA_DIGEST: digest, **({k: "0" for k in versions} if old_code else versions)}
+    if finished:
+        tags[TAG_STATUS] = FINISHED
+    return SimpleNamespace(data=SimpleNamespace(tags=tags), info=SimpleNamespace(status=status, run_id="r1"))
+
+
+@pytest.mark.parametrize(
+    ("run", "today", "action", "why"),
+    [
+        (record("FINISHED", finished=True), "d1", "skip", ""),
+        (record("FINISHED", finished=True), "d2", "stale", "data changed"),
+        (record("FINISHED", finished=True, old_code=True), "d1", "stale", "code changed"),
+        (record("KILLED"), "d1", "resume", ""),
+        (record("KILLED"), "d2", "stale", "data changed"),
+        (record("FAILED"), "d1", "retry", ""),
+        # a failed run of older data or code is not retried from its checkpoints: it starts again
+        (record("FAILED"), "d2", "stale", "data changed"),
+        (record("FAILED", old_code=True), "d1", "stale", "code changed"),
+        # data not here (a dry run elsewhere): no evidence of a change
+        (record("FINISHED", finished=True), None, "skip", ""),
+    ],
+)
+def test_a_cell_is_judged_by_its_latest_run_and_todays_identity(run, today, action, why):
+    plan = judge_cell(CELL, [run], today, accept_stale=False)
+    assert (plan.action, plan.why) == (action, why)
+    assert plan.run_id == "r1"
+
+
+def test_accepting_stale_keeps_finished_results_but_never_resumes_an_older_cell():
+    assert judge_cell(CELL, [record("FINISHED", finished=True)], "d2", accept_stale=True).action == "skip"
+    assert judge_cell(CELL, [record("KILLED")], "d2", accept_stale=True).action == "stale"
+    assert judge_cell(CELL, [], "d1", accept_stale=False).action == "run"
