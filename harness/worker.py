@@ -7,6 +7,7 @@ wired to ``ray.train.report`` and rank 0's MLflow logging.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -208,6 +209,8 @@ def pretrain_cell(config: dict[str, Any]) -> dict[str, Any]:
         tracker.tag(run_id, "mmder.encoder_path", str(path))
         if result.resumed_from_epoch is not None:
             tracker.tag(run_id, TAG_RESUMED, str(result.resumed_from_epoch))
+        if math.isnan(result.loss):  # cut off after its last checkpoint: that epoch's loss is in the run
+            result.loss = tracker.client.get_run(run_id).data.metrics.get("loss", result.loss)
         tracker.finish_run(run_id, {"final_loss": result.loss}, {})
     return {"loss": result.loss, "run_id": run_id}
 

@@ -33,6 +33,19 @@ def test_pretraining_lowers_its_loss_and_cells_start_from_exactly_its_encoder(tm
     again = mmder("pretrain", str(exp), "--output", str(out))
     assert "1 already finished, 0 to run" in again.stdout
 
+    # cut off after its last checkpoint, before the run was ended: the rerun resumes the same run,
+    # trains nothing, exports the same encoder and ends it with the last epoch's loss (not NaN)
+    client.delete_tag(pre.info.run_id, "mmder.status")
+    client.set_terminated(pre.info.run_id, "KILLED")
+    resumed = mmder("pretrain", str(exp), "--output", str(out))
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-5000:]
+    assert "loss nan" not in resumed.stdout, resumed.stdout
+    after = client.get_run(pre.info.run_id)
+    assert after.data.tags["mmder.status"] == "finished"
+    assert after.data.metrics["final_loss"] == pytest.approx(losses[-1])
+    assert after.data.tags["mmder.encoder_digest"] == pre.data.tags["mmder.encoder_digest"]
+    assert len(client.get_metric_history(pre.info.run_id, "loss")) == 4
+
     sweep = mmder("sweep", str(exp), "--output", str(out))
     assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-5000:]
     (cell,) = client.search_runs([exp_id], filter_string="tags.`mmder.kind` = 'cell'")
