@@ -331,7 +331,7 @@ def _run_cells(
                 if state.action != "stale":
                     continue
                 # first its checkpoints (made from the older data or code), then its old run: a driver
-                # killed in between finds the cell stale again and discards nothing twice
+                # killed in between finds the cell stale again, with nothing left to discard
                 if discard_attempts(storage, cell.key):
                     echo(f"{cell.key}: the older cell's checkpoints removed ({state.why}); starts at epoch 0")
                 if state.run_id:
