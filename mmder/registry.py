@@ -3,7 +3,7 @@
 Planning a sweep, ``mmder validate`` and ``mmder status`` must answer in a second or two, so they cannot
 import torch (seconds on its own). The facts they need live here: the model sizes, the input settings'
 steps and inputs (their functions are in :mod:`mmder.fusion`), the classical baselines (their pipeline is
-in :mod:`mmder.baseline`) and what a recipe name implies. The modules that do the work import them from
+in :mod:`mmder.eval.baseline`) and what a recipe name implies. The modules that do the work import them from
 here, so each fact has one home.
 """
 
@@ -115,7 +115,7 @@ class Recipe:
     """What a recipe name implies for the trainer."""
 
     name: str
-    mode: str  # mmder.optim.trainable_parameters mode
+    mode: str  # mmder.train.optim.trainable_parameters mode
     frozen_encoder: bool  # encoder never trains: features can be computed once
     constant_lr: bool  # no warm-up / cosine
     augment: bool  # mixup / cutmix allowed

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sweep_helpers import ROOT, tiny_experiment
 
-from harness.resume import newest_complete_checkpoint
-from mmder.checkpoint_files import checkpoint_epoch
+from harness.worker.resume import newest_complete_checkpoint
+from mmder.train.checkpoint_files import checkpoint_epoch
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 EPOCHS = 8
@@ -24,7 +24,7 @@ WORLD = 2  # tiny_experiment's workers per cell
 
 def sweep(stack, experiment: Path, output: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "sweep", str(experiment), "--output", str(output),
+        [sys.executable, "-m", "harness.cli.main", "sweep", str(experiment), "--output", str(output),
          "--address", stack.client_env["RAY_ADDRESS"]],
         cwd=ROOT, env={**stack.env, "PYTHONUNBUFFERED": "1"}, stdout=log.open("w"), stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -181,7 +181,7 @@ def test_a_cell_the_nodes_cannot_hold_fails_within_a_minute_naming_what_is_missi
 def test_sixteen_concurrent_writers_lose_no_metric(stack_client) -> None:
     from mlflow.tracking import MlflowClient
 
-    from harness.tracking import EpochLog, Tracker
+    from harness.tracking.store import EpochLog, Tracker
 
     uri = stack_client.client_env["MLFLOW_TRACKING_URI"]
     tracker = Tracker.open(uri, "cluster-writers")

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from harness.placement import CellUnplaceable, fit_watched, shortfall
+from harness.worker.placement import CellUnplaceable, fit_watched, shortfall
 
 
 def node(node_id: str, alive: bool = True, **resources: float) -> dict:

@@ -45,7 +45,7 @@ def mmder(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
     """Run the real command line in a fresh process, as a user would."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args],
+        [sys.executable, "-m", "harness.cli.main", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

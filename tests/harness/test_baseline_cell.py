@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sweep_helpers import child_runs, client_for, mmder, tiny_experiment
 
-from harness.config import load_experiment
-from harness.grid import expand_cells
+from harness.experiment.config import load_experiment
+from harness.plan.cells import expand_cells
 
 
 @pytest.mark.slow

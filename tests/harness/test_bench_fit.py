@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
+from harness.cli.main import main
 
 EXPERIMENT = """
 name: fit-smoke
@@ -47,7 +47,7 @@ def test_reading_a_prepared_cache_needs_no_pyav():
         "import sys; sys.modules['av'] = None\n"
         "from mmder.data.cache import ClipCache\n"
         "from mmder.data.dataset import FusedClipDataset\n"
-        "import harness.cell_data, harness.bench_fit\n"
+        "import harness.worker.cell_data, harness.bench.fit\n"
         "from mmder.data import decode\n"
         "try:\n"
         "    decode.read_audio('missing.wav')\n"

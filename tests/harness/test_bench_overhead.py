@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.bench_overhead import cell_stages, overhead_experiment
-from harness.config import parse_experiment
+from harness.bench.overhead import cell_stages, overhead_experiment
+from harness.experiment.config import parse_experiment
 
 
 def _marks() -> list[dict]:

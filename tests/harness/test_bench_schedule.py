@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.bench_schedule import DATASETS, SETTINGS, bench_schedule, paper_grid, schedule_figures
+from harness.bench.schedule import DATASETS, SETTINGS, bench_schedule, paper_grid, schedule_figures
 
 
 def test_the_paper_grid_has_every_cell_once_longest_first():

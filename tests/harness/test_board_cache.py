@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sweep_helpers import tiny_experiment
 
-from harness.board_cache import board_signature, cached_board, store_board
-from harness.config import load_experiment
-from harness.grid import expand_cells
-from harness.tracking import FINISHED, TAG_CELL, TAG_STATUS, Tracker, default_uri
+from harness.results.board_cache import board_signature, cached_board, store_board
+from harness.experiment.config import load_experiment
+from harness.plan.cells import expand_cells
+from harness.tracking.store import FINISHED, TAG_CELL, TAG_STATUS, Tracker, default_uri
 
 
 def _finish(tracker: Tracker, key: str) -> str:

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.cli import main
-from harness.config import load_experiment
-from harness.errors import ConfigError
-from harness.grid import CellJob, expand_cells
-from harness.tracking import resolve_uri
+from harness.cli.main import main
+from harness.experiment.config import load_experiment
+from harness.experiment.errors import ConfigError
+from harness.plan.cells import CellJob, expand_cells
+from harness.tracking.store import resolve_uri
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
@@ -190,8 +190,8 @@ def test_shipped_experiments_validate(tmp_path, capsys):
 
 def test_the_worker_trains_with_the_validated_model_and_its_defaults(tmp_path):
     """One source of defaults: change one in mmder/config.py and it reaches the worker's job unchanged."""
-    import harness.config as config
-    from harness.search_config import SearchConfig
+    import harness.experiment.config as config
+    from harness.experiment.search import SearchConfig
     from mmder.config import TrainingConfig
 
     field = TrainingConfig.model_fields["mixup_switch_prob"]
@@ -250,7 +250,7 @@ def test_key_changes_with_what_changes_results_only(tmp_path):
 
 
 def test_speaker_norm_renames_every_cell_but_keeps_the_cache(tmp_path):
-    from harness.grid import expand_pretrain_cells
+    from harness.plan.cells import expand_pretrain_cells
 
     data = quickstart()
     data["grid"]["settings"] = ["audio", "audio-egemaps-svm"]
@@ -269,7 +269,7 @@ def test_paper_grid_dry_runs_without_data_gpu_or_ray(tmp_path):
         [
             sys.executable,
             "-m",
-            "harness.cli",
+            "harness.cli.main",
             "sweep",
             str(PAPER),
             "--dry-run",
@@ -310,7 +310,7 @@ def test_schema_file_is_current_validates_every_experiment_and_rejects_a_typo(tm
 
 def test_help_lists_every_command_and_each_command_has_help(capsys):
     # a '%' in one command's help ("95 % t interval") made argparse crash on `mmder --help`
-    from harness.cli import COMMANDS
+    from harness.cli.main import COMMANDS
 
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])
@@ -327,7 +327,7 @@ def test_help_lists_every_command_and_each_command_has_help(capsys):
 def test_a_reader_that_leaves_early_gets_no_traceback():
     # `mmder validate x.yaml | head -3` printed a BrokenPipeError traceback into the terminal
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "validate", str(QUICKSTART)],
+        [sys.executable, "-m", "harness.cli.main", "validate", str(QUICKSTART)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

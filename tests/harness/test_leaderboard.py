@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.compare import NotComparable, compare, compare_all, format_all, format_comparison
-from harness.leaderboard import (
+from harness.results.compare import NotComparable, compare, compare_all, format_all, format_comparison
+from harness.results.leaderboard import (
     COLUMNS,
     RUN_COLUMNS,
     DatasetInfo,
@@ -209,7 +209,7 @@ def test_compare_pairs_runs_and_refuses_different_test_sets():
 
 
 def test_the_command_line_offers_exactly_the_leaderboard_formats():
-    from harness.cli_results import LEADERBOARD_FORMATS
-    from harness.leaderboard import FORMATS
+    from harness.cli.results import LEADERBOARD_FORMATS
+    from harness.results.leaderboard import FORMATS
 
     assert tuple(LEADERBOARD_FORMATS) == tuple(FORMATS)

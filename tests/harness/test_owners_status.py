@@ -11,9 +11,9 @@ import sys
 import pytest
 from sweep_helpers import ROOT, tiny_experiment
 
-from harness.owners import OWNER_FILE, CellOwners, read_owner
-from harness.provenance import TAG_DATA_DIGEST, code_versions, judge
-from harness.tracking import EpochLog
+from harness.driver.owners import OWNER_FILE, CellOwners, read_owner
+from harness.plan.provenance import TAG_DATA_DIGEST, code_versions, judge
+from harness.tracking.store import EpochLog
 
 
 def test_a_live_owner_refuses_and_a_dead_or_expired_one_never_blocks(tmp_path, monkeypatch):
@@ -66,16 +66,16 @@ def test_a_failing_store_keeps_the_epochs_and_sends_them_later():
 
 @pytest.mark.filterwarnings("ignore")
 def test_status_shows_done_running_failed_stale_and_pending_without_ray(tmp_path):
-    from harness.config import load_experiment
-    from harness.grid import expand_cells
-    from harness.plan import output_dir
-    from harness.provenance import dataset_digests
-    from harness.tracking import Tracker, store_lock
+    from harness.experiment.config import load_experiment
+    from harness.plan.cells import expand_cells
+    from harness.plan.sweep_plan import output_dir
+    from harness.plan.provenance import dataset_digests
+    from harness.tracking.store import Tracker, store_lock
 
     exp = tiny_experiment(tmp_path, "st", grid={"settings": ["video", "audio", "CFAS", "FSLF", "OFOS"]})
     spec = load_experiment(exp)
     out = output_dir(spec, tmp_path / "out")
-    from harness.checks import ensure_synthetic
+    from harness.plan.checks import ensure_synthetic
 
     ensure_synthetic(spec, spec.datasets[0], out, print)
     (digest,) = dataset_digests(spec, out).values()
@@ -106,7 +106,7 @@ def test_status_shows_done_running_failed_stale_and_pending_without_ray(tmp_path
         [
             sys.executable,
             "-c",
-            "import sys; from harness.cli import main; main(sys.argv[1:]); "
+            "import sys; from harness.cli.main import main; main(sys.argv[1:]); "
             "print('imported:', [m for m in ('ray', 'mlflow') if m in sys.modules])",
             "status",
             str(exp),
@@ -129,5 +129,5 @@ def test_status_shows_done_running_failed_stale_and_pending_without_ray(tmp_path
     assert lines[_pending.key][0] == "pending"
     assert "1 done, 1 running, 1 failed, 1 stale, 1 pending" in proc.stdout
     # never Ray; nor MLflow for the embedded store (read through sqlite3). torch still comes in through
-    # the experiment validators (mmder.fusion, mmder.model): see the README's status section.
+    # the experiment validators (mmder.fusion, mmder.models.classifier): see the README's status section.
     assert "imported: []" in proc.stdout, "status must not import Ray or MLflow"

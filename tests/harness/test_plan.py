@@ -7,11 +7,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.config import load_experiment
-from harness.grid import expand_cells
-from harness.plan import judge_cell
-from harness.provenance import TAG_DATA_DIGEST, code_versions
-from harness.tracking import FINISHED, TAG_STATUS
+from harness.experiment.config import load_experiment
+from harness.plan.cells import expand_cells
+from harness.plan.sweep_plan import judge_cell
+from harness.plan.provenance import TAG_DATA_DIGEST, code_versions
+from harness.tracking.store import FINISHED, TAG_STATUS
 
 ROOT = Path(__file__).resolve().parents[2]
 CELL = expand_cells(load_experiment(ROOT / "experiments" / "quickstart.yaml"))[0]

@@ -25,7 +25,7 @@ ONE_WORKER = {"num_workers": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1
 
 def _popen(*args: str, env: dict | None = None, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", *args],
+        [sys.executable, "-m", "harness.cli.main", *args],
         cwd=ROOT,
         env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
         stdout=log.open("w"),
@@ -58,7 +58,7 @@ def _wait_for(predicate, proc: subprocess.Popen, log: Path, timeout: float = 400
 
 
 def _epochs_logged(out: Path, name: str, key: str) -> int:
-    from harness.runs import read_sqlite_runs
+    from harness.tracking.runs import read_sqlite_runs
 
     runs = read_sqlite_runs(out / "mlflow.db", name) or []
     steps = [
@@ -163,7 +163,7 @@ def test_a_failing_cell_ends_failed_and_only_it_is_retried_and_a_damaged_cache_i
 
 def mmder_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args],
+        [sys.executable, "-m", "harness.cli.main", *args],
         cwd=ROOT,
         env=dict(os.environ, PYTHONUNBUFFERED="1", **env),
         capture_output=True,
@@ -176,8 +176,8 @@ def test_sigint_then_sigterm_end_runs_killed_and_each_rerun_resumes_each_epoch_o
     """One cell cut twice: by SIGINT (Ctrl-C), then its resumed run by SIGTERM (a scheduler's stop)."""
     import json
 
-    from harness.config import load_experiment
-    from harness.grid import expand_cells
+    from harness.experiment.config import load_experiment
+    from harness.plan.cells import expand_cells
 
     epochs = 30
     exp = tiny_experiment(
@@ -232,7 +232,7 @@ def test_two_sweeps_at_once_run_each_cell_once_and_a_killed_owner_never_blocks(t
     sweeps = [_popen("sweep", str(exp), "--output", str(out), "--wait", log=log) for log in logs]
     try:
         # once a cell is being trained, kill whichever sweep owns it: the other one must take it over
-        from harness.owners import read_owner
+        from harness.driver.owners import read_owner
 
         def owned_and_training() -> int | None:
             for cell_dir in (out / "ray").glob("synthetic-*"):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from harness.cli import main
+from harness.cli.main import main
 
 EMOTIONS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
 ACCURACY = {"audio": 0.45, "FSLF": 0.7}
@@ -67,8 +67,8 @@ def _predictions(fold: int, setting: str, seed: int) -> list[dict[str, str]]:
 def fill_store(experiment: Path, output: Path, skip: set[tuple[str, int, int]]) -> None:
     from mlflow.tracking import MlflowClient
 
-    from harness.config import load_experiment
-    from harness.grid import expand_cells
+    from harness.experiment.config import load_experiment
+    from harness.plan.cells import expand_cells
 
     spec = load_experiment(experiment)
     client = MlflowClient(tracking_uri=f"sqlite:///{output / 'mlflow.db'}")

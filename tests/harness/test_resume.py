@@ -15,9 +15,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from harness.resume import attempt_run, discard_attempts, newest_complete_checkpoint, prune_cell, resume_from
-from mmder.checkpoint_files import expected_files, listing, manifest_name, write_manifest
-from mmder.engine import (
+from harness.worker.resume import attempt_run, discard_attempts, newest_complete_checkpoint, prune_cell, resume_from
+from mmder.train.checkpoint_files import expected_files, listing, manifest_name, write_manifest
+from mmder.train.engine import (
     CHECKPOINT_TAG,
     engine_config,
     epoch_checkpoint,
@@ -215,7 +215,7 @@ def cut_in_half(path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", [2, 3])
 def test_a_torn_snapshot_and_a_cut_shard_never_block_a_resume(tmp_path, monkeypatch, stage: int):
-    from mmder.engine import ensure_process_group
+    from mmder.train.engine import ensure_process_group
 
     ensure_process_group("gloo")
     no_ray_checkpoint(monkeypatch)

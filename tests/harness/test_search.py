@@ -14,9 +14,9 @@ import pytest
 import yaml
 from sweep_helpers import ROOT, client_for, mmder, tiny_experiment
 
-from harness.config import load_experiment
-from harness.errors import ConfigError
-from harness.grid import expand_cells
+from harness.experiment.config import load_experiment
+from harness.experiment.errors import ConfigError
+from harness.plan.cells import expand_cells
 
 SEARCH = {
     "trials": 4,
@@ -77,8 +77,8 @@ def test_search_is_validated_before_anything_starts(tmp_path):
 
 def test_a_small_tpe_budget_is_not_silently_a_random_search(tmp_path, capsys):
     # Optuna's TPE draws its first 10 trials at random: a budget of 6 with its defaults was a random search
-    from harness.cli import main
-    from harness.search import _sampler
+    from harness.cli.main import main
+    from harness.search.driver import _sampler
 
     path = search_experiment(tmp_path, trials=6)
     assert main(["validate", str(path)]) == 0
@@ -105,7 +105,7 @@ def _trial_runs(client, experiment_id: str) -> list:
 def test_search_per_setting_on_validation_speakers_resumes_and_trains_the_choice_once(tmp_path):
     exp = search_experiment(tmp_path)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "harness.cli", "sweep", str(exp), "--output", str(out)]
+    cmd = [sys.executable, "-m", "harness.cli.main", "sweep", str(exp), "--output", str(out)]
     log = tmp_path / "driver.log"
     driver = subprocess.Popen(
         cmd,
@@ -115,7 +115,7 @@ def test_search_per_setting_on_validation_speakers_resumes_and_trains_the_choice
         stderr=subprocess.STDOUT,
     )
     # kill the driver once two trials have finished: the rerun must continue the same study
-    from harness.runs import read_sqlite_runs
+    from harness.tracking.runs import read_sqlite_runs
 
     def trials_finished() -> int:  # read-only: an MlflowClient here would race the driver's store set-up
         runs = read_sqlite_runs(out / "mlflow.db", "search") or []
@@ -198,7 +198,7 @@ def test_search_per_setting_on_validation_speakers_resumes_and_trains_the_choice
 def test_each_trial_end_is_said_with_its_score_and_parameters():
     from types import SimpleNamespace
 
-    from harness.search import OBJECTIVE, _progress_callback
+    from harness.search.driver import OBJECTIVE, _progress_callback
 
     said: list[str] = []
     progress = _progress_callback("search-x", 2, 6, 40, said.append)

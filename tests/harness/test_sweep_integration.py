@@ -76,8 +76,8 @@ def test_sweep_logs_every_cell_once_and_a_rerun_trains_nothing(tmp_path):
 
 def _checkpointed_epochs(cell_dir: Path, world_size: int = 1) -> int:
     """Epochs the cell has saved: its newest complete checkpoint in any attempt (<key>/attempt-NNN)."""
-    from harness.resume import newest_complete_checkpoint
-    from mmder.checkpoint_files import checkpoint_epoch
+    from harness.worker.resume import newest_complete_checkpoint
+    from mmder.train.checkpoint_files import checkpoint_epoch
 
     newest = newest_complete_checkpoint(cell_dir, world_size) if cell_dir.exists() else None
     epoch = checkpoint_epoch(newest, world_size) if newest is not None else None
@@ -85,8 +85,8 @@ def _checkpointed_epochs(cell_dir: Path, world_size: int = 1) -> int:
 
 
 def test_killed_driver_resumes_only_unfinished_cells_from_their_checkpoint(tmp_path):
-    from harness.config import load_experiment
-    from harness.grid import expand_cells
+    from harness.experiment.config import load_experiment
+    from harness.plan.cells import expand_cells
 
     exp = tiny_experiment(
         tmp_path,
@@ -99,7 +99,7 @@ def test_killed_driver_resumes_only_unfinished_cells_from_their_checkpoint(tmp_p
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     log = (tmp_path / "driver.log").open("w")
     driver = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "sweep", str(exp), "--output", str(out)],
+        [sys.executable, "-m", "harness.cli.main", "sweep", str(exp), "--output", str(out)],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -151,7 +151,7 @@ def test_a_worker_that_dies_mid_cell_is_restarted_from_its_last_checkpoint(tmp_p
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONUNBUFFERED="1", MMDER_CHAOS_EXIT_AFTER_EPOCH="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "sweep", str(exp), "--output", str(out)],
+        [sys.executable, "-m", "harness.cli.main", "sweep", str(exp), "--output", str(out)],
         cwd=ROOT,
         env=env,
         capture_output=True,

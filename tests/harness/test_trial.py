@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from test_resume import SNAPSHOT, fake_checkpoint
 
-import harness.trial as trial
+import harness.worker.trial as trial
 
 
 def job(storage: Path, key: str, kind: str = "train") -> dict[str, Any]:
@@ -44,12 +44,12 @@ class FakeTrainer:
 
 @pytest.fixture
 def fakes(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    """No Ray run, and a stand-in for harness.worker (it may be mid-rewrite and imports the stack)."""
-    worker = types.ModuleType("harness.worker")
+    """No Ray run, and a stand-in for harness.worker.train_loop (it may be mid-rewrite and imports the stack)."""
+    worker = types.ModuleType("harness.worker.train_loop")
     worker.train_cell = lambda config: None  # type: ignore[attr-defined]
     worker.pretrain_cell = lambda config: None  # type: ignore[attr-defined]
     worker.baseline_cell = lambda job: None  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "harness.worker", worker)
+    monkeypatch.setitem(sys.modules, "harness.worker.train_loop", worker)
     monkeypatch.setattr(trial, "CellTrainer", FakeTrainer)
     FakeTrainer.built = []
     return worker

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmder.augment import VideoMixup, smooth_one_hot, soft_target_cross_entropy
+from mmder.train.augment import VideoMixup, smooth_one_hot, soft_target_cross_entropy
 
 
 def _batch(b: int = 4, t: int = 4, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from mmder import baseline
+from mmder.eval import baseline
 
 RAVDESS = Path(__file__).resolve().parents[3] / "shared" / "data" / "ravdess-speech-16k"
 

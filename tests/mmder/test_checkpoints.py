@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmder.checkpoints import convert_checkpoint, detect_layout, infer_config, load_pretrained
-from mmder.model import build_model
+from mmder.models.checkpoints import convert_checkpoint, detect_layout, infer_config, load_pretrained
+from mmder.models.classifier import build_model
 
 transformers = pytest.importorskip("transformers")
 

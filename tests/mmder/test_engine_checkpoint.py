@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mmder.checkpoint_files import (
+from mmder.train.checkpoint_files import (
     checkpoint_complete,
     checkpoint_epoch,
     checkpoint_problems,
@@ -23,7 +23,7 @@ from mmder.checkpoint_files import (
     manifest_name,
     write_manifest,
 )
-from mmder.engine import CHECKPOINT_TAG, engine_config, epoch_checkpoint, silence_deepspeed_cpu_build
+from mmder.train.engine import CHECKPOINT_TAG, engine_config, epoch_checkpoint, silence_deepspeed_cpu_build
 
 STAGES = (0, 1, 2, 3)
 
@@ -178,7 +178,7 @@ def run_two_ranks(target, *args) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_deepspeed_writes_the_expected_files_per_stage_on_one_rank(tmp_path: Path, precision: str):
-    from mmder.engine import ensure_process_group
+    from mmder.train.engine import ensure_process_group
 
     ensure_process_group("gloo")
     for stage in STAGES:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmder.checkpoints import detect_layout, load_pretrained
-from mmder.mae import build_pretrainer, patchify, tube_mask
-from mmder.model import build_model
+from mmder.models.checkpoints import detect_layout, load_pretrained
+from mmder.models.mae import build_pretrainer, patchify, tube_mask
+from mmder.models.classifier import build_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

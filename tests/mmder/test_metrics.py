@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmder.metrics import classification_metrics, confusion_matrix, uar, war
+from mmder.eval.metrics import classification_metrics, confusion_matrix, uar, war
 
 
 def test_confusion_matrix_rows_true_cols_pred() -> None:

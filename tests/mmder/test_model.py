@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmder.mae import build_pretrainer
-from mmder.model import (
+from mmder.models.mae import build_pretrainer
+from mmder.models.classifier import (
     ModelSize,
     build_model,
     get_sinusoid_encoding_table,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmder.model import build_model
-from mmder.optim import count_trainable, layer_id, param_groups_layer_decay, trainable_parameters
+from mmder.models.classifier import build_model
+from mmder.train.optim import count_trainable, layer_id, param_groups_layer_decay, trainable_parameters
 
 
 def _micro() -> torch.nn.Module:

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from mmder.checkpoints import load_pretrained
-from mmder.mae import build_pretrainer
-from mmder.model import build_model
-from mmder.pretrain import PretrainConfig, export_encoder, pretrain
+from mmder.models.checkpoints import load_pretrained
+from mmder.models.mae import build_pretrainer
+from mmder.models.classifier import build_model
+from mmder.train.pretrain import PretrainConfig, export_encoder, pretrain
 
 SIZE, FRAMES, PATCH = 32, 4, 8  # 2 x 4 x 4 = 32 tubelets
 

@@ -11,11 +11,11 @@ import torch
 from blob_clips import Blobs
 
 from mmder.config import TrainingConfig
-from mmder.engine import build_optimizer
-from mmder.model import build_model
-from mmder.optim import count_trainable, trainable_parameters
-from mmder.recipes import PRESETS, ProbeHead, parse_recipe, pooled_tokens, preset
-from mmder.train import fit
+from mmder.train.engine import build_optimizer
+from mmder.models.classifier import build_model
+from mmder.train.optim import count_trainable, trainable_parameters
+from mmder.train.recipes import PRESETS, ProbeHead, parse_recipe, pooled_tokens, preset
+from mmder.train.loop import fit
 
 ENCODER_PREFIXES = ("patch_embed.", "blocks.")
 HEAD_PREFIXES = ("fc_norm.", "head.")
@@ -211,7 +211,7 @@ def _two_rank_worker(rank: int, port: int, out_dir: str) -> None:
             report=lambda r, d: None,
         )
         outputs[cache] = ({k: v.clone() for k, v in m.state_dict().items()}, last.predictions)
-    from mmder.probe import extract_features
+    from mmder.train.probe import extract_features
 
     data = Blobs(21, 0)
     m = model().eval()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mmder import references as refs
+from mmder.eval import references as refs
 
 
 def test_rows_carry_protocol_and_source():

@@ -9,12 +9,12 @@ import torch
 from blob_clips import Blobs
 from pydantic import ValidationError
 
-from mmder.augment import SpecAugment
+from mmder.train.augment import SpecAugment
 from mmder.config import TrainingConfig, result_fields
 from mmder.data.features import deltas, spectrogram_image, spectrogram_images, window_bounds
 from mmder.data.folds import validation_split
 from mmder.data.preprocess import PreprocessConfig
-from mmder.recipes import TRAINING_PRESETS, expand_training_preset, lr_rule, scaled_lr
+from mmder.train.recipes import TRAINING_PRESETS, expand_training_preset, lr_rule, scaled_lr
 
 SR = 16000
 
@@ -105,7 +105,7 @@ def test_time_shift_repeats_the_edge_window_and_gain_offsets_everything():
 
 
 def test_shift_windows_moves_the_sequence_and_repeats_the_edge_window():
-    from mmder.augment import shift_windows
+    from mmder.train.augment import shift_windows
 
     x = torch.arange(6, dtype=torch.float32).view(1, 1, 6, 1, 1).expand(2, 3, 6, 2, 2)
     assert shift_windows(x, 2)[0, 0, :, 0, 0].tolist() == [0, 0, 0, 1, 2, 3]  # starts later
@@ -117,10 +117,10 @@ def test_shift_windows_moves_the_sequence_and_repeats_the_edge_window():
 @pytest.mark.slow
 def test_evaluation_averages_the_probabilities_over_shifted_clips():
     # tta_shifts: k evaluates each clip shifted by -k..k windows and averages the class probabilities
-    from mmder.augment import shift_windows
-    from mmder.engine import build_engine, ensure_process_group
-    from mmder.model import build_model
-    from mmder.train import evaluate
+    from mmder.train.augment import shift_windows
+    from mmder.train.engine import build_engine, ensure_process_group
+    from mmder.models.classifier import build_model
+    from mmder.train.loop import evaluate
 
     ensure_process_group()
     torch.manual_seed(0)
@@ -182,7 +182,7 @@ def test_presets_fill_unset_fields_and_scale_the_lr_by_the_global_batch():
 
 
 def test_experiment_preset_scales_by_workers_and_fills_the_model_section():
-    from harness.config import ExperimentConfig
+    from harness.experiment.config import ExperimentConfig
 
     spec = ExperimentConfig.model_validate(
         {
@@ -218,8 +218,8 @@ def test_validation_split_is_speaker_disjoint_deterministic_and_keeps_both_sexes
 
 @pytest.mark.slow
 def test_fit_reports_the_test_metrics_of_the_epoch_chosen_on_validation():
-    from mmder.model import build_model
-    from mmder.train import fit
+    from mmder.models.classifier import build_model
+    from mmder.train.loop import fit
 
     torch.manual_seed(0)
     m = build_model("micro", 2, image_size=16, num_frames=4)
@@ -233,7 +233,7 @@ def test_fit_reports_the_test_metrics_of_the_epoch_chosen_on_validation():
 
 def test_random_mask_hides_the_same_count_anywhere_and_the_config_chooses_it():
     from mmder.config import PretrainConfig
-    from mmder.mae import build_pretrainer, random_mask
+    from mmder.models.mae import build_pretrainer, random_mask
 
     m = random_mask(4, 32, 0.75, generator=torch.Generator().manual_seed(0))
     assert m.shape == (4, 32) and (m.sum(1) == 24).all()
@@ -246,7 +246,7 @@ def test_random_mask_hides_the_same_count_anywhere_and_the_config_chooses_it():
 
 
 def test_frequency_warp_moves_content_up_or_down_from_the_lowest_band():
-    from mmder.augment import warp_frequency
+    from mmder.train.augment import warp_frequency
 
     bottom_up = torch.arange(8, dtype=torch.float32)  # value = height above the bottom row
     img = bottom_up.flip(0).view(8, 1).expand(8, 3)  # row 0 is the top (highest band)

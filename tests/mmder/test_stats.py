@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from mmder import stats
+from mmder.eval import stats
 
 
 def test_t_interval_matches_a_hand_computation():

@@ -13,9 +13,9 @@ from blob_clips import Blobs
 from pydantic import ValidationError
 
 from mmder.config import TrainingConfig
-from mmder.engine import lr_factor
-from mmder.model import build_model
-from mmder.train import _mixer, fit
+from mmder.train.engine import lr_factor
+from mmder.models.classifier import build_model
+from mmder.train.loop import _mixer, fit
 
 
 def model() -> torch.nn.Module:
@@ -95,7 +95,7 @@ def test_new_fields_default_to_the_old_behaviour():
 
 @pytest.mark.slow
 def test_engine_groups_follow_the_layer_decay_formula_after_every_step():
-    from mmder.engine import build_engine
+    from mmder.train.engine import build_engine
 
     cfg = TrainingConfig(epochs=2, batch_size=4, lr=1e-3, min_lr=1e-5, warmup_epochs=1, layer_decay=0.75)
     m = model()

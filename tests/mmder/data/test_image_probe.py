@@ -9,7 +9,7 @@ import numpy as np
 
 from mmder.data.cache import ClipCache
 from mmder.data.folds import make_folds
-from mmder.image_probe import probe, window_band_means
+from mmder.tools.image_probe import probe, window_band_means
 
 
 def test_features_are_the_cells_images_averaged_over_time_and_channels(synthetic_cache: ClipCache) -> None:

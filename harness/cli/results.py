@@ -1,0 +1,171 @@
+"""The result commands of ``mmder``: leaderboard, compare, report (argparse and handlers).
+
+Kept apart from harness/cli/main.py so the training commands and these evolve independently;
+``add_result_commands(add)`` registers the sub-parsers and returns their handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+EXAMPLES = {
+    "leaderboard": "example: mmder leaderboard experiments/quickstart.yaml --format markdown\n"
+    "         mmder leaderboard experiments/ravdess-audio.yaml --references --per-class",
+    "compare": "example: mmder compare experiments/quickstart.yaml FSLF video\n"
+    "         mmder compare experiments/quickstart.yaml --all --metric uar",
+    "report": "example: mmder report experiments/quickstart.yaml   (writes runs/quickstart/report.html)",
+}
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+LEADERBOARD_FORMATS = ("table", "csv", "markdown", "json", "latex")
+
+
+def add_result_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> dict[str, Handler]:
+    """Register leaderboard/compare/report with cli.py's ``add(name, help)``; return name -> handler.
+
+    Builds no table: importing harness.results.leaderboard (scipy, pandas) here would cost every command,
+    `mmder status` included, seconds; its FORMATS are repeated and a test keeps the two equal.
+    """
+
+    lb = add(
+        "leaderboard",
+        "Print the experiment's results: per (dataset, setting) mean with 95 % t interval over folds x "
+        "seeds, pooled UAR/WAR, cost, and missing cells.",
+    )
+    lb.epilog = EXAMPLES["leaderboard"]
+    lb.add_argument("experiment", help="experiment YAML file")
+    lb.add_argument("--output", help="the sweep's output folder (default: runs/<experiment name>)")
+    lb.add_argument("--format", choices=list(LEADERBOARD_FORMATS), default="table")
+    lb.add_argument("--per-class", action="store_true", help="add per-class recall (pooled predictions)")
+    lb.add_argument(
+        "--references",
+        action="store_true",
+        help="print published results below, with deltas and protocol notes",
+    )
+    lb.add_argument(
+        "--show-params",
+        action="store_true",
+        help="print the hyper-parameters each row's search chose (experiments with a `search:` block)",
+    )
+
+    cp = add(
+        "compare",
+        "Paired comparison of two settings on the same folds, seeds and test clips: McNemar exact, "
+        "paired bootstrap interval, paired t and Wilcoxon over folds x seeds.",
+    )
+    cp.epilog = EXAMPLES["compare"]
+    cp.add_argument("experiment", help="experiment YAML file")
+    cp.add_argument("a", nargs="?", help="setting A (e.g. FSLF)")
+    cp.add_argument("b", nargs="?", help="setting B (e.g. video)")
+    cp.add_argument("--output", help="the sweep's output folder (default: runs/<experiment name>)")
+    cp.add_argument("--metric", choices=["war", "uar"], default="war")
+    cp.add_argument("--dataset", help="dataset name (default: every dataset holding both settings)")
+    cp.add_argument("--all", action="store_true", help="every pair per dataset, Benjamini-Hochberg corrected")
+    cp.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+
+    rp = add(
+        "report", "Write one self-contained HTML report (figures embedded) and log it to the sweep's run."
+    )
+    rp.epilog = EXAMPLES["report"]
+    rp.add_argument("experiment", help="experiment YAML file")
+    rp.add_argument("--output", help="the sweep's output folder (default: runs/<experiment name>)")
+    rp.add_argument(
+        "--no-mlflow", action="store_true", help="do not log the figures to the sweep's MLflow run"
+    )
+    return {"leaderboard": cmd_leaderboard, "compare": cmd_compare, "report": cmd_report}
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from harness.results.leaderboard import collect_runs, leaderboard, render
+
+    exp = collect_runs(args.experiment, args.output)
+    table = leaderboard(exp.runs, exp.loader, exp.settings, per_class=args.per_class)
+    print(render(table, args.format, exp.datasets, references=args.references))
+    if args.show_params:
+        print(chosen_params_table(exp))
+    return 0
+
+
+def chosen_params_table(exp: Any) -> str:
+    """Per (dataset, setting): what its search chose, from the search runs its finished cells name."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    keys = {
+        (r.dataset, r.setting): r.tags.get("mmder.search")
+        for r in exp.runs.itertuples()
+        if r.finished and isinstance(r.tags, dict) and r.tags.get("mmder.search")
+    }
+    if not keys or exp.tracking_uri is None:
+        return "chosen hyper-parameters: none (no finished cell came from a search)"
+    client = MlflowClient(tracking_uri=exp.tracking_uri)
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`mmder.kind` = 'search'")
+    chosen = {r.data.tags.get("mmder.search"): r for r in runs}
+    lines = ["chosen hyper-parameters (per-setting search on validation speakers):"]
+    for (dataset, setting), key in keys.items():
+        run = chosen.get(key)
+        if run is None or "mmder.search_chosen" not in run.data.tags:
+            lines.append(f"  {dataset} / {setting}: search {key} not finished")
+            continue
+        values = json.loads(run.data.tags["mmder.search_chosen"])
+        shown = ", ".join(
+            f"{k.split('.', 1)[1]}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
+        )
+        best = run.data.metrics.get("best_objective")
+        lines.append(
+            f"  {dataset} / {setting}: {shown}" + (f"  (validation {best:.1f})" if best is not None else "")
+        )
+    return "\n".join(lines)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.results.compare import NotComparable, compare, compare_all, format_all, format_comparison
+    from harness.results.leaderboard import collect_runs
+
+    exp = collect_runs(args.experiment, args.output)
+    if args.all:
+        print(format_all(compare_all(exp, args.metric, n_resamples=args.resamples)))
+        return 0
+    if not (args.a and args.b):
+        print("mmder: error: compare needs two settings A B, or --all", file=sys.stderr)
+        return 2
+    for s in (args.a, args.b):
+        if s not in exp.settings:
+            print(
+                f"mmder: error: setting {s!r} is not in the grid; allowed: {', '.join(exp.settings)}",
+                file=sys.stderr,
+            )
+            return 2
+    datasets = [args.dataset] if args.dataset else list(exp.runs["dataset"].unique())
+    status = 0
+    for dataset in datasets:
+        try:
+            print(
+                format_comparison(
+                    compare(exp, dataset, args.a, args.b, args.metric, n_resamples=args.resamples)
+                )
+            )
+        except NotComparable as err:
+            print(f"mmder: cannot compare: {err}", file=sys.stderr)
+            status = 2
+    return status
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.results.leaderboard import collect_runs
+    from harness.results.report import write_report
+
+    exp = collect_runs(args.experiment, args.output)
+    out = Path(exp.output or ".")
+    path, parent = write_report(exp, out / "report.html", log_to_mlflow=not args.no_mlflow)
+    print(f"report: {path}")
+    if parent:
+        print(f"figures logged to the sweep's MLflow run {parent} (artifacts/report)")
+    return 0

@@ -1,0 +1,206 @@
+"""The experiment -> the grid of cells, each with a deterministic key, and the job a worker receives.
+
+A cell's key hashes what changes its result: the dataset's identity (corpus, adapter options, generated
+corpus parameters, protocol), the fold, input setting and seed, and the result-bearing fields of the
+preprocessing, model and training sections (fields marked operational in the schema stay out), plus the
+world size. It names the cell's Train runs, its checkpoints and its MLflow tag, so a rerun finds its own
+past and never duplicates it. The cell carries its sections as the validated pydantic models; the worker
+receives them as their exact JSON and validates them back, so nothing is dropped or defaulted twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.experiment.config import DatasetConfig, ExperimentConfig, ResourcesConfig
+from mmder.config import ModelConfig, PretrainConfig, TrainingConfig, resolve_precision, result_fields
+from mmder.data.preprocess import PreprocessConfig
+
+# A Tune trial's config holds its whole job description under this key: a sweep's grid runs over
+# {"job": CellJob}, a search's trials get {"job": SearchJob, <sampled parameters>...}.
+GRID_PARAM = "job"
+
+__all__ = ["Cell", "CellJob", "expand_cells", "expand_pretrain_cells"]
+
+
+class Cell(BaseModel):
+    """One training job of the grid (``kind=train``) or one MAE pre-training (``kind=pretrain``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["train", "pretrain"] = "train"  # a baseline setting is a train cell without training
+    key: str
+    dataset: str = Field(description="the dataset's label")
+    setting: str
+    fold: int = Field(description="fold index (a pre-training's: it saw that fold's training clips only)")
+    fold_name: str
+    seed: int
+    datasets: list[DatasetConfig] = Field(description="the cell's dataset (one, for a pre-training too)")
+    preprocess: PreprocessConfig
+    model: ModelConfig
+    training: TrainingConfig | None = None
+    pretrain: PretrainConfig | None = None
+    world_size: int
+    pretrain_key: str | None = Field(None, description="model.pretrained: mae -> the pre-training's key")
+    search_key: str | None = Field(None, description="the search whose chosen configuration this cell trains")
+
+    @property
+    def dataset_config(self) -> DatasetConfig:
+        return self.datasets[0]
+
+
+class CellJob(BaseModel):
+    """What one Tune trial hands to its Train workers: the cell and where things are."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cell: Cell
+    cache_paths: dict[str, str]
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    storage_path: str
+    resources: ResourcesConfig
+    pretrained_path: str | None = None
+    encoder_path: str | None = None
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="provenance the driver knows (data digest, versions, commit)"
+    )
+    dataset_roots: dict[str, str] = Field(default_factory=dict, description="label -> corpus folder")
+
+    @property
+    def threads(self) -> int:
+        return max(1, int(self.resources.cpus_per_worker))
+
+
+def _digest(payload: Any) -> str:
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def _dataset_identity(ds: DatasetConfig) -> dict[str, Any]:
+    """What of a dataset changes a result: not its display name, nor where its files lie."""
+    identity = result_fields(ds)
+    if ds.corpus != "synthetic":
+        identity.pop("synthetic")
+    identity.pop("folds")  # which folds run selects cells; it does not change any one of them
+    return identity
+
+
+def _resolved(spec: ExperimentConfig, section: TrainingConfig | PretrainConfig) -> Any:
+    """The section with ``precision: auto`` resolved for the experiment's devices (part of the key)."""
+    return section.model_copy(
+        update={"precision": resolve_precision(section.precision, spec.resources.use_gpu)}
+    )
+
+
+def expand_pretrain_cells(spec: ExperimentConfig) -> list[Cell]:
+    """One MAE pre-training per dataset, fold and input setting, on the (unlabeled) clips of that
+    fold's training speakers only: a cell never starts from an encoder that saw its test speakers."""
+    from mmder.data.folds import fold_names
+
+    recipe = _resolved(spec, spec.pretrain.recipe())
+    cells = []
+    for ds, fold, names, setting in (
+        (d, fold, fold_names(d.protocol), setting)
+        for d in spec.datasets
+        for fold in (d.folds if d.folds is not None else range(len(fold_names(d.protocol))))
+        for setting in spec.pretrain_settings
+    ):
+        identity = {
+            "kind": "pretrain",
+            "dataset": _dataset_identity(ds),
+            "fold": fold,
+            "clips": "training speakers of the fold",
+            "setting": setting,
+            "preprocess": result_fields(spec.preprocess),
+            "model": {"size": spec.model.size},
+            "pretrain": result_fields(recipe),
+            "world_size": spec.resources.num_workers,
+        }
+        cells.append(
+            Cell(
+                kind="pretrain",
+                key=f"pretrain-{ds.corpus}-{setting}-f{fold}-{_digest(identity)}",
+                dataset=ds.label,
+                setting=setting,
+                fold=fold,
+                fold_name=names[fold],
+                seed=0,
+                datasets=[ds],
+                preprocess=spec.preprocess,
+                model=spec.model,
+                pretrain=recipe,
+                world_size=spec.resources.num_workers,
+            )
+        )
+    return cells
+
+
+def expand_cells(spec: ExperimentConfig) -> list[Cell]:
+    """The grid in a stable order: dataset, fold, setting, seed."""
+    from mmder.data.folds import fold_names
+
+    pretrained = (  # (dataset, fold, setting) -> the key of the pre-training on that fold's training clips
+        {(c.dataset, c.fold, c.setting): c.key for c in expand_pretrain_cells(spec)}
+        if spec.model.pretrained == "mae"
+        else {}
+    )
+    from mmder.registry import BASELINE_VERSION, BASELINES
+
+    training = _resolved(spec, spec.training)
+    cells: list[Cell] = []
+    for ds in spec.datasets:
+        names = fold_names(ds.protocol)
+        folds = ds.folds if ds.folds is not None else list(range(len(names)))
+        for fold in folds:
+            for setting in spec.grid.settings:
+                for seed in spec.grid.seeds:
+                    model = result_fields(spec.model)
+                    # with `mae`, the pre-training's key: a new pre-training makes new cells
+                    model["pretrained"] = pretrained.get((ds.label, fold, setting), spec.model.pretrained)
+                    identity: dict[str, Any] = {
+                        "dataset": _dataset_identity(ds),
+                        "fold": fold,
+                        "setting": setting,
+                        "seed": seed,
+                        "preprocess": result_fields(spec.preprocess),
+                        "model": model,
+                        "training": result_fields(training),
+                        "world_size": spec.resources.num_workers,
+                    }
+                    if spec.search is not None:  # a changed space or budget is a different result
+                        identity["search"] = result_fields(spec.search)
+                    baseline = BASELINES.get(setting)
+                    if baseline is not None:  # reads the audio files: no model, no training, no cache
+                        identity = {
+                            "dataset": _dataset_identity(ds),
+                            "fold": fold,
+                            "setting": setting,
+                            "seed": seed,
+                            "baseline": [baseline.feature_set, baseline.kernel, baseline.C, BASELINE_VERSION],
+                        }
+                        if spec.preprocess.speaker_norm != "none":  # its features are speaker-normalised
+                            identity["speaker_norm"] = True
+                    cells.append(
+                        Cell(
+                            # the corpus, not the display name (operational), keeps keys readable
+                            key=f"{ds.corpus}-{setting}-f{fold}-s{seed}-{_digest(identity)}",
+                            dataset=ds.label,
+                            setting=setting,
+                            fold=fold,
+                            fold_name=names[fold],
+                            seed=seed,
+                            datasets=[ds],
+                            preprocess=spec.preprocess,
+                            model=spec.model,
+                            training=None if baseline else training,
+                            world_size=1 if baseline else spec.resources.num_workers,
+                            pretrain_key=pretrained.get((ds.label, fold, setting)),
+                        )
+                    )
+    return cells

@@ -1,0 +1,171 @@
+"""``mmder status``: where a sweep stands, from MLflow and the storage path only.
+
+It never starts Ray and imports neither torch nor Ray (nor, for the embedded SQLite store, MLflow:
+MLflow's import alone costs seconds, so that store is read directly, read-only, through
+:mod:`sqlite3`; a server store is read with ``MlflowClient``). Each cell is judged the way the
+sweep's planner judges it (:func:`harness.plan.sweep_plan.judge_cell`), so status and ``--dry-run`` agree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from harness.experiment.config import ExperimentConfig
+from harness.plan.cells import expand_cells
+from harness.tracking.runs import by_cell, read_runs
+
+
+@dataclass
+class CellStatus:
+    key: str
+    dataset: str
+    setting: str
+    fold: str
+    seed: int
+    state: str  # done, running, failed, stale, pending
+    detail: str = ""
+    war: float | None = None
+    uar: float | None = None
+    epoch: int | None = None
+    epochs: int | None = None
+    owner: str | None = None
+
+
+@dataclass
+class SweepStatus:
+    experiment: str
+    cells: list[CellStatus] = field(default_factory=list)
+    eta_seconds: float | None = None
+
+    @property
+    def totals(self) -> dict[str, int]:
+        out = {s: 0 for s in ("done", "running", "failed", "stale", "pending")}
+        for c in self.cells:
+            out[c.state] = out.get(c.state, 0) + 1
+        return out
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+# ------------------------------------------------------------------------------------------ judging
+
+
+def sweep_status(spec: ExperimentConfig, output: Path) -> SweepStatus:
+    """Every cell's state now; lists the data (for today's digests) but decodes nothing."""
+    from harness.driver.owners import read_owner
+    from harness.plan.sweep_plan import cell_digest, judge_cell, storage_root
+    from harness.plan.provenance import dataset_digests
+    from harness.tracking.store import resolve_uri
+
+    cells = expand_cells(spec)
+    digests = dataset_digests(spec, output)
+    runs = by_cell(read_runs(resolve_uri(spec.tracking.uri, output), spec.mlflow_experiment))
+    storage = storage_root(spec, output)
+    status = SweepStatus(spec.name)
+    durations = []
+    epochs = spec.training.epochs
+    for cell in cells:
+        found = runs.get(cell.key, [])
+        plan = judge_cell(cell, found, cell_digest(cell, digests), accept_stale=False)
+        row = CellStatus(cell.key, cell.dataset, cell.setting, cell.fold_name, cell.seed, "pending")
+        latest = found[0] if found else None
+        if plan.action == "skip" and latest is not None:
+            row.state = "done"
+            row.war = latest.data.metrics.get("final_war")
+            row.uar = latest.data.metrics.get("final_uar")
+            if latest.info.end_time and latest.info.start_time:
+                durations.append((latest.info.end_time - latest.info.start_time) / 1000)
+        elif plan.action == "stale":
+            row.state, row.detail = "stale", plan.why
+        elif plan.action == "retry":
+            row.state, row.detail = "failed", plan.why
+        elif latest is not None and latest.info.status == "RUNNING":
+            row.state = "running"
+            steps = latest.data.steps
+            row.epochs = epochs
+            if "war" in steps:
+                row.epoch = steps["war"][1] + 1
+                row.war = steps["war"][0]
+                row.uar = steps.get("uar", (None, 0))[0]
+            else:
+                row.epoch = 0
+        elif latest is not None:  # KILLED or SCHEDULED: cut off, resumes on the next sweep
+            row.detail = f"cut off ({latest.info.status.lower()}), resumes from its last epoch"
+        if "://" not in storage and row.state in ("running", "pending"):
+            owner = read_owner(Path(storage) / cell.key)
+            if owner is not None and owner.alive():
+                row.owner = owner.describe()
+            elif row.state == "running":  # RUNNING in MLflow, but no live sweep owns it: cut off
+                row.state, row.detail = "pending", "cut off (its sweep is gone), resumes from its last epoch"
+        status.cells.append(row)
+    left = sum(1 for c in status.cells if c.state != "done")
+    if durations and left:
+        waves = math.ceil(left / spec.resources.max_concurrent_trials)
+        status.eta_seconds = sum(durations) / len(durations) * waves
+    return status
+
+
+# ------------------------------------------------------------------------------------------ showing
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def render_table(status: SweepStatus) -> str:
+    width = max((len(c.key) for c in status.cells), default=10)
+    lines = [f"{status.experiment}: {len(status.cells)} cells"]
+    for c in status.cells:
+        if c.state == "done":
+            what = f"WAR {c.war:5.1f}  UAR {c.uar:5.1f}" if c.war is not None and c.uar is not None else ""
+        elif c.state == "running":
+            what = f"epoch {c.epoch}/{c.epochs}"
+            if c.war is not None:
+                what += f"  WAR {c.war:5.1f}"
+        elif c.state == "failed":
+            what = c.detail.splitlines()[0] if c.detail else "see its MLflow run"
+        elif c.state == "stale":
+            what = c.detail
+        else:
+            what = c.detail
+        if c.owner:
+            what += f"  [{c.owner}]"
+        lines.append(f"  {c.state:<8} {c.key:<{width}}  {what}".rstrip())
+    totals = ", ".join(f"{n} {s}" for s, n in status.totals.items() if n)
+    eta = f"; ETA {_hms(status.eta_seconds)}" if status.eta_seconds is not None else ""
+    lines.append(f"{totals}{eta}")
+    return "\n".join(lines)
+
+
+def render_json(status: SweepStatus) -> str:
+    return json.dumps(
+        {
+            "experiment": status.experiment,
+            "cells": [asdict(c) for c in status.cells],
+            "totals": status.totals,
+            "eta_seconds": status.eta_seconds,
+        },
+        indent=2,
+    )
+
+
+def show(spec: ExperimentConfig, output: Path, fmt: str = "table", watch: float | None = None) -> int:
+    """Print once, or every ``watch`` seconds until Ctrl-C."""
+    while True:
+        status = sweep_status(spec, output)
+        text = render_json(status) if fmt == "json" else render_table(status)
+        if watch:
+            print("\033[2J\033[H" + time.strftime("%H:%M:%S ") + text, flush=True)
+            try:
+                time.sleep(watch)
+            except KeyboardInterrupt:
+                return 0
+        else:
+            print(text)
+            return 0

@@ -1,0 +1,402 @@
+"""Per-setting hyper-parameter searches: Ray Tune trials proposed by Optuna, pruned by a Tune scheduler.
+
+One search per (dataset, setting) (or per fold, ``scope: per_fold``). Its trials are ordinary Train
+jobs of the cell's workers (:func:`harness.search.trial.search_trial_loop`) on the fold's *training*
+speakers only, split into train and validation speakers; the test speakers never reach a trial. The
+Optuna study lives in an RDB (SQLite) file next to the MLflow store, named by the search's key, so a
+killed search resumes without repeating finished trials and a finished one is never run again. The
+chosen configuration is then trained once per cell on all training speakers; its test number is what
+the leaderboard shows.
+
+Tracking: a search run (``mmder.kind=search``) under the sweep's parent run; each trial a run nested
+under it, with its parameters, validation curve, speakers, and ``mmder.trial_state`` complete or
+pruned. The chosen parameters are the search run's ``mmder.search_chosen`` tag and, once applied,
+params of every cell run it served (``search.chosen.*``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from harness.experiment.config import ExperimentConfig, ResourcesConfig
+from harness.plan.cells import GRID_PARAM, Cell, _dataset_identity
+from harness.experiment.search import SearchConfig
+from mmder.config import ModelConfig, TrainingConfig, result_fields
+
+Echo = Callable[[str], None]
+TAG_SEARCH = "mmder.search"
+TAG_CHOSEN = "mmder.search_chosen"
+TAG_TRIAL_STATE = "mmder.trial_state"
+TAG_PRUNED_AT = "mmder.pruned_at_epoch"  # epochs the scheduler had seen when it stopped a trial
+OBJECTIVE = "objective"  # the metric Tune and Optuna see: best validation metric so far
+
+
+class SearchJob(BaseModel):
+    """What one search trial's Train workers receive (the trial's parameters come separately)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    search_key: str
+    cell: Cell
+    search: SearchConfig
+    cache_path: str
+    tracking_uri: str
+    experiment_id: str
+    search_run_id: str
+    storage_path: str
+    resources: ResourcesConfig
+
+
+def search_fold(spec: ExperimentConfig, cell: Cell) -> int:
+    """The fold whose training speakers a cell's search uses."""
+    assert spec.search is not None
+    if spec.search.scope == "per_fold":
+        return cell.fold
+    ds = cell.dataset_config
+    return ds.folds[0] if ds.folds else 0
+
+
+def search_key(spec: ExperimentConfig, cell: Cell) -> str:
+    """What changes a search's outcome: data, setting, fold searched, base sections, the search itself."""
+    assert spec.search is not None and cell.training is not None
+    identity = {
+        "dataset": _dataset_identity(cell.dataset_config),
+        "setting": cell.setting,
+        "fold": search_fold(spec, cell),
+        "preprocess": result_fields(cell.preprocess),
+        "model": result_fields(cell.model),
+        "training": result_fields(cell.training),
+        "search": result_fields(spec.search),
+        "world_size": cell.world_size,
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"search-{cell.dataset}-{cell.setting}-f{identity['fold']}-{digest}"
+
+
+def apply_chosen(cell: Cell, search: SearchConfig, chosen: dict[str, Any]) -> Cell:
+    """The cell with its searched fields set to ``chosen``, validated again (bounds, min_lr <= lr, ...)."""
+    updates = search.section_updates(chosen)
+    training = cell.training
+    if training is not None and "training" in updates:
+        training = TrainingConfig.model_validate({**training.model_dump(), **updates["training"]})
+    model = cell.model
+    if "model" in updates:
+        model = ModelConfig.model_validate({**model.model_dump(), **updates["model"]})
+    return cell.model_copy(update={"training": training, "model": model})
+
+
+def tune_space(search: SearchConfig) -> dict[str, Any]:
+    """The search space as Tune domains (OptunaSearch converts them to Optuna distributions)."""
+    from ray import tune
+
+    space: dict[str, Any] = {}
+    for name, p in search.space.items():
+        if p.type == "log":
+            space[name] = tune.loguniform(p.low, p.high)
+        elif p.type == "uniform":
+            space[name] = tune.uniform(p.low, p.high)
+        elif p.type == "int":
+            space[name] = tune.randint(int(p.low or 0), int(p.high or 0) + 1)  # high inclusive
+        else:
+            space[name] = tune.choice(list(p.choices or []))
+    return space
+
+
+def max_epochs(search: SearchConfig, base: TrainingConfig) -> int:
+    p = search.space.get("training.epochs")
+    return int(p.high) if p is not None and p.type == "int" else base.epochs
+
+
+def optuna_storage(output: Path) -> str:
+    """The studies' RDB: a SQLite file beside the embedded MLflow store, under the sweep's output."""
+    return f"sqlite:///{(output / 'optuna.db').resolve()}"
+
+
+def _open_study(storage_url: str, key: str, search: SearchConfig) -> Any:
+    """The search's study, created or reloaded; trials a killed driver left RUNNING become FAIL."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(storage_url)
+    study = optuna.create_study(study_name=key, storage=storage, direction="maximize", load_if_exists=True)
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    return study, storage
+
+
+def finished_trials(study: Any) -> list[Any]:
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return study.get_trials(deepcopy=False, states=states)
+
+
+def _sampler(search: SearchConfig) -> Any:
+    import optuna
+
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=search.seed)
+    # Optuna's own n_startup_trials (10) would make a small budget a random search; concurrent trials
+    # get the constant liar, so two running trials are not proposed the same point
+    return optuna.samplers.TPESampler(
+        seed=search.seed,
+        n_startup_trials=search.random_trials(),
+        constant_liar=search.max_concurrent_trials > 1,
+    )
+
+
+def _scheduler(search: SearchConfig, epochs: int) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+
+    if search.pruner == "asha":
+        return ASHAScheduler(
+            time_attr="training_iteration",
+            metric=OBJECTIVE,
+            mode="max",
+            max_t=epochs,
+            grace_period=min(search.grace_epochs, epochs),
+        )
+    if search.pruner == "median":
+        return MedianStoppingRule(
+            time_attr="training_iteration", metric=OBJECTIVE, mode="max", grace_period=search.grace_epochs
+        )
+    return FIFOScheduler()
+
+
+def run_search(
+    spec: ExperimentConfig,
+    cell: Cell,
+    key: str,
+    *,
+    output: Path,
+    cache_path: str,
+    tracker: Any,
+    parent_run_id: str,
+    storage_path: str,
+    echo: Echo,
+) -> dict[str, Any]:
+    """Run (or resume, or just read) the search ``key`` for ``cell``'s group; returns the chosen params."""
+    search = spec.search
+    assert search is not None and cell.training is not None
+    run_id, chosen = _search_run(tracker, key, parent_run_id, cell)
+    if chosen is not None:
+        echo(f"{key}: finished before; chosen {chosen}")
+        return chosen
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    from harness.search.trial import search_trial
+
+    storage_url = optuna_storage(output)
+    study, storage = _open_study(storage_url, key, search)
+    _mark_lost(tracker, key, study)
+    done = len(finished_trials(study))
+    remaining = search.trials - done
+    echo(f"{key}: {done} of {search.trials} trials finished, {max(0, remaining)} to run")
+    if remaining > 0:
+        base = cell.model_copy(update={"fold": search_fold(spec, cell)})
+        job = SearchJob(
+            search_key=key,
+            cell=base,
+            search=search,
+            cache_path=cache_path,
+            tracking_uri=tracker.uri,
+            experiment_id=tracker.experiment_id,
+            search_run_id=run_id,
+            storage_path=storage_path,
+            resources=spec.resources,
+        )
+        epochs = max_epochs(search, cell.training)
+        tuner = tune.Tuner(
+            tune.with_resources(search_trial, {"CPU": 0.01}),
+            param_space={GRID_PARAM: job.model_dump(mode="json"), **tune_space(search)},
+            tune_config=tune.TuneConfig(
+                search_alg=OptunaSearch(
+                    metric=OBJECTIVE, mode="max", sampler=_sampler(search), study_name=key, storage=storage
+                ),
+                scheduler=_scheduler(search, epochs),
+                num_samples=remaining,
+                max_concurrent_trials=search.max_concurrent_trials,
+                # a pruned trial's actor must die with its Train job (a reused actor would keep it running)
+                reuse_actors=False,
+                trial_dirname_creator=lambda t: t.trial_id,
+            ),
+            run_config=tune.RunConfig(
+                name=f"{key}-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=f"{storage_path}/tune",
+                verbose=0,
+                callbacks=[_progress_callback(key, done, search.trials, epochs, echo)],
+            ),
+        )
+        results = tuner.fit()
+        _mark_stopped(tracker, key, results, epochs)
+        study, storage = _open_study(storage_url, key, search)
+    trials = finished_trials(study)
+    if len(trials) < search.trials:
+        raise RuntimeError(f"{key}: only {len(trials)} of {search.trials} trials finished; rerun to continue")
+    best = max((t for t in trials if t.value is not None), key=lambda t: t.value)
+    chosen = {name: best.params[name] for name in search.space}
+    _finish_search(tracker, run_id, chosen, best.value, len(trials))
+    echo(f"{key}: chosen {chosen} (validation {search.objective} {best.value:.2f})")
+    return chosen
+
+
+def _progress_callback(key: str, done: int, trials: int, epochs: int, echo: Echo) -> Any:
+    """A Tune callback that says each trial's end: a search runs for long with nothing else to show."""
+    from ray.tune import Callback
+
+    class TrialProgress(Callback):
+        def __init__(self) -> None:
+            self.ended = done
+
+        def _say(self, trial: Any, how: str) -> None:
+            self.ended += 1
+            result = trial.last_result or {}
+            value = result.get(OBJECTIVE)
+            score = f"validation {value:.2f}" if value is not None else "no validation score"
+            params = {k: v for k, v in trial.config.items() if k != GRID_PARAM}
+            echo(f"{key}: trial {self.ended} of {trials} {how}, {score}; {_brief(params)}")
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            ran = _pruned_at(trial.last_result or {}, epochs)
+            how = f"complete ({epochs} epochs)" if ran is None else f"pruned after {ran} of {epochs} epochs"
+            self._say(trial, how)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._say(trial, "failed (its worker errored; the sweep log has the trace)")
+
+    return TrialProgress()
+
+
+def _pruned_at(result: dict[str, Any], epochs: int) -> int | None:
+    """The epochs a trial's last result had seen when the scheduler stopped it; None if it ran them all."""
+    ran = int(result.get("training_iteration", 0))
+    return ran if ran < epochs else None
+
+
+def _brief(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def _search_run(tracker: Any, key: str, parent_run_id: str, cell: Cell) -> tuple[str, dict[str, Any] | None]:
+    """The search's MLflow run (created once) and its chosen parameters if it finished before."""
+    runs = tracker.client.search_runs(
+        [tracker.experiment_id],
+        filter_string=f"tags.`{TAG_SEARCH}` = '{key}' and tags.`mmder.kind` = 'search'",
+    )
+    if runs:
+        run = runs[0]
+        chosen = run.data.tags.get(TAG_CHOSEN)
+        return run.info.run_id, (json.loads(chosen) if chosen else None)
+    run = tracker.client.create_run(
+        tracker.experiment_id,
+        run_name=key,
+        tags={
+            "mmder.kind": "search",
+            TAG_SEARCH: key,
+            "mlflow.parentRunId": parent_run_id,
+            "dataset": cell.dataset,
+            "setting": cell.setting,
+        },
+    )
+    return run.info.run_id, None
+
+
+def _finish_search(tracker: Any, run_id: str, chosen: dict[str, Any], value: float, trials: int) -> None:
+    for name, v in chosen.items():
+        tracker.client.log_param(run_id, f"chosen.{name}", v)
+    tracker.client.log_metric(run_id, f"best_{OBJECTIVE}", value)
+    tracker.client.log_metric(run_id, "trials", trials)
+    tracker.client.set_tag(run_id, TAG_CHOSEN, json.dumps(chosen, sort_keys=True))
+    tracker.client.set_terminated(run_id, status="FINISHED")
+
+
+def _mark_stopped(tracker: Any, key: str, results: Any, epochs: int) -> None:
+    """Trial runs the scheduler stopped early end KILLED as ``pruned``; those cut off otherwise too."""
+    from harness.search.trial import TAG_TRIAL
+
+    stopped = {
+        r.metrics.get("trial_id"): ran
+        for r in results
+        if r.metrics and r.error is None and (ran := _pruned_at(r.metrics, epochs)) is not None
+    }
+    for run in _trial_runs(tracker, key, "and attributes.status = 'RUNNING'"):
+        trial = run.data.tags.get(TAG_TRIAL)
+        state = "pruned" if trial in stopped else "interrupted"
+        tracker.client.set_tag(run.info.run_id, TAG_TRIAL_STATE, state)
+        if trial in stopped:
+            # the scheduler's decision, taken on this many epochs; with short epochs the workers may
+            # have logged one or two more before the stop reached them
+            tracker.client.set_tag(run.info.run_id, TAG_PRUNED_AT, str(stopped[trial]))
+        tracker.client.set_terminated(run.info.run_id, status="KILLED")
+
+
+def _trial_runs(tracker: Any, key: str, extra_filter: str = "") -> list[Any]:
+    """The MLflow runs of the search ``key``'s trials (``extra_filter``: more of the search filter)."""
+    search = f"tags.`{TAG_SEARCH}` = '{key}' and tags.`mmder.kind` = 'search_trial' {extra_filter}"
+    return tracker.client.search_runs([tracker.experiment_id], filter_string=search.strip())
+
+
+def _mark_lost(tracker: Any, key: str, study: Any) -> None:
+    """Trial runs that ended but whose result the study never received are tagged ``lost``.
+
+    A driver killed after a trial's workers finished but before Optuna was told leaves an MLflow run
+    saying ``complete`` and a study trial that :func:`_open_study` turned into FAIL; its budget is run
+    again. Runs are matched to the study's finished trials by their parameters (logged as ``str``).
+    """
+    recorded = [{name: str(value) for name, value in t.params.items()} for t in finished_trials(study)]
+    for run in _trial_runs(tracker, key):
+        if run.data.tags.get(TAG_TRIAL_STATE) not in ("complete", "pruned"):
+            continue
+        params = run.data.params
+        if not any(all(params.get(n) == v for n, v in r.items()) for r in recorded):
+            tracker.client.set_tag(run.info.run_id, TAG_TRIAL_STATE, "lost")
+            tracker.client.set_tag(
+                run.info.run_id,
+                "mmder.trial_lost",
+                "the driver stopped before the study recorded this trial; its budget ran again",
+            )
+
+
+def apply_searches(
+    spec: ExperimentConfig,
+    cells: list[Cell],
+    *,
+    output: Path,
+    caches: dict[str, str],
+    tracker: Any,
+    parent_run_id: str,
+    storage_path: str,
+    echo: Echo,
+) -> list[Cell]:
+    """Each deep cell with its group's chosen configuration (searches run or resumed first)."""
+    if spec.search is None:
+        return cells
+    chosen_by_key: dict[str, dict[str, Any]] = {}
+    out = []
+    for cell in cells:
+        if cell.training is None or cell.kind != "train":  # baselines and pre-trainings are not searched
+            out.append(cell)
+            continue
+        key = search_key(spec, cell)
+        if key not in chosen_by_key:
+            chosen_by_key[key] = run_search(
+                spec,
+                cell,
+                key,
+                output=output,
+                cache_path=caches[cell.dataset],
+                tracker=tracker,
+                parent_run_id=parent_run_id,
+                storage_path=storage_path,
+                echo=echo,
+            )
+        out.append(apply_chosen(cell, spec.search, chosen_by_key[key]).model_copy(update={"search_key": key}))
+    return out

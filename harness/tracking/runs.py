@@ -1,0 +1,144 @@
+"""Reading an experiment's runs without MLflow's import where that is possible.
+
+MLflow's import alone costs seconds; the embedded SQLite store is therefore read directly, read-only,
+through :mod:`sqlite3` (never blocking the sweep's writers under WAL), and a server store through
+``MlflowClient``. The runs come back as light stand-ins with what planning, status and the
+leaderboard read: ``info.run_id/status/start_time/end_time/artifact_uri``, ``data.tags``,
+``data.metrics`` (latest values) and ``data.steps`` (latest value and step per metric).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+__all__ = ["by_cell", "finished_by_cell", "read_client_runs", "read_runs", "read_sqlite_runs"]
+
+
+def _run(info: dict, tags: dict[str, str], metrics: dict[str, tuple[float, int]]) -> Any:
+    """A light stand-in for an MLflow ``Run`` with what status and the planner read."""
+    return SimpleNamespace(
+        info=SimpleNamespace(**info),
+        data=SimpleNamespace(tags=tags, metrics={k: v for k, (v, _) in metrics.items()}, steps=metrics),
+    )
+
+
+def read_sqlite_runs(path: Path, experiment: str) -> list[Any] | None:
+    """Every run of the experiment with tags and latest metrics, straight from MLflow's SQLite file.
+
+    Read-only (``mode=ro``) and under WAL never blocks the sweep's writers; None when the store or
+    experiment does not exist yet.
+    """
+    import sqlite3
+
+    if not path.exists():
+        return None
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        try:
+            row = db.execute(
+                "select experiment_id from experiments where name = ? and lifecycle_stage = 'active'",
+                (experiment,),
+            ).fetchone()
+        except sqlite3.OperationalError:  # the file exists but MLflow is still creating its tables
+            return None
+        if row is None:
+            return None
+        exp_id = row[0]
+        runs = db.execute(
+            "select run_uuid, status, start_time, end_time, artifact_uri from runs "
+            "where experiment_id = ? and lifecycle_stage = 'active'",
+            (exp_id,),
+        ).fetchall()
+        tags: dict[str, dict[str, str]] = {}
+        for run_id, key, value in db.execute(
+            "select t.run_uuid, t.key, t.value from tags t join runs r on r.run_uuid = t.run_uuid "
+            "where r.experiment_id = ?",
+            (exp_id,),
+        ):
+            tags.setdefault(run_id, {})[key] = value
+        metrics: dict[str, dict[str, tuple[float, int]]] = {}
+        for run_id, key, value, step in db.execute(
+            "select m.run_uuid, m.key, m.value, m.step from latest_metrics m "
+            "join runs r on r.run_uuid = m.run_uuid where r.experiment_id = ?",
+            (exp_id,),
+        ):
+            metrics.setdefault(run_id, {})[key] = (value, step)
+    finally:
+        db.close()
+    return [
+        _run(
+            {"run_id": r, "status": st, "start_time": start or 0, "end_time": end, "artifact_uri": art},
+            tags.get(r, {}),
+            metrics.get(r, {}),
+        )
+        for r, st, start, end, art in runs
+    ]
+
+
+def read_client_runs(uri: str, experiment: str) -> list[Any] | None:
+    """The same through ``MlflowClient`` (a tracking server)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    out, token = [], None
+    while True:
+        page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token)
+        for run in page:
+            steps = {}
+            for key, value in run.data.metrics.items():
+                history = client.get_metric_history(run.info.run_id, key) if key == "war" else []
+                steps[key] = (value, max((m.step for m in history), default=0))
+            out.append(
+                _run(
+                    {
+                        "run_id": run.info.run_id,
+                        "status": run.info.status,
+                        "start_time": run.info.start_time or 0,
+                        "end_time": run.info.end_time,
+                        "artifact_uri": run.info.artifact_uri,
+                    },
+                    dict(run.data.tags),
+                    steps,
+                )
+            )
+        token = page.token
+        if not token:
+            return out
+
+
+def read_runs(uri: str, experiment: str) -> list[Any]:
+    from harness.tracking.store import sqlite_path
+
+    path = sqlite_path(uri)
+    runs = read_sqlite_runs(path, experiment) if path is not None else read_client_runs(uri, experiment)
+    return runs or []
+
+
+def by_cell(runs: list[Any]) -> dict[str, list[Any]]:
+    """key -> every run of that cell that was not superseded, newest first."""
+    from harness.plan.provenance import TAG_SUPERSEDED
+    from harness.tracking.store import TAG_CELL
+
+    found: dict[str, list[Any]] = {}
+    for run in sorted(runs, key=lambda r: -r.info.start_time):
+        key = run.data.tags.get(TAG_CELL)
+        if key and TAG_SUPERSEDED not in run.data.tags:
+            found.setdefault(key, []).append(run)
+    return found
+
+
+def finished_by_cell(runs: list[Any]) -> dict[str, Any]:
+    """key -> the newest finished run of that cell that no newer run superseded."""
+    from harness.tracking.store import FINISHED, TAG_STATUS
+
+    found: dict[str, Any] = {}
+    for key, found_runs in by_cell(runs).items():
+        done = [r for r in found_runs if r.data.tags.get(TAG_STATUS) == FINISHED]
+        if done:
+            found[key] = done[0]
+    return found

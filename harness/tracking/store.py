@@ -1,0 +1,370 @@
+"""MLflow bookkeeping: one parent run per sweep, one child run per cell, found again by tags.
+
+Ray's MLflow integrations open a new run per trial restart and leave the old one RUNNING, so we do it
+by hand with ``MlflowClient``: rank 0 gets-or-creates the child run tagged with the cell's key, logs to
+it, and marks it finished at the very end. A rerun asks MLflow which keys are finished and skips them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+TAG_CELL = "mmder.cell"
+TAG_STATUS = "mmder.status"
+TAG_KIND = "mmder.kind"
+TAG_SWEEP = "mmder.sweep"
+TAG_RESUMED = "mmder.resumed_from_epoch"
+TAG_ERROR = "mmder.error"  # the last lines of a failed cell's error; the whole traceback is an artifact
+TAG_ATTEMPT = "mmder.attempt"  # 1 for a cell's first run, n for its n-th (retries after a failure)
+TAG_SUPERSEDED = "mmder.superseded"  # why a finished run no longer counts (data/code changed)
+FINISHED = "finished"
+FAILED = "failed"
+T = TypeVar("T")
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)  # seconds between tries of one MLflow write
+
+
+def retried(
+    write: Callable[[], T], what: str = "MLflow write", delays: tuple[float, ...] = RETRY_DELAYS
+) -> T:
+    """Run ``write``, trying again with backoff: a locked SQLite store or a restarting server passes."""
+    for delay in delays:
+        try:
+            return write()
+        except Exception as err:  # noqa: BLE001 - any tracking error is worth a retry
+            print(f"mmder: {what} failed ({type(err).__name__}: {str(err)[:200]}); retrying in {delay:g} s")
+            time.sleep(delay)
+    return write()
+
+
+def Metric(*args: Any) -> Any:  # noqa: N802 - MLflow's entities, imported on first use
+    from mlflow.entities import Metric as _Metric
+
+    return _Metric(*args)
+
+
+def Param(*args: Any) -> Any:  # noqa: N802
+    from mlflow.entities import Param as _Param
+
+    return _Param(*args)
+
+
+def RunTag(*args: Any) -> Any:  # noqa: N802
+    from mlflow.entities import RunTag as _RunTag
+
+    return _RunTag(*args)
+
+
+def _client(uri: str) -> MlflowClient:
+    """Why lazily: importing MLflow costs seconds, and `mmder status` on the embedded store needs none."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Serialise creating the store, its experiment and the sweep's parent run across processes.
+
+    Two sweeps started at once on a fresh output both ran MLflow's schema creation and the second
+    crashed (``table latest_metrics already exists``); a file lock next to the SQLite file orders
+    them. A server store needs none (it creates its schema once).
+    """
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        fresh = not path.exists()
+        yield
+        if fresh and path.exists():
+            enable_wal(path)
+
+
+def enable_wal(path: Path) -> None:
+    """WAL journal: readers (``mmder status``) never block writers, far fewer ``database is locked``."""
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+
+
+def default_uri(output: Path) -> str:
+    """SQLite under the output folder, by absolute path: Train workers run in another directory."""
+    return f"sqlite:///{(output / 'mlflow.db').resolve()}"
+
+
+def resolve_uri(configured: str | None, output: Path) -> str:
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(output)
+
+
+def store_exists(uri: str) -> bool:
+    """False for a SQLite file that was never created; a dry run must not create one."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///") :]).exists()
+    return True
+
+
+@dataclass
+class Tracker:
+    uri: str
+    experiment_id: str
+
+    @property
+    def client(self) -> MlflowClient:
+        return _client(self.uri)
+
+    @classmethod
+    def open(
+        cls, uri: str, experiment: str, artifact_root: Path | None = None, create: bool = True
+    ) -> Tracker:
+        """Open (and, from the driver, create once) the experiment.
+
+        The driver creates the store before any worker touches it: SQLite schema migrations from many
+        processes at once crash. ``artifact_root`` is used only with the embedded SQLite store: a
+        server's experiment gets no location, so its runs get ``mlflow-artifacts:`` URIs the server
+        proxies, instead of a folder on whichever node logs them.
+        """
+        client = _client(uri)
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            if not create:
+                raise LookupError(f"no MLflow experiment {experiment!r} at {uri}")
+            embedded = sqlite_path(uri) is not None
+            location = artifact_root.resolve().as_uri() if artifact_root and embedded else None
+            exp_id = client.create_experiment(experiment, artifact_location=location)
+        else:
+            exp_id = exp.experiment_id
+        return cls(uri=uri, experiment_id=exp_id)
+
+    @classmethod
+    def existing(cls, uri: str, experiment: str) -> Tracker | None:
+        """The experiment's tracker if its store and experiment exist; never creates either (dry runs)."""
+        if not store_exists(uri):
+            return None
+        try:
+            return cls.open(uri, experiment, create=False)
+        except LookupError:
+            return None
+
+    def _search(self, filter_string: str) -> list[Any]:
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], filter_string=filter_string, max_results=1000, page_token=token
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def parent_run(self, sweep: str, description: str = "") -> str:
+        """The sweep's parent run, shared by every rerun of the same experiment."""
+        found = self._search(f"tags.`{TAG_KIND}` = 'sweep' and tags.`{TAG_SWEEP}` = '{sweep}'")
+        if found:
+            return found[0].info.run_id
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=sweep,
+            tags={TAG_KIND: "sweep", TAG_SWEEP: sweep, "mlflow.note.content": description},
+        )
+        return run.info.run_id
+
+    def finished_cells(self) -> dict[str, Any]:
+        """key -> the newest finished run of that cell that no newer run superseded."""
+        from harness.tracking.runs import finished_by_cell
+
+        return finished_by_cell(self._search(f"tags.`{TAG_STATUS}` = '{FINISHED}'"))
+
+    def cell_runs(self) -> dict[str, list[Any]]:
+        """key -> every run of that cell that was not superseded, newest first (one query)."""
+        from harness.tracking.runs import by_cell
+
+        return by_cell(self._search(f"tags.`{TAG_CELL}` != ''"))
+
+    def cell_run(
+        self, key: str, parent_run_id: str, tags: dict[str, str], params: dict[str, Any], kind: str = "cell"
+    ) -> tuple[str, bool]:
+        """Get or create the cell's run: (run id, created).
+
+        A cut-off cell (RUNNING, KILLED, SCHEDULED) keeps logging into the run it started; a failed one
+        is retried in a fresh run (its attempt number one more), and superseded runs are history.
+        """
+        runs = [r for r in self._search(f"tags.`{TAG_CELL}` = '{key}'") if TAG_SUPERSEDED not in r.data.tags]
+        runs.sort(key=lambda r: -r.info.start_time)
+        if runs and runs[0].info.status != "FAILED" and runs[0].data.tags.get(TAG_STATUS) != FINISHED:
+            run_id = runs[0].info.run_id
+            retried(lambda: self.client.update_run(run_id, status="RUNNING"))
+            retried(lambda: self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()]))
+            return run_id, False
+        all_tags = {
+            TAG_CELL: key,
+            TAG_KIND: kind,
+            TAG_ATTEMPT: str(len(runs) + 1),
+            "mlflow.parentRunId": parent_run_id,
+            **tags,
+        }
+        run = retried(lambda: self.client.create_run(self.experiment_id, run_name=key, tags=all_tags))
+        flat = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        for i in range(0, len(flat), 100):
+            retried(lambda i=i: self.client.log_batch(run.info.run_id, params=flat[i : i + 100]))
+        return run.info.run_id, True
+
+    def logged_steps(self, run_id: str, metric: str) -> set[int]:
+        """Steps of ``metric`` already in the run: a resumed cell must not log them a second time."""
+        return {m.step for m in retried(lambda: self.client.get_metric_history(run_id, metric))}
+
+    def log_epoch(self, run_id: str, epoch: int, metrics: dict[str, float]) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in metrics.items()])
+
+    def tag(self, run_id: str, key: str, value: str) -> None:
+        retried(lambda: self.client.log_batch(run_id, tags=[RunTag(key, value)]))
+
+    def tags(self, run_id: str, tags: dict[str, str]) -> None:
+        retried(
+            lambda: self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+        )
+
+    def log_dataset(self, run_id: str, frame: Any, name: str, digest: str, source: str) -> None:
+        """The cell's clips as an MLflow dataset input, so the UI shows which data (digest) a run saw."""
+        import mlflow.data
+        from mlflow.entities import DatasetInput, InputTag
+
+        dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest)
+        entity = DatasetInput(
+            dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "train+test")]
+        )
+        retried(lambda: self.client.log_inputs(run_id, datasets=[entity]))
+
+    def supersede(self, run_id: str, why: str) -> None:
+        """Keep an outdated run for history, out of the leaderboard and of every 'finished' lookup."""
+        self.tag(run_id, TAG_SUPERSEDED, why)
+
+    def finish_cell(
+        self,
+        run_id: str,
+        final: dict[str, float],
+        confusion: list[list[int]],
+        class_names: list[str],
+        predictions: list[dict[str, Any]],
+    ) -> None:
+        self.finish_run(
+            run_id,
+            final,
+            {
+                "confusion.csv": _confusion_csv(confusion, class_names),
+                "confusion.json": json.dumps({"classes": class_names, "matrix": confusion}),
+                "predictions.csv": _rows_csv(predictions),
+            },
+        )
+
+    def finish_run(self, run_id: str, final: dict[str, float], artifacts: dict[str, str]) -> None:
+        """Final metrics and artifacts first, the finished tag last: a cut-off run never looks finished."""
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, 0) for k, v in final.items()]
+        retried(lambda: self.client.log_batch(run_id, metrics=metrics))
+        self._artifacts(run_id, artifacts)
+        self.tag(run_id, TAG_STATUS, FINISHED)
+        retried(lambda: self.client.set_terminated(run_id, status="FINISHED"))
+
+    def _artifacts(self, run_id: str, artifacts: dict[str, str]) -> None:
+        if artifacts:
+            with tempfile.TemporaryDirectory() as tmp:
+                for name, text in artifacts.items():
+                    Path(tmp, name).write_text(text)
+                retried(lambda: self.client.log_artifacts(run_id, tmp))
+
+    def fail_cell(self, run_id: str, error: str = "") -> None:
+        """FAILED, the error's last lines as a tag (the UI's table), the whole of it as an artifact."""
+        if error:
+            self.tags(run_id, {TAG_ERROR: error_summary(error), TAG_STATUS: FAILED})
+            self._artifacts(run_id, {"traceback.txt": error})
+        retried(lambda: self.client.set_terminated(run_id, status="FAILED"))
+
+    def end_run(self, run_id: str, status: str, counts: dict[str, float] | None = None) -> None:
+        """End a run (a cut-off cell: KILLED; the sweep's parent: FINISHED/FAILED/KILLED, with counts)."""
+        if counts:
+            now = int(time.time() * 1000)
+            metrics = [Metric(k, float(v), now, 0) for k, v in counts.items()]
+            retried(lambda: self.client.log_batch(run_id, metrics=metrics))
+        retried(lambda: self.client.set_terminated(run_id, status=status))
+
+
+def error_summary(error: str, lines: int = 5) -> str:
+    """The last non-empty lines of an error: where a traceback says what went wrong."""
+    kept = [ln for ln in error.strip().splitlines() if ln.strip(" ^~\t")][-lines:]  # no caret marks
+    return "\n".join(kept)[-4000:]
+
+
+@dataclass
+class EpochLog:
+    """Per-epoch metrics of one run that never stop training: a write that still fails after its retries
+    is kept and sent with the next epoch (or at the end); epochs the run already holds are not re-sent."""
+
+    tracker: Tracker
+    run_id: str
+    done: set[int] = field(default_factory=set)
+    pending: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    delays: tuple[float, ...] = RETRY_DELAYS
+
+    def log(self, epoch: int, metrics: dict[str, float]) -> None:
+        if epoch in self.done:
+            return
+        self.pending.append((epoch, metrics))
+        self.flush()
+
+    def flush(self) -> bool:
+        """Send what is pending; False (and kept) when the store still refuses."""
+        while self.pending:
+            epoch, metrics = self.pending[0]
+            try:
+                retried(
+                    lambda e=epoch, m=metrics: self.tracker.log_epoch(self.run_id, e, m),
+                    "epoch metrics",
+                    self.delays,
+                )
+            except Exception as err:  # noqa: BLE001 - tracking must never kill training
+                print(f"mmder: epoch {epoch} metrics kept for later ({type(err).__name__}: {str(err)[:200]})")
+                return False
+            self.done.add(epoch)
+            self.pending.pop(0)
+        return True
+
+
+def _confusion_csv(confusion: list[list[int]], class_names: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["true \\ predicted", *class_names])
+    for name, row in zip(class_names, confusion, strict=True):
+        writer.writerow([name, *row])
+    return buf.getvalue()
+
+
+def _rows_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return buf.getvalue()

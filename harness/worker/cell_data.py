@@ -1,0 +1,76 @@
+"""One cell's datasets and fresh model, from its typed :class:`~harness.plan.cells.Cell` and a prepared cache.
+
+Kept free of Ray and MLflow so that a cell can be built where neither is installed: the Train worker,
+the search's trials and ``mmder bench fit`` (one cell through ``mmder.train.loop.fit`` on a GPU machine)
+all build it here, the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+
+from harness.plan.cells import Cell
+
+
+def tensor_digest(state: dict[str, torch.Tensor]) -> str:
+    """A short hash of named tensors, to show that a cell starts from exactly the weights exported."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def build_cell(cell: Cell, cache_path: str, pretrained_path: str | None = None) -> dict[str, Any]:
+    """Datasets of the cell's fold and a fresh model, as plain objects (also used by tests)."""
+    from mmder.data.cache import ClipCache
+    from mmder.data.dataset import FusedClipDataset
+    from mmder.data.folds import make_folds, validation_split
+    from mmder.models.classifier import build_model
+
+    cache = ClipCache.open(cache_path)
+    norm = cell.preprocess.speaker_norm
+    folds = make_folds(cell.dataset_config.protocol, cache.speakers, [c.group for c in cache.clips])
+    fold = folds[cell.fold]
+    train_idx, val_set = fold.train_idx, None
+    if cell.training is not None and cell.training.validation_speakers:
+        # speaker-disjoint validation rows inside the training fold: the epoch is chosen on them
+        train_idx, val_idx = validation_split(
+            cache.speakers, fold.train_idx, cell.training.validation_speakers, seed=cell.seed
+        )
+        val_set = FusedClipDataset(cache, val_idx, cell.setting, seed=cell.seed, speaker_norm=norm)
+    train_set = FusedClipDataset(cache, train_idx, cell.setting, seed=cell.seed, speaker_norm=norm)
+    test_set = FusedClipDataset(cache, fold.test_idx, cell.setting, seed=cell.seed, speaker_norm=norm)
+    torch.manual_seed(cell.seed)
+    model = build_model(
+        cell.model.size,
+        num_classes=len(cache.classes),
+        image_size=cell.preprocess.image_size,
+        num_frames=16,
+        drop_path_rate=cell.model.drop_path,
+        head_dropout=cell.model.head_dropout,
+        patch_size=cell.model.patch_size,
+        tubelet_size=cell.model.tubelet_size,
+    )
+    if cell.model.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    digest = None
+    if pretrained_path:
+        from mmder.models.checkpoints import load_pretrained
+
+        report = load_pretrained(model, pretrained_path)
+        print(f"[{cell.key}] {report.summary()}", flush=True)
+        state = model.state_dict()
+        digest = tensor_digest({k: state[k] for k in report.loaded})
+    return {
+        "cache": cache,
+        "fold": fold,
+        "train": train_set,
+        "test": test_set,
+        "val": val_set,
+        "model": model,
+        "pretrained_digest": digest,
+    }

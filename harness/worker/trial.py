@@ -1,0 +1,89 @@
+"""The Ray Tune trainable for one cell: it builds and fits one Ray Train ``TorchTrainer``.
+
+Train V2 no longer runs as a Tune trainable itself; a small Tune function acts as the trial's driver
+and returns the cell's final metrics to Tune. Epochs are not forwarded to Tune (nothing in a grid
+reads them: workers log them to MLflow, and ``TuneReportCallback`` would start two queue actors per
+cell); a search's trials do forward them, for pruning (:mod:`harness.search.trial`).
+
+Every start of a cell is a fresh Train run (``<storage>/<key>/attempt-NNN``, :mod:`harness.worker.resume`);
+its workers resume from the newest complete checkpoint of any earlier attempt, so a crash of the
+sweep's driver (or a torn Ray snapshot) costs at most the epoch in flight.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from harness.plan.cells import GRID_PARAM
+from harness.worker.placement import fit_watched
+from harness.worker.resume import attempt_run, is_remote, prune_cell
+from harness.worker.train_actors import NoDatasetActor
+from mmder.timing import mark
+
+
+class CellTrainer(NoDatasetActor, TorchTrainer):
+    """A ``TorchTrainer`` that starts no Ray Data actor when it is given no Ray Dataset."""
+
+
+def cell_run_config(storage: str, key: str, world_size: int, max_failures: int) -> RunConfig:
+    """The Train ``RunConfig`` of a fresh attempt of the cell, after pruning what earlier ones left.
+
+    Pruning runs here, before the new attempt exists and while none of the cell's runs is alive.
+    """
+    if not is_remote(storage):
+        for path in prune_cell(Path(storage) / key, world_size):
+            print(f"[{key}] removed {path.relative_to(Path(storage))}", flush=True)
+    run_storage, run_name = attempt_run(storage, key)
+    return RunConfig(
+        name=run_name,
+        storage_path=run_storage,
+        failure_config=FailureConfig(max_failures=max_failures),
+        # The latest checkpoint is all a resume needs; older ones are only disk.
+        checkpoint_config=CheckpointConfig(num_to_keep=1),
+    )
+
+
+def run_cell(trial_config: dict[str, Any]) -> dict[str, Any]:
+    """Tune function trainable: one Train job of ``num_workers`` DeepSpeed workers for one cell."""
+    from harness.worker.train_loop import baseline_cell, pretrain_cell, train_cell  # lazily: the whole stack
+
+    config = trial_config[GRID_PARAM]
+    key = config["cell"]["key"]
+    mark("trial_start", key)
+    if config["cell"]["training"] is None and config["cell"]["kind"] == "train":
+        # a classical baseline: one process, no DeepSpeed, no checkpoints; runs in the trial itself
+        from harness.plan.cells import CellJob
+
+        value = baseline_cell(CellJob.model_validate(config))
+        return {f"final_{k}": v for k, v in value.items() if isinstance(v, int | float)}
+    resources = config["resources"]
+    storage = config["storage_path"]
+    world_size = resources["num_workers"]
+    per_worker: dict[str, float] = {"CPU": resources["cpus_per_worker"]}
+    if resources["use_gpu"]:
+        per_worker["GPU"] = 1
+    run_config = cell_run_config(storage, key, world_size, resources["max_failures"])
+    trainer = CellTrainer(
+        pretrain_cell if config["cell"]["kind"] == "pretrain" else train_cell,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(
+            num_workers=world_size,
+            use_gpu=resources["use_gpu"],
+            resources_per_worker=per_worker,
+        ),
+        run_config=run_config,
+    )
+    # says which resources are missing, instead of Train's silent wait for a group that cannot fit
+    mark("train_fit_start", key)
+    result = fit_watched(trainer.fit, key, world_size, per_worker)
+    mark("train_fit_end", key)
+    if not is_remote(storage):  # the run is over: its strays and the older attempts can go
+        prune_cell(Path(storage) / key, world_size, current=run_config.name)
+    value = dict(result.return_value or {})
+    value.pop("done", None)
+    mark("trial_end", key)
+    return {f"final_{k}": v for k, v in value.items() if isinstance(v, int | float) and v is not None}

@@ -1,0 +1,386 @@
+"""One worker's training loop around a DeepSpeed engine.
+
+``fit`` knows nothing of Ray or MLflow: it trains, evaluates the held-out fold every epoch, saves a
+DeepSpeed checkpoint (on every rank, as ZeRO needs) and hands both to a ``report`` callback. Under Ray
+Train the callback forwards them to ``ray.train.report``; without Ray (benchmarks, tests) it can copy
+the checkpoint anywhere. Resuming is ``fit(..., resume_from=dir)``.
+
+``TrainingConfig.recipe`` picks what trains (see :mod:`mmder.train.recipes`): ``finetune`` (default, everything),
+``partial:K`` (last K blocks + head) or ``linear_probe`` (frozen encoder, cached features).
+
+The linear probe's cached-feature path is in :mod:`mmder.train.probe`; engine, optimiser, schedule and
+checkpoint set-up in :mod:`mmder.train.engine`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from mmder.train.augment import SpecAugment, VideoMixup, shift_windows, soft_target_cross_entropy
+from mmder.config import TrainingConfig
+from mmder.train.engine import (
+    build_engine,
+    ensure_process_group,
+    epoch_checkpoint,
+    peak_memory_mb,
+    resume_engine,
+    set_epoch,
+    shard,
+    silence_deepspeed_cpu_build,
+    sum_across_ranks,
+)
+from mmder.eval.metrics import classification_metrics
+from mmder.train.optim import trainable_parameters
+from mmder.train.probe import prepare_probe
+from mmder.train.recipes import Recipe, parse_recipe
+from mmder.timing import mark
+
+
+@dataclass
+class EpochResult:
+    """What one epoch produced; ``predictions`` holds (dataset index, true, predicted) of the test fold.
+
+    ``lr`` is the lr at the end of the epoch of the groups at layer-decay scale 1 (the head);
+    ``group_lrs`` has every optimiser group's, by group name.
+    """
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    test_loss: float
+    uar: float
+    war: float
+    lr: float
+    seconds: float
+    confusion: list[list[int]]
+    predictions: list[tuple[int, int, int]] = field(repr=False)
+    resumed_from_epoch: int | None = None
+    train_clips_per_s: float = 0.0  # clips of all ranks per second of the training half of the epoch
+    peak_memory_mb: float = 0.0  # this process's peak (device memory on a GPU, resident set on a CPU)
+    group_lrs: dict[str, float] = field(default_factory=dict, repr=False)
+    # with a validation set (TrainingConfig.validation_speakers): this epoch's validation metrics, and
+    # in the result fit returns, the epoch chosen on them (whose test metrics the fields above hold)
+    val_loss: float | None = None
+    val_uar: float | None = None
+    val_war: float | None = None
+    selected_epoch: int | None = None
+
+    @property
+    def is_last(self) -> bool:
+        return self.epoch >= self.epochs - 1
+
+    def scalars(self) -> dict[str, float]:
+        return {k: v for k, v in asdict(self).items() if k in _SCALARS and v is not None}
+
+
+_SCALARS = (
+    "train_loss",
+    "test_loss",
+    "uar",
+    "war",
+    "lr",
+    "seconds",
+    "train_clips_per_s",
+    "peak_memory_mb",
+    "val_loss",
+    "val_uar",
+    "val_war",
+)
+
+Reporter = Callable[[EpochResult, str | None], None]
+Inputs = Callable[[Tensor], Tensor]
+
+
+def evaluate(
+    engine: Any,
+    test_set: Dataset,
+    cfg: TrainingConfig,
+    num_classes: int,
+    *,
+    inputs: Inputs | None = None,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Loss, UAR, WAR and predictions over the whole test fold, gathered from all ranks.
+
+    ``inputs`` turns a loaded batch into the engine's input (default: move and cast it).
+    """
+    rank, world = dist.get_rank(), dist.get_world_size()
+    loader = DataLoader(
+        shard(test_set, rank, world),
+        batch_size=cfg.eval_batch_size,
+        shuffle=False,
+        num_workers=cfg.data_workers if workers is None else workers,
+    )
+    dtype = next(engine.module.parameters()).dtype
+    if inputs is None:
+
+        def inputs(x: Tensor) -> Tensor:
+            return x.to(engine.device, dtype=dtype)
+
+    shifts = range(-cfg.tta_shifts, cfg.tta_shifts + 1)
+    engine.eval()
+    loss_sum, rows = 0.0, []
+    with torch.no_grad():
+        for x, y, idx in loader:
+            if cfg.tta_shifts:  # the log of the mean probability over shifted copies of each clip
+                probs = [engine(inputs(shift_windows(x, s))).float().softmax(dim=1) for s in shifts]
+                logits = torch.stack(probs).mean(dim=0).clamp_min(1e-12).log()
+            else:
+                logits = engine(inputs(x)).float()
+            y = y.to(logits.device)
+            loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            pred = logits.argmax(dim=1)
+            rows += list(zip(idx.tolist(), y.tolist(), pred.tolist(), strict=True))
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, (loss_sum, rows))
+    total_loss = sum(g[0] for g in gathered)
+    predictions = sorted(r for g in gathered for r in g[1])
+    y_true = [r[1] for r in predictions]
+    y_pred = [r[2] for r in predictions]
+    metrics = classification_metrics(y_true, y_pred, num_classes)
+    return {"test_loss": total_loss / max(1, len(predictions)), "predictions": predictions, **metrics}
+
+
+def fit(
+    model: nn.Module,
+    train_set: Dataset,
+    test_set: Dataset,
+    num_classes: int,
+    cfg: TrainingConfig,
+    *,
+    report: Reporter,
+    resume_from: str | None = None,
+    seed: int = 0,
+    val_set: Dataset | None = None,
+) -> EpochResult:
+    """Train ``cfg.epochs`` epochs (or the rest of them, when resuming) and return the last epoch's result.
+
+    ``seed`` (the grid's seed axis) seeds the model's randomness, the sampler and the mixing streams.
+    With ``val_set`` (speakers held out of the training fold, :func:`mmder.data.folds.validation_split`)
+    every epoch is also evaluated on it, and the result returned is the epoch with the best validation
+    UAR (ties: WAR, then the later epoch): its test metrics, with ``selected_epoch`` set. The test fold
+    never influences the choice. (A resumed run chooses among the epochs it ran after resuming.)
+    """
+    recipe = parse_recipe(cfg.recipe)
+    ensure_process_group()
+    silence_deepspeed_cpu_build()
+    torch.manual_seed(seed)
+    if recipe.frozen_encoder:
+        p = prepare_probe(model, train_set, test_set, cfg, seed=seed, resume_from=resume_from)
+        return _run_epochs(
+            p.engine,
+            p.optimizer,
+            p.loader,
+            p.sampler,
+            p.train_set,
+            p.test_set,
+            num_classes,
+            cfg,
+            seed=seed,
+            start_epoch=p.start_epoch,
+            resumed_from=p.resumed_from,
+            report=report,
+            inputs=p.inputs,
+            eval_inputs=p.eval_inputs,
+            eval_workers=p.data_workers,
+            val_set=val_set,
+        )
+    rank, world = dist.get_rank(), dist.get_world_size()
+    trainable_parameters(model, recipe.mode)
+
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    loader = DataLoader(
+        train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.data_workers, drop_last=False
+    )
+    engine, optimizer, _ = build_engine(model, cfg, max(1, len(loader)))
+    start_epoch, resumed_from = resume_engine(engine, resume_from)
+    mark("engine_ready")
+    dtype = next(engine.module.parameters()).dtype
+
+    def inputs(x: Tensor) -> Tensor:
+        return x.to(engine.device, dtype=dtype)
+
+    return _run_epochs(
+        engine,
+        optimizer,
+        loader,
+        sampler,
+        train_set,
+        test_set,
+        num_classes,
+        cfg,
+        seed=seed,
+        start_epoch=start_epoch,
+        resumed_from=resumed_from,
+        report=report,
+        inputs=inputs,
+        eval_inputs=inputs,
+        eval_workers=cfg.data_workers,
+        mixer=_mixer(cfg, num_classes),
+        frozen_modules=_frozen_modules(model, recipe),
+        val_set=val_set,
+        spec_augment=_spec_augment(cfg),
+    )
+
+
+def _mixer(cfg: TrainingConfig, num_classes: int) -> VideoMixup | None:
+    mixer = VideoMixup(
+        num_classes,
+        mixup_alpha=cfg.mixup,
+        cutmix_alpha=cfg.cutmix,
+        prob=cfg.mixup_prob,
+        switch_prob=cfg.mixup_switch_prob,
+        label_smoothing=cfg.label_smoothing,
+    )
+    return mixer if mixer.active else None
+
+
+def _spec_augment(cfg: TrainingConfig) -> SpecAugment | None:
+    aug = SpecAugment(
+        freq_mask=cfg.spec_freq_mask,
+        time_mask=cfg.spec_time_mask,
+        masks=cfg.spec_masks,
+        time_shift=cfg.time_shift,
+        gain=cfg.gain,
+        freq_warp=cfg.freq_warp,
+    )
+    return aug if aug.active else None
+
+
+def _frozen_modules(model: nn.Module, recipe: Recipe) -> list[nn.Module]:
+    """Modules kept in eval mode while training: the frozen blocks of ``partial:K`` (no drop path there)."""
+    if recipe.trained_blocks is None:
+        return []
+    blocks = list(model.blocks)
+    return [model.patch_embed, *blocks[: len(blocks) - recipe.trained_blocks]]
+
+
+def _run_epochs(
+    engine: Any,
+    optimizer: Any,
+    loader: DataLoader,
+    sampler: DistributedSampler,
+    train_set: Dataset,
+    test_set: Dataset,
+    num_classes: int,
+    cfg: TrainingConfig,
+    *,
+    seed: int,
+    start_epoch: int,
+    resumed_from: int | None,
+    report: Reporter,
+    inputs: Inputs,
+    eval_inputs: Inputs,
+    eval_workers: int,
+    mixer: VideoMixup | None = None,
+    frozen_modules: Sequence[nn.Module] = (),
+    val_set: Dataset | None = None,
+    spec_augment: SpecAugment | None = None,
+) -> EpochResult:
+    """The epoch loop shared by all recipes: train, evaluate, checkpoint, report."""
+    best: EpochResult | None = None
+    rank = dist.get_rank()
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    result: EpochResult | None = None
+    first_step = True
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        engine.train()
+        for m in frozen_modules:
+            m.eval()
+        sampler.set_epoch(epoch)
+        set_epoch(train_set, epoch)
+        if mixer is not None:
+            mixer.reseed(_stream_seed(seed, rank, epoch))
+        if spec_augment is not None:
+            spec_augment.reseed([*_stream_seed(seed, rank, epoch), 1])
+        loss_sum, seen = 0.0, 0
+        for x, y, _ in loader:
+            x = inputs(x)
+            y = y.to(x.device)
+            if spec_augment is not None:
+                x = spec_augment(x)
+            if mixer is not None:
+                x, target = mixer(x, y)
+                loss = soft_target_cross_entropy(engine(x), target)
+            else:
+                logits = engine(x)
+                loss = criterion(logits.float(), y.to(logits.device))
+            engine.backward(loss)
+            engine.step()
+            if first_step:
+                mark("first_step")
+                first_step = False
+            loss_sum += float(loss.detach()) * len(y)
+            seen += len(y)
+        loss_total, clips = sum_across_ranks(loss_sum, seen)
+        train_seconds = time.perf_counter() - t0
+        set_epoch(test_set, epoch)
+        ev = evaluate(engine, test_set, cfg, num_classes, inputs=eval_inputs, workers=eval_workers)
+        result = _epoch_result(
+            ev,
+            optimizer,
+            cfg,
+            epoch=epoch,
+            train_loss=loss_total / max(1.0, clips),
+            seconds=time.perf_counter() - t0,
+        )
+        result.resumed_from_epoch = resumed_from
+        result.train_clips_per_s = clips / train_seconds if train_seconds > 0 else 0.0
+        result.peak_memory_mb = peak_memory_mb(engine.device)
+        if val_set is not None:
+            set_epoch(val_set, epoch)
+            vev = evaluate(engine, val_set, cfg, num_classes, inputs=eval_inputs, workers=eval_workers)
+            result.val_loss, result.val_uar, result.val_war = vev["test_loss"], vev["uar"], vev["war"]
+            if best is None or (result.val_uar, result.val_war) >= (best.val_uar, best.val_war):
+                best = result
+        with epoch_checkpoint(engine, epoch) as checkpoint_dir:
+            report(result, checkpoint_dir)
+        mark("epoch_end")
+
+    if result is None:
+        # The checkpoint already holds the last epoch (the run was cut off after saving it): only the
+        # final evaluation is missing, so redo that rather than train again.
+        ev = evaluate(engine, test_set, cfg, num_classes, inputs=eval_inputs, workers=eval_workers)
+        result = _epoch_result(ev, optimizer, cfg, epoch=cfg.epochs - 1, train_loss=float("nan"), seconds=0.0)
+        result.resumed_from_epoch = resumed_from
+        report(result, None)
+    if best is not None and best is not result:
+        import dataclasses
+
+        return dataclasses.replace(best, selected_epoch=best.epoch, epochs=cfg.epochs)
+    if best is not None:
+        result.selected_epoch = result.epoch
+    return result
+
+
+def _epoch_result(
+    ev: dict[str, Any], optimizer: Any, cfg: TrainingConfig, *, epoch: int, train_loss: float, seconds: float
+) -> EpochResult:
+    groups = optimizer.param_groups
+    return EpochResult(
+        epoch=epoch,
+        epochs=cfg.epochs,
+        train_loss=train_loss,
+        test_loss=ev["test_loss"],
+        uar=ev["uar"],
+        war=ev["war"],
+        lr=max(g["lr"] for g in groups),
+        seconds=seconds,
+        confusion=ev["confusion"],
+        predictions=ev["predictions"],
+        group_lrs={str(g.get("group_name", i)): float(g["lr"]) for i, g in enumerate(groups)},
+    )
+
+
+def _stream_seed(seed: int, rank: int, epoch: int) -> list[int]:
+    """Seed of a per-(run, rank, epoch) random stream: a resumed run replays the epochs it redoes."""
+    return [seed, rank, epoch]
