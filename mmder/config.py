@@ -1,8 +1,9 @@
 """The typed sections of an experiment that the science reads: model, training, pre-training.
 
 These pydantic models are the single source of truth for their fields, defaults and bounds: the
-harness embeds them unchanged in its experiment model (``harness/experiment/config.py``), a cell carries them to
-the worker as their exact JSON, and ``mmder.train.loop.fit`` / ``mmder.train.pretrain.pretrain`` read them. There
+harness embeds them unchanged in its experiment model (``harness/experiment/config.py``), a cell
+carries them to the worker as their exact JSON, and ``mmder.train.loop.fit`` /
+``mmder.train.pretrain.pretrain`` read them. There
 is no second set of defaults anywhere, and an unknown key is an error, never silently dropped.
 
 Fields marked ``operational`` (see :func:`operational`) cannot change a result (how many loader
@@ -205,7 +206,7 @@ class TrainingConfig(Strict):
     )
     preset: str | None = operational(
         None,
-        "named recipe whose values fill the fields not set (mmder.train.recipes.TRAINING_PRESETS): "
+        "named recipe whose values fill the fields not set (mmder.presets.TRAINING_PRESETS): "
         "authors-probe, videomae-finetune, small-from-scratch, small-mae-finetune; its expanded values "
         "are what keys hash",
     )
@@ -228,7 +229,7 @@ class TrainingConfig(Strict):
     @classmethod
     def _expand_preset(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("preset") is not None:
-            from mmder.train.recipes import expand_training_preset
+            from mmder.presets import expand_training_preset
 
             return expand_training_preset(data)
         return data

@@ -1,4 +1,4 @@
-"""One cell of an experiment through ``mmder.train.loop.fit`` in this process, then resumed: no Ray, no MLflow.
+"""One cell of an experiment through ``mmder.train.loop.fit`` here, then resumed: no Ray, no MLflow.
 
 For a GPU machine that cannot hold Ray (``mmder bench fit``): it shows that the loss falls in the
 chosen precision on that device and that a run started from an epoch checkpoint trains only the epochs
@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.worker.cell_data import build_cell
 from harness.experiment.config import load_experiment
 from harness.plan.cells import Cell, expand_cells
+from harness.worker.cell_data import build_cell
 from mmder.config import TrainingConfig
 
 
@@ -66,8 +66,10 @@ def bench_fit(
         raise ValueError(f"resume_after must leave an epoch to train: 0 <= it < {epochs - 1}")
     output.mkdir(parents=True, exist_ok=True)
     if cache is None:
+        from harness.driver.sweep import (
+            prepare_datasets,  # needs Ray's package; pass --cache where it is absent
+        )
         from harness.plan.checks import ensure_synthetic
-        from harness.driver.sweep import prepare_datasets  # needs Ray's package; pass --cache where it is absent
 
         ensure_synthetic(spec, cell.dataset_config, output, echo)
         cache = prepare_datasets(spec, output, {cell.dataset}, echo)[cell.dataset]

@@ -109,8 +109,8 @@ def bench_overhead(
     settings: int = 2, epochs: int = 2, concurrency: int = 2, output: str | None = None
 ) -> dict[str, str]:
     """Run the small sweep, then summarise its marks; returns the figures to print."""
-    from harness.experiment.config import parse_experiment
     from harness.driver.sweep import run_sweep
+    from harness.experiment.config import parse_experiment
     from mmder.registry import SETTING_INPUTS
 
     names = list(SETTING_INPUTS)[:settings]

@@ -1,30 +1,49 @@
-"""``mmder bench``: the benchmark commands (figures, not pass/fail), registered with cli.py's parser.
-
-Kept apart from cli.py like the result commands: a dozen parsers and their dispatch are one job.
-"""
+"""``mmder bench``: the benchmark commands (figures, not pass/fail), one parser and one handler each."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import json
 from pathlib import Path
+from typing import Any
 
-from harness.cli.results import Handler
+from harness.cli.base import Add, Handler, parse_options, print_figures
 from harness.experiment.errors import ConfigError
 
+_RAW = argparse.RawDescriptionHelpFormatter
 
-def add_bench_command(add: Callable[[str, str], argparse.ArgumentParser]) -> dict[str, Handler]:
-    """Register ``bench`` and its subcommands with cli.py's ``add(name, help)``; return name -> handler."""
+
+def register(add: Add) -> dict[str, Handler]:
     b = add(
-        "bench", "Benchmarks that print figures (not tests): a fine-tuning step, data preparation, loading."
+        "bench",
+        "Benchmarks that print figures (not tests): a fine-tuning step, data preparation, loading.",
+        _no_subcommand,
     )
-    bsub = b.add_subparsers(dest="bench", required=True)
-    st = bsub.add_parser(
+    subs = b.add_subparsers(dest="bench", required=True)
+    for define in (_step, _compile_check, _suite, _fit, _prepare, _loader, _schedule, _overhead):
+        define(subs)
+    return {"bench": _no_subcommand}
+
+
+def _no_subcommand(args: argparse.Namespace) -> int:
+    """Never reached: argparse requires a sub-command, whose own handler replaces this one."""
+    return 2
+
+
+def _sub(subs: argparse._SubParsersAction, name: str, help_: str, epilog: str, handler: Handler) -> Any:
+    parser = subs.add_parser(name, help=help_, description=help_, epilog=epilog, formatter_class=_RAW)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _step(subs: argparse._SubParsersAction) -> None:
+    st = _sub(
+        subs,
         "step",
-        help="time fine-tuning steps of a model + DeepSpeed engine in one process (no Ray)",
-        epilog="example: mmder bench step --size base --zero 2 --bf16   (on a GPU)\n"
+        "time fine-tuning steps of a model + DeepSpeed engine in one process (no Ray)",
+        "example: mmder bench step --size base --zero 2 --bf16   (on a GPU)\n"
         "         mmder bench step --size tiny --image-size 64 --batch-size 4   (on a CPU)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        run_step,
     )
     st.add_argument("--size", default="base", help="model size (tiny on a CPU)")
     st.add_argument("--batch-size", type=int, default=8)
@@ -39,10 +58,35 @@ def add_bench_command(add: Callable[[str, str], argparse.ArgumentParser]) -> dic
     st.add_argument("--peak-tflops", type=float, help="the device's peak, for MFU (detected for known GPUs)")
     st.add_argument("--drop-path", type=float, default=0.1, help="stochastic depth rate of the model")
 
-    cc = bsub.add_parser(
+
+def run_step(args: argparse.Namespace) -> int:
+    from mmder.bench.step import bench_step
+
+    result = bench_step(
+        args.size,
+        batch_size=args.batch_size,
+        num_frames=args.frames,
+        image_size=args.image_size,
+        zero_stage=args.zero,
+        bf16=args.bf16,
+        checkpointing=args.checkpointing,
+        compile=args.compile,
+        steps=args.steps,
+        warmup=args.warmup,
+        peak_tflops=args.peak_tflops,
+        drop_path=args.drop_path,
+    )
+    print("\n".join(result.lines()))
+    return 0
+
+
+def _compile_check(subs: argparse._SubParsersAction) -> None:
+    cc = _sub(
+        subs,
         "compile-check",
-        help="the same steps eager and torch.compiled from the same weights: losses, gradient norms, updates",
-        epilog="example: mmder bench compile-check --size base --batch-size 16 --bf16   (on a GPU)",
+        "the same steps eager and torch.compiled from the same weights: losses, gradient norms, updates",
+        "example: mmder bench compile-check --size base --batch-size 16 --bf16   (on a GPU)",
+        run_compile_check,
     )
     cc.add_argument("--size", default="base")
     cc.add_argument("--batch-size", type=int, default=8)
@@ -51,13 +95,33 @@ def add_bench_command(add: Callable[[str, str], argparse.ArgumentParser]) -> dic
     cc.add_argument("--zero", type=int, default=2, choices=[0, 1, 2])
     cc.add_argument("--bf16", action="store_true")
     cc.add_argument("--steps", type=int, default=3)
-    su = bsub.add_parser(
+
+
+def run_compile_check(args: argparse.Namespace) -> int:
+    from mmder.bench.step import compare_compiled
+
+    report = compare_compiled(
+        args.size,
+        batch_size=args.batch_size,
+        num_frames=args.frames,
+        image_size=args.image_size,
+        zero_stage=args.zero,
+        bf16=args.bf16,
+        steps=args.steps,
+    )
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+def _suite(subs: argparse._SubParsersAction) -> None:
+    su = _sub(
+        subs,
         "suite",
-        help="a whole plan of step benchmarks, each in a fresh process (no Ray): sizes, ZeRO stages, "
+        "a whole plan of step benchmarks, each in a fresh process (no Ray): sizes, ZeRO stages, "
         "checkpointing, compile, batch grown until memory is 80 %% full; for one short GPU lease",
-        epilog="example: mmder bench suite --plan gpu --output bench.jsonl --deadline 400   (on a GPU)\n"
+        "example: mmder bench suite --plan gpu --output bench.jsonl --deadline 400   (on a GPU)\n"
         "         mmder bench suite --plan cpu --image-size 32 --frames 4   (the same logic on a CPU)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        run_suite,
     )
     su.add_argument("--plan", choices=["gpu", "cpu"], default="gpu")
     su.add_argument("--image-size", type=int, default=224)
@@ -70,13 +134,36 @@ def add_bench_command(add: Callable[[str, str], argparse.ArgumentParser]) -> dic
     su.add_argument("--steps", type=int, default=4, help="timed steps per batch (half above batch 64)")
     su.add_argument("--warmup", type=int, default=2)
     su.add_argument("--output", help="append every record to this JSON-lines file as it is measured")
-    bf = bsub.add_parser(
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    from mmder.bench.suite import run_suite as suite
+    from mmder.bench.suite import summary_table
+
+    records = suite(
+        args.plan,
+        image_size=args.image_size,
+        num_frames=args.frames,
+        memory_fraction=args.memory_fraction,
+        max_batch=args.max_batch,
+        deadline_s=args.deadline,
+        warmup=args.warmup,
+        steps=args.steps,
+        output=Path(args.output) if args.output else None,
+    )
+    print(summary_table(records))
+    return 0
+
+
+def _fit(subs: argparse._SubParsersAction) -> None:
+    bf = _sub(
+        subs,
         "fit",
-        help="one cell of an experiment through mmder.train.loop.fit in this process (no Ray, no MLflow), then "
+        "one cell of an experiment through mmder.train.loop.fit here (no Ray, no MLflow), then "
         "resumed from an epoch checkpoint: does the loss fall on this device, does the resume continue",
-        epilog="example: mmder bench fit experiments/quickstart.yaml --setting FSLF --precision bf16 "
+        "example: mmder bench fit experiments/quickstart.yaml --setting FSLF --precision bf16 "
         "--cache runs/quickstart/cache/synthetic-e23d56b025133f69",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        run_fit,
     )
     bf.add_argument("experiment")
     bf.add_argument("--setting", required=True)
@@ -88,10 +175,35 @@ def add_bench_command(add: Callable[[str, str], argparse.ArgumentParser]) -> dic
     bf.add_argument("--cache", help="a prepared cache folder (else the experiment's dataset is prepared)")
     bf.add_argument("--output", default="bench-fit", help="checkpoints and figures go here")
 
-    bp = bsub.add_parser(
+
+def run_fit(args: argparse.Namespace) -> int:
+    from harness.bench.fit import bench_fit
+
+    try:
+        figures = bench_fit(
+            args.experiment,
+            Path(args.output),
+            setting=args.setting,
+            cache=args.cache,
+            fold=args.fold,
+            seed=args.seed,
+            epochs=args.epochs,
+            precision=args.precision,
+            resume_after=args.resume_after,
+        )
+    except ValueError as err:  # no such cell, a bad override, nothing left to resume into
+        raise ConfigError("bench fit", str(err)) from err
+    (Path(args.output) / "figures.json").write_text(json.dumps(figures, indent=2))
+    return 0 if figures["loss_fell"] and figures["resumed_where_it_should"] else 1
+
+
+def _prepare(subs: argparse._SubParsersAction) -> None:
+    bp = _sub(
+        subs,
         "prepare",
-        help="clips/s per core of decoding + faces + spectrograms into a temp cache",
-        epilog="example: mmder bench prepare cremad ../shared/data/crema-d --image-size 224",
+        "clips/s per core of decoding + faces + spectrograms into a temp cache",
+        "example: mmder bench prepare cremad ../shared/data/crema-d --image-size 224",
+        run_prepare,
     )
     bp.add_argument("corpus")
     bp.add_argument("root")
@@ -100,20 +212,57 @@ def add_bench_command(add: Callable[[str, str], argparse.ArgumentParser]) -> dic
     bp.add_argument("--workers", type=int, default=1)
     bp.add_argument("--limit", type=int, help="only the first N clips")
     bp.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="corpus option")
-    bl = bsub.add_parser(
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from mmder.bench.data import bench_prepare
+
+    figures = bench_prepare(
+        args.corpus,
+        args.root,
+        image_size=args.image_size,
+        face=args.face,
+        workers=args.workers,
+        limit=args.limit,
+        corpus_options=parse_options(args.option),
+    )
+    print_figures(figures)
+    return 0
+
+
+def _loader(subs: argparse._SubParsersAction) -> None:
+    bl = _sub(
+        subs,
         "loader",
-        help="clips/s per core read from a prepared cache through the fused dataset",
-        epilog="example: mmder bench loader cache/cremad-0123abcd --setting FSLF",
+        "clips/s per core read from a prepared cache through the fused dataset",
+        "example: mmder bench loader cache/cremad-0123abcd --setting FSLF",
+        run_loader,
     )
     bl.add_argument("cache", help="a prepared cache folder (printed by mmder prepare)")
     bl.add_argument("--setting", default="FSLF")
     bl.add_argument("--batch-size", type=int, default=16)
     bl.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     bl.add_argument("--seconds", type=float, default=5.0)
-    bs = bsub.add_parser(
+
+
+def run_loader(args: argparse.Namespace) -> int:
+    from mmder.bench.data import bench_loader
+
+    print_figures(
+        bench_loader(
+            args.cache, args.setting, batch_size=args.batch_size, workers=args.workers, seconds=args.seconds
+        )
+    )
+    return 0
+
+
+def _schedule(subs: argparse._SubParsersAction) -> None:
+    bs = _sub(
+        subs,
         "schedule",
-        help="the paper-sized grid (88 cells) through Tune + Train on fake GPUs; device-time efficiency",
-        epilog="example: mmder bench schedule --devices 16 --per-cell 4 --scale 20",
+        "the paper-sized grid (88 cells) through Tune + Train on fake GPUs; device-time efficiency",
+        "example: mmder bench schedule --devices 16 --per-cell 4 --scale 20",
+        run_schedule,
     )
     bs.add_argument("--devices", type=int, default=16, help="fake GPUs in the local Ray")
     bs.add_argument("--per-cell", type=int, default=4, help="fake GPUs (Train workers) per cell")
@@ -127,122 +276,30 @@ def add_bench_command(add: Callable[[str, str], argparse.ArgumentParser]) -> dic
         "(the sweep's TorchTrainer: a real cell's start-up, needs a core per fake GPU to mean anything)",
     )
 
-    bo = bsub.add_parser(
+
+def run_schedule(args: argparse.Namespace) -> int:
+    from harness.bench.schedule import bench_schedule
+
+    print_figures(bench_schedule(args.devices, args.per_cell, args.scale, args.limit, args.trainer))
+    return 0
+
+
+def _overhead(subs: argparse._SubParsersAction) -> None:
+    bo = _sub(
+        subs,
         "overhead",
-        help="where a cell's start-up goes: a small real sweep with timing marks, and import times",
-        epilog="example: mmder bench overhead --settings 2 --epochs 2 --concurrency 2",
+        "where a cell's start-up goes: a small real sweep with timing marks, and import times",
+        "example: mmder bench overhead --settings 2 --epochs 2 --concurrency 2",
+        run_overhead,
     )
     bo.add_argument("--settings", type=int, default=2, help="input settings (x 2 folds = cells)")
     bo.add_argument("--epochs", type=int, default=2)
     bo.add_argument("--concurrency", type=int, default=2, help="cells at a time")
     bo.add_argument("--output", help="sweep folder (default: a new temp folder)")
-    return {"bench": cmd_bench}
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    if args.bench == "step":
-        from mmder.bench.step import bench_step
+def run_overhead(args: argparse.Namespace) -> int:
+    from harness.bench.overhead import bench_overhead
 
-        result = bench_step(
-            args.size,
-            batch_size=args.batch_size,
-            num_frames=args.frames,
-            image_size=args.image_size,
-            zero_stage=args.zero,
-            bf16=args.bf16,
-            checkpointing=args.checkpointing,
-            compile=args.compile,
-            steps=args.steps,
-            warmup=args.warmup,
-            peak_tflops=args.peak_tflops,
-            drop_path=args.drop_path,
-        )
-        print("\n".join(result.lines()))
-    elif args.bench == "compile-check":
-        import json
-
-        from mmder.bench.step import compare_compiled
-
-        report = compare_compiled(
-            args.size,
-            batch_size=args.batch_size,
-            num_frames=args.frames,
-            image_size=args.image_size,
-            zero_stage=args.zero,
-            bf16=args.bf16,
-            steps=args.steps,
-        )
-        print(json.dumps(report, indent=1))
-    elif args.bench == "suite":
-        from mmder.bench.suite import run_suite, summary_table
-
-        output = Path(args.output) if args.output else None
-        records = run_suite(
-            args.plan,
-            image_size=args.image_size,
-            num_frames=args.frames,
-            memory_fraction=args.memory_fraction,
-            max_batch=args.max_batch,
-            deadline_s=args.deadline,
-            warmup=args.warmup,
-            steps=args.steps,
-            output=output,
-        )
-        print(summary_table(records))
-    elif args.bench == "fit":
-        import json
-
-        from harness.bench.fit import bench_fit
-
-        try:
-            figures = bench_fit(
-                args.experiment,
-                Path(args.output),
-                setting=args.setting,
-                cache=args.cache,
-                fold=args.fold,
-                seed=args.seed,
-                epochs=args.epochs,
-                precision=args.precision,
-                resume_after=args.resume_after,
-            )
-        except ValueError as err:  # no such cell, a bad override, nothing left to resume into
-            raise ConfigError("bench fit", str(err)) from err
-        (Path(args.output) / "figures.json").write_text(json.dumps(figures, indent=2))
-        return 0 if figures["loss_fell"] and figures["resumed_where_it_should"] else 1
-    elif args.bench == "prepare":
-        from harness.cli.main import parse_options  # at call time: cli.py imports this module
-        from mmder.bench.data import bench_prepare
-
-        figures = bench_prepare(
-            args.corpus,
-            args.root,
-            image_size=args.image_size,
-            face=args.face,
-            workers=args.workers,
-            limit=args.limit,
-            corpus_options=parse_options(args.option),
-        )
-        _print_figures(figures)
-    elif args.bench == "loader":
-        from mmder.bench.data import bench_loader
-
-        figures = bench_loader(
-            args.cache, args.setting, batch_size=args.batch_size, workers=args.workers, seconds=args.seconds
-        )
-        _print_figures(figures)
-    elif args.bench == "schedule":
-        from harness.bench.schedule import bench_schedule
-
-        _print_figures(bench_schedule(args.devices, args.per_cell, args.scale, args.limit, args.trainer))
-    elif args.bench == "overhead":
-        from harness.bench.overhead import bench_overhead
-
-        _print_figures(bench_overhead(args.settings, args.epochs, args.concurrency, args.output))
+    print_figures(bench_overhead(args.settings, args.epochs, args.concurrency, args.output))
     return 0
-
-
-def _print_figures(figures: dict) -> None:
-    width = max(map(len, figures))
-    for key, value in figures.items():
-        print(f"{key:<{width}}  {value}")

@@ -1,16 +1,18 @@
 """The result commands of ``mmder``: leaderboard, compare, report (argparse and handlers).
 
-Kept apart from harness/cli/main.py so the training commands and these evolve independently;
-``add_result_commands(add)`` registers the sub-parsers and returns their handlers.
+Importing this module builds no table: importing harness.results.leaderboard (scipy, pandas) here
+would cost every command, `mmder status` included, seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from harness.cli.base import Add, Handler, add_experiment_args
+from harness.tracking.tags import BEST_OBJECTIVE, KIND_SEARCH, TAG_CHOSEN, TAG_KIND, TAG_SEARCH, tag_filter
 
 EXAMPLES = {
     "leaderboard": "example: mmder leaderboard experiments/quickstart.yaml --format markdown\n"
@@ -20,27 +22,20 @@ EXAMPLES = {
     "report": "example: mmder report experiments/quickstart.yaml   (writes runs/quickstart/report.html)",
 }
 
-Handler = Callable[[argparse.Namespace], int]
-
-
 LEADERBOARD_FORMATS = ("table", "csv", "markdown", "json", "latex")
 
 
-def add_result_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> dict[str, Handler]:
-    """Register leaderboard/compare/report with cli.py's ``add(name, help)``; return name -> handler.
-
-    Builds no table: importing harness.results.leaderboard (scipy, pandas) here would cost every command,
-    `mmder status` included, seconds; its FORMATS are repeated and a test keeps the two equal.
-    """
+def register(add: Add) -> dict[str, Handler]:
+    """leaderboard, compare, report (the leaderboard's FORMATS are repeated here; a test keeps them equal)."""
 
     lb = add(
         "leaderboard",
         "Print the experiment's results: per (dataset, setting) mean with 95 % t interval over folds x "
         "seeds, pooled UAR/WAR, cost, and missing cells.",
+        cmd_leaderboard,
+        EXAMPLES["leaderboard"],
     )
-    lb.epilog = EXAMPLES["leaderboard"]
-    lb.add_argument("experiment", help="experiment YAML file")
-    lb.add_argument("--output", help="the sweep's output folder (default: runs/<experiment name>)")
+    add_experiment_args(lb)
     lb.add_argument("--format", choices=list(LEADERBOARD_FORMATS), default="table")
     lb.add_argument("--per-class", action="store_true", help="add per-class recall (pooled predictions)")
     lb.add_argument(
@@ -58,8 +53,9 @@ def add_result_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> d
         "compare",
         "Paired comparison of two settings on the same folds, seeds and test clips: McNemar exact, "
         "paired bootstrap interval, paired t and Wilcoxon over folds x seeds.",
+        cmd_compare,
+        EXAMPLES["compare"],
     )
-    cp.epilog = EXAMPLES["compare"]
     cp.add_argument("experiment", help="experiment YAML file")
     cp.add_argument("a", nargs="?", help="setting A (e.g. FSLF)")
     cp.add_argument("b", nargs="?", help="setting B (e.g. video)")
@@ -70,11 +66,12 @@ def add_result_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> d
     cp.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
 
     rp = add(
-        "report", "Write one self-contained HTML report (figures embedded) and log it to the sweep's run."
+        "report",
+        "Write one self-contained HTML report (figures embedded) and log it to the sweep's run.",
+        cmd_report,
+        EXAMPLES["report"],
     )
-    rp.epilog = EXAMPLES["report"]
-    rp.add_argument("experiment", help="experiment YAML file")
-    rp.add_argument("--output", help="the sweep's output folder (default: runs/<experiment name>)")
+    add_experiment_args(rp)
     rp.add_argument(
         "--no-mlflow", action="store_true", help="do not log the figures to the sweep's MLflow run"
     )
@@ -99,26 +96,26 @@ def chosen_params_table(exp: Any) -> str:
     from mlflow.tracking import MlflowClient
 
     keys = {
-        (r.dataset, r.setting): r.tags.get("mmder.search")
+        (r.dataset, r.setting): r.tags.get(TAG_SEARCH)
         for r in exp.runs.itertuples()
-        if r.finished and isinstance(r.tags, dict) and r.tags.get("mmder.search")
+        if r.finished and isinstance(r.tags, dict) and r.tags.get(TAG_SEARCH)
     }
     if not keys or exp.tracking_uri is None:
         return "chosen hyper-parameters: none (no finished cell came from a search)"
     client = MlflowClient(tracking_uri=exp.tracking_uri)
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.`mmder.kind` = 'search'")
-    chosen = {r.data.tags.get("mmder.search"): r for r in runs}
+    runs = client.search_runs([exp.experiment_id], filter_string=tag_filter(TAG_KIND, KIND_SEARCH))
+    chosen = {r.data.tags.get(TAG_SEARCH): r for r in runs}
     lines = ["chosen hyper-parameters (per-setting search on validation speakers):"]
     for (dataset, setting), key in keys.items():
         run = chosen.get(key)
-        if run is None or "mmder.search_chosen" not in run.data.tags:
+        if run is None or TAG_CHOSEN not in run.data.tags:
             lines.append(f"  {dataset} / {setting}: search {key} not finished")
             continue
-        values = json.loads(run.data.tags["mmder.search_chosen"])
+        values = json.loads(run.data.tags[TAG_CHOSEN])
         shown = ", ".join(
             f"{k.split('.', 1)[1]}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
         )
-        best = run.data.metrics.get("best_objective")
+        best = run.data.metrics.get(BEST_OBJECTIVE)
         lines.append(
             f"  {dataset} / {setting}: {shown}" + (f"  (validation {best:.1f})" if best is not None else "")
         )

@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.plan.checks import check_data_roots, check_listings, dataset_root
+from harness.driver.ray_setup import TRIAL_CPUS, init_ray
 from harness.experiment.config import ExperimentConfig
 from harness.experiment.errors import ConfigError
 from harness.plan.cells import Cell, CellJob
+from harness.plan.checks import check_data_roots, check_listings, dataset_root
+from harness.plan.provenance import code_versions, judge, recorded_tags
 from harness.plan.sweep_plan import (
     Plan,
     cell_digest,
@@ -33,16 +35,10 @@ from harness.plan.sweep_plan import (
     plan_sweep,
     storage_root,
 )
-from harness.plan.provenance import (
-    TAG_ACCEPTED_STALE,
-    TAG_DATA_DIGEST,
-    code_versions,
-    judge,
-    recorded_tags,
-)
-from harness.driver.ray_setup import TRIAL_CPUS, init_ray
+from harness.tracking.places import resolve_uri, store_lock
+from harness.tracking.store import Tracker
+from harness.tracking.tags import FINISHED, TAG_ACCEPTED_STALE, TAG_DATA_DIGEST, TAG_STATUS
 from harness.worker.resume import discard_attempts
-from harness.tracking.store import FINISHED, TAG_STATUS, Tracker, resolve_uri, store_lock
 from mmder.timing import mark
 
 Echo = Callable[[str], None]
@@ -470,7 +466,10 @@ def _tune(
         init_ray(spec, address, verbose, log_dir=output / "logs")
     from ray import tune
 
-    from harness.worker.trial import GRID_PARAM, run_cell  # imports Ray: only after init_ray set its environment
+    from harness.worker.trial import (  # imports Ray: only after init_ray set its environment
+        GRID_PARAM,
+        run_cell,
+    )
 
     if kind == "train" and spec.search is not None:  # each cell trains its group's chosen configuration
         from harness.search.driver import apply_searches

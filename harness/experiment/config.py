@@ -217,7 +217,7 @@ class ExperimentConfig(Strict):
         training = data.get("training") if isinstance(data, dict) else None
         if not isinstance(training, dict) or training.get("preset") is None:
             return data
-        from mmder.train.recipes import TRAINING_PRESETS, expand_model_preset, expand_training_preset
+        from mmder.presets import TRAINING_PRESETS, expand_model_preset, expand_training_preset
 
         if training["preset"] not in TRAINING_PRESETS:
             return data  # TrainingConfig names the allowed presets

@@ -82,7 +82,7 @@ def _digest(payload: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def _dataset_identity(ds: DatasetConfig) -> dict[str, Any]:
+def dataset_identity(ds: DatasetConfig) -> dict[str, Any]:
     """What of a dataset changes a result: not its display name, nor where its files lie."""
     identity = result_fields(ds)
     if ds.corpus != "synthetic":
@@ -113,7 +113,7 @@ def expand_pretrain_cells(spec: ExperimentConfig) -> list[Cell]:
     ):
         identity = {
             "kind": "pretrain",
-            "dataset": _dataset_identity(ds),
+            "dataset": dataset_identity(ds),
             "fold": fold,
             "clips": "training speakers of the fold",
             "setting": setting,
@@ -164,7 +164,7 @@ def expand_cells(spec: ExperimentConfig) -> list[Cell]:
                     # with `mae`, the pre-training's key: a new pre-training makes new cells
                     model["pretrained"] = pretrained.get((ds.label, fold, setting), spec.model.pretrained)
                     identity: dict[str, Any] = {
-                        "dataset": _dataset_identity(ds),
+                        "dataset": dataset_identity(ds),
                         "fold": fold,
                         "setting": setting,
                         "seed": seed,
@@ -178,7 +178,7 @@ def expand_cells(spec: ExperimentConfig) -> list[Cell]:
                     baseline = BASELINES.get(setting)
                     if baseline is not None:  # reads the audio files: no model, no training, no cache
                         identity = {
-                            "dataset": _dataset_identity(ds),
+                            "dataset": dataset_identity(ds),
                             "fold": fold,
                             "setting": setting,
                             "seed": seed,

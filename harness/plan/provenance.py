@@ -17,21 +17,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.experiment.config import DatasetConfig, ExperimentConfig
+from harness.tracking.tags import (
+    TAG_CACHE_VERSION,
+    TAG_DATA_DIGEST,
+    TAG_GIT_COMMIT,
+    TAG_RESULTS_VERSION,
+    TAG_VERSION,
+)
 
 if TYPE_CHECKING:
     from mmder.data.corpora import CorpusListing
 
-TAG_DATA_DIGEST = "mmder.data_digest"
-TAG_CACHE_VERSION = "mmder.cache_version"
-TAG_RESULTS_VERSION = "mmder.results_version"
-TAG_VERSION = "mmder.version"
-TAG_GIT_COMMIT = "mmder.git_commit"
-TAG_DEVICE = "mmder.device"
-TAG_PRECISION = "mmder.precision"
-TAG_WORLD_SIZE = "mmder.world_size"
-TAG_TEST_SPEAKERS = "mmder.test_speakers"
-TAG_SUPERSEDED = "mmder.superseded"
-TAG_ACCEPTED_STALE = "mmder.accepted_stale"
 
 REPO = Path(__file__).resolve().parents[2]
 

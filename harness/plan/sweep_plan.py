@@ -12,7 +12,9 @@ from typing import Any
 from harness.experiment.config import ExperimentConfig
 from harness.plan.cells import Cell, expand_cells, expand_pretrain_cells
 from harness.plan.provenance import dataset_digests, judge
-from harness.tracking.store import FINISHED, TAG_STATUS, Tracker, resolve_uri
+from harness.tracking.places import resolve_uri
+from harness.tracking.store import Tracker
+from harness.tracking.tags import FINISHED, KIND_SWEEP, TAG_ERROR, TAG_STATUS
 
 
 def output_dir(spec: ExperimentConfig, output: str | Path | None) -> Path:
@@ -81,7 +83,7 @@ def judge_cell(cell: Cell, runs: list[Any], digest: str | None, accept_stale: bo
             return CellPlan("skip", run_id=run_id)
         return CellPlan("skip" if accept_stale else "stale", verdict.why, run_id)
     if latest.info.status == "FAILED" and verdict.current:
-        error = (tags.get("mmder.error") or "").strip().splitlines()
+        error = (tags.get(TAG_ERROR) or "").strip().splitlines()
         return CellPlan("retry", error[-1] if error else "", run_id)
     if not verdict.current:  # failed or cut off under an older identity: its epochs are not today's cell's
         return CellPlan("stale", verdict.why, run_id)
@@ -106,14 +108,15 @@ def existing_runs(uri: str, experiment: str, sweep: str) -> tuple[dict[str, list
 
     The SQLite store is read once, without importing MLflow; a server's parent is not looked up (None).
     """
+    from harness.tracking.places import sqlite_path
     from harness.tracking.runs import by_cell, read_sqlite_runs
-    from harness.tracking.store import TAG_KIND, TAG_SWEEP, sqlite_path
+    from harness.tracking.tags import TAG_KIND, TAG_SWEEP
 
     path = sqlite_path(uri)
     if path is not None:
         runs = read_sqlite_runs(path, experiment) or []
         tagged = [(r, r.data.tags) for r in runs]
-        parents = [r for r, t in tagged if t.get(TAG_KIND) == "sweep" and t.get(TAG_SWEEP) == sweep]
+        parents = [r for r, t in tagged if t.get(TAG_KIND) == KIND_SWEEP and t.get(TAG_SWEEP) == sweep]
         return by_cell(runs), parents[0] if len(parents) == 1 else None
     tracker = Tracker.existing(uri, experiment)
     return (tracker.cell_runs() if tracker is not None else {}), None

@@ -26,8 +26,8 @@ _RENDERERS = [
 def board_signature(spec: ExperimentConfig, output: Path) -> str | None:
     """What the leaderboard of ``spec`` would be made of now; None where it cannot be read cheaply."""
     from harness.plan.cells import expand_cells
+    from harness.tracking.places import resolve_uri, sqlite_path
     from harness.tracking.runs import finished_by_cell, read_sqlite_runs
-    from harness.tracking.store import resolve_uri, sqlite_path
 
     path = sqlite_path(resolve_uri(spec.tracking.uri, output))
     if path is None or not path.exists():

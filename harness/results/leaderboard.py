@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from harness.tracking.tags import TAG_DEVICE_COUNT, TAG_PREFIX
 from mmder.eval import references as refs
 from mmder.eval import stats
 
@@ -158,12 +159,14 @@ def _training_kind(recipe: str) -> str:
 def collect_runs(experiment: str | Path | Any, output: str | Path | None = None) -> ExperimentRuns:
     """The one place that reads the experiment (a file, or a loaded spec) and asks MLflow what finished.
 
-    Re-point this when harness.experiment.config / harness.plan.cells / harness.tracking.store move; nothing else imports them.
+    Re-point this when harness.experiment / harness.plan / harness.tracking move; nothing else imports
+    them.
     """
     from harness.experiment.config import load_experiment
     from harness.plan.cells import expand_cells
     from harness.plan.sweep_plan import output_dir
-    from harness.tracking.store import Tracker, resolve_uri
+    from harness.tracking.places import resolve_uri
+    from harness.tracking.store import Tracker
     from mmder.data.folds import fold_names
 
     spec = load_experiment(experiment) if isinstance(experiment, str | Path) else experiment
@@ -193,9 +196,9 @@ def collect_runs(experiment: str | Path | Any, output: str | Path | None = None)
                 war=m.get("final_war"),
                 wall_seconds=wall,
                 train_clips_per_s=m.get("train_clips_per_s"),
-                device_count=float(tags.get("mmder.device_count", 1)),
+                device_count=float(tags.get(TAG_DEVICE_COUNT, 1)),
                 mfu=m.get("mfu"),
-                tags={k: v for k, v in tags.items() if k.startswith("mmder.")},
+                tags={k: v for k, v in tags.items() if k.startswith(TAG_PREFIX)},
             )
         rows.append(row)
     datasets = {}

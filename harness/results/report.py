@@ -19,6 +19,8 @@ from typing import Any
 
 import matplotlib
 
+from harness.tracking.tags import KIND_SWEEP, TAG_KIND, tag_filter
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -315,7 +317,7 @@ def sweep_run_id(exp: ExperimentRuns) -> str | None:
     client = MlflowClient(tracking_uri=exp.tracking_uri)
     found: list[Any] = client.search_runs(
         [exp.experiment_id],
-        filter_string="tags.`mmder.kind` = 'sweep'",
+        filter_string=tag_filter(TAG_KIND, KIND_SWEEP),
         order_by=["attributes.start_time ASC"],
     )
     return found[0].info.run_id if found else None

@@ -58,9 +58,9 @@ class SweepStatus:
 def sweep_status(spec: ExperimentConfig, output: Path) -> SweepStatus:
     """Every cell's state now; lists the data (for today's digests) but decodes nothing."""
     from harness.driver.owners import read_owner
-    from harness.plan.sweep_plan import cell_digest, judge_cell, storage_root
     from harness.plan.provenance import dataset_digests
-    from harness.tracking.store import resolve_uri
+    from harness.plan.sweep_plan import cell_digest, judge_cell, storage_root
+    from harness.tracking.places import resolve_uri
 
     cells = expand_cells(spec)
     digests = dataset_digests(spec, output)

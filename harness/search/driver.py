@@ -16,80 +16,36 @@ params of every cell run it served (``search.chosen.*``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
-from harness.experiment.config import ExperimentConfig, ResourcesConfig
-from harness.plan.cells import GRID_PARAM, Cell, _dataset_identity
+from harness.experiment.config import ExperimentConfig
 from harness.experiment.search import SearchConfig
-from mmder.config import ModelConfig, TrainingConfig, result_fields
+from harness.plan.cells import GRID_PARAM, Cell
+from harness.search.job import SearchJob, apply_chosen, search_fold, search_key
+from harness.tracking.tags import (
+    BEST_OBJECTIVE,
+    KIND_SEARCH,
+    KIND_SEARCH_TRIAL,
+    OBJECTIVE,
+    PARAM_CHOSEN,
+    TAG_CHOSEN,
+    TAG_DATASET,
+    TAG_KIND,
+    TAG_PARENT,
+    TAG_PRUNED_AT,
+    TAG_SEARCH,
+    TAG_SETTING,
+    TAG_TRIAL_LOST,
+    TAG_TRIAL_STATE,
+    tag_filter,
+)
+from mmder.config import TrainingConfig
 
 Echo = Callable[[str], None]
-TAG_SEARCH = "mmder.search"
-TAG_CHOSEN = "mmder.search_chosen"
-TAG_TRIAL_STATE = "mmder.trial_state"
-TAG_PRUNED_AT = "mmder.pruned_at_epoch"  # epochs the scheduler had seen when it stopped a trial
-OBJECTIVE = "objective"  # the metric Tune and Optuna see: best validation metric so far
-
-
-class SearchJob(BaseModel):
-    """What one search trial's Train workers receive (the trial's parameters come separately)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    search_key: str
-    cell: Cell
-    search: SearchConfig
-    cache_path: str
-    tracking_uri: str
-    experiment_id: str
-    search_run_id: str
-    storage_path: str
-    resources: ResourcesConfig
-
-
-def search_fold(spec: ExperimentConfig, cell: Cell) -> int:
-    """The fold whose training speakers a cell's search uses."""
-    assert spec.search is not None
-    if spec.search.scope == "per_fold":
-        return cell.fold
-    ds = cell.dataset_config
-    return ds.folds[0] if ds.folds else 0
-
-
-def search_key(spec: ExperimentConfig, cell: Cell) -> str:
-    """What changes a search's outcome: data, setting, fold searched, base sections, the search itself."""
-    assert spec.search is not None and cell.training is not None
-    identity = {
-        "dataset": _dataset_identity(cell.dataset_config),
-        "setting": cell.setting,
-        "fold": search_fold(spec, cell),
-        "preprocess": result_fields(cell.preprocess),
-        "model": result_fields(cell.model),
-        "training": result_fields(cell.training),
-        "search": result_fields(spec.search),
-        "world_size": cell.world_size,
-    }
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return f"search-{cell.dataset}-{cell.setting}-f{identity['fold']}-{digest}"
-
-
-def apply_chosen(cell: Cell, search: SearchConfig, chosen: dict[str, Any]) -> Cell:
-    """The cell with its searched fields set to ``chosen``, validated again (bounds, min_lr <= lr, ...)."""
-    updates = search.section_updates(chosen)
-    training = cell.training
-    if training is not None and "training" in updates:
-        training = TrainingConfig.model_validate({**training.model_dump(), **updates["training"]})
-    model = cell.model
-    if "model" in updates:
-        model = ModelConfig.model_validate({**model.model_dump(), **updates["model"]})
-    return cell.model_copy(update={"training": training, "model": model})
 
 
 def tune_space(search: SearchConfig) -> dict[str, Any]:
@@ -289,7 +245,7 @@ def _search_run(tracker: Any, key: str, parent_run_id: str, cell: Cell) -> tuple
     """The search's MLflow run (created once) and its chosen parameters if it finished before."""
     runs = tracker.client.search_runs(
         [tracker.experiment_id],
-        filter_string=f"tags.`{TAG_SEARCH}` = '{key}' and tags.`mmder.kind` = 'search'",
+        filter_string=f"{tag_filter(TAG_SEARCH, key)} and {tag_filter(TAG_KIND, KIND_SEARCH)}",
     )
     if runs:
         run = runs[0]
@@ -299,11 +255,11 @@ def _search_run(tracker: Any, key: str, parent_run_id: str, cell: Cell) -> tuple
         tracker.experiment_id,
         run_name=key,
         tags={
-            "mmder.kind": "search",
+            TAG_KIND: KIND_SEARCH,
             TAG_SEARCH: key,
-            "mlflow.parentRunId": parent_run_id,
-            "dataset": cell.dataset,
-            "setting": cell.setting,
+            TAG_PARENT: parent_run_id,
+            TAG_DATASET: cell.dataset,
+            TAG_SETTING: cell.setting,
         },
     )
     return run.info.run_id, None
@@ -311,8 +267,8 @@ def _search_run(tracker: Any, key: str, parent_run_id: str, cell: Cell) -> tuple
 
 def _finish_search(tracker: Any, run_id: str, chosen: dict[str, Any], value: float, trials: int) -> None:
     for name, v in chosen.items():
-        tracker.client.log_param(run_id, f"chosen.{name}", v)
-    tracker.client.log_metric(run_id, f"best_{OBJECTIVE}", value)
+        tracker.client.log_param(run_id, f"{PARAM_CHOSEN}{name}", v)
+    tracker.client.log_metric(run_id, BEST_OBJECTIVE, value)
     tracker.client.log_metric(run_id, "trials", trials)
     tracker.client.set_tag(run_id, TAG_CHOSEN, json.dumps(chosen, sort_keys=True))
     tracker.client.set_terminated(run_id, status="FINISHED")
@@ -320,7 +276,7 @@ def _finish_search(tracker: Any, run_id: str, chosen: dict[str, Any], value: flo
 
 def _mark_stopped(tracker: Any, key: str, results: Any, epochs: int) -> None:
     """Trial runs the scheduler stopped early end KILLED as ``pruned``; those cut off otherwise too."""
-    from harness.search.trial import TAG_TRIAL
+    from harness.tracking.tags import TAG_TRIAL
 
     stopped = {
         r.metrics.get("trial_id"): ran
@@ -340,7 +296,7 @@ def _mark_stopped(tracker: Any, key: str, results: Any, epochs: int) -> None:
 
 def _trial_runs(tracker: Any, key: str, extra_filter: str = "") -> list[Any]:
     """The MLflow runs of the search ``key``'s trials (``extra_filter``: more of the search filter)."""
-    search = f"tags.`{TAG_SEARCH}` = '{key}' and tags.`mmder.kind` = 'search_trial' {extra_filter}"
+    search = f"{tag_filter(TAG_SEARCH, key)} and {tag_filter(TAG_KIND, KIND_SEARCH_TRIAL)} {extra_filter}"
     return tracker.client.search_runs([tracker.experiment_id], filter_string=search.strip())
 
 
@@ -360,7 +316,7 @@ def _mark_lost(tracker: Any, key: str, study: Any) -> None:
             tracker.client.set_tag(run.info.run_id, TAG_TRIAL_STATE, "lost")
             tracker.client.set_tag(
                 run.info.run_id,
-                "mmder.trial_lost",
+                TAG_TRIAL_LOST,
                 "the driver stopped before the study recorded this trial; its budget ran again",
             )
 

@@ -16,10 +16,20 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from harness.plan.cells import GRID_PARAM
-from harness.search.driver import OBJECTIVE, TAG_SEARCH, TAG_TRIAL_STATE, SearchJob, apply_chosen
+from harness.search.job import SearchJob, apply_chosen
+from harness.tracking.tags import (
+    KIND_SEARCH_TRIAL,
+    OBJECTIVE,
+    TAG_KIND,
+    TAG_PARENT,
+    TAG_SEARCH,
+    TAG_TEST_EXCLUDED,
+    TAG_TRAIN_SPEAKERS,
+    TAG_TRIAL,
+    TAG_TRIAL_STATE,
+    TAG_VAL_SPEAKERS,
+)
 from harness.worker.trial import CellTrainer
-
-TAG_TRIAL = "mmder.search_trial"
 
 
 def search_trial(config: dict[str, Any]) -> dict[str, Any]:
@@ -58,8 +68,8 @@ def search_trial_loop(config: dict[str, Any]) -> dict[str, Any]:
     """What each Train worker of a search trial runs."""
     import numpy as np
 
-    from harness.worker.cell_data import build_cell
     from harness.tracking.store import Tracker
+    from harness.worker.cell_data import build_cell
     from mmder.data.dataset import FusedClipDataset
     from mmder.data.folds import validation_split
     from mmder.train.loop import EpochResult, fit
@@ -80,9 +90,9 @@ def search_trial_loop(config: dict[str, Any]) -> dict[str, Any]:
     val_set = FusedClipDataset(cache, val_idx, cell.setting, seed=cell.seed, speaker_norm=norm)
     speakers = np.asarray(cache.speakers, dtype=object)
     used = {
-        "mmder.train_speakers": ",".join(sorted(set(speakers[train_idx].tolist()))),
-        "mmder.val_speakers": ",".join(sorted(set(speakers[val_idx].tolist()))),
-        "mmder.test_speakers_excluded": ",".join(sorted(fold.test_speakers)),
+        TAG_TRAIN_SPEAKERS: ",".join(sorted(set(speakers[train_idx].tolist()))),
+        TAG_VAL_SPEAKERS: ",".join(sorted(set(speakers[val_idx].tolist()))),
+        TAG_TEST_EXCLUDED: ",".join(sorted(fold.test_speakers)),
     }
 
     tracker = run_id = None
@@ -92,8 +102,8 @@ def search_trial_loop(config: dict[str, Any]) -> dict[str, Any]:
             job.experiment_id,
             run_name=f"{job.search_key}/{config['trial_id']}",
             tags={
-                "mmder.kind": "search_trial",
-                "mlflow.parentRunId": job.search_run_id,
+                TAG_KIND: KIND_SEARCH_TRIAL,
+                TAG_PARENT: job.search_run_id,
                 TAG_SEARCH: job.search_key,
                 TAG_TRIAL: config["trial_id"],
                 TAG_TRIAL_STATE: "running",

@@ -112,7 +112,7 @@ def read_client_runs(uri: str, experiment: str) -> list[Any] | None:
 
 
 def read_runs(uri: str, experiment: str) -> list[Any]:
-    from harness.tracking.store import sqlite_path
+    from harness.tracking.places import sqlite_path
 
     path = sqlite_path(uri)
     runs = read_sqlite_runs(path, experiment) if path is not None else read_client_runs(uri, experiment)
@@ -121,8 +121,7 @@ def read_runs(uri: str, experiment: str) -> list[Any]:
 
 def by_cell(runs: list[Any]) -> dict[str, list[Any]]:
     """key -> every run of that cell that was not superseded, newest first."""
-    from harness.plan.provenance import TAG_SUPERSEDED
-    from harness.tracking.store import TAG_CELL
+    from harness.tracking.tags import TAG_CELL, TAG_SUPERSEDED
 
     found: dict[str, list[Any]] = {}
     for run in sorted(runs, key=lambda r: -r.info.start_time):
@@ -134,7 +133,7 @@ def by_cell(runs: list[Any]) -> dict[str, list[Any]]:
 
 def finished_by_cell(runs: list[Any]) -> dict[str, Any]:
     """key -> the newest finished run of that cell that no newer run superseded."""
-    from harness.tracking.store import FINISHED, TAG_STATUS
+    from harness.tracking.tags import FINISHED, TAG_STATUS
 
     found: dict[str, Any] = {}
     for key, found_runs in by_cell(runs).items():

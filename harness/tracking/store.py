@@ -10,28 +10,35 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from harness.tracking.places import sqlite_path, store_exists
+from harness.tracking.runs import by_cell, finished_by_cell
+from harness.tracking.tags import (
+    FAILED,
+    FINISHED,
+    KIND_CELL,
+    KIND_SWEEP,
+    TAG_ATTEMPT,
+    TAG_CELL,
+    TAG_ERROR,
+    TAG_KIND,
+    TAG_NOTE,
+    TAG_PARENT,
+    TAG_STATUS,
+    TAG_SUPERSEDED,
+    TAG_SWEEP,
+    tag_filter,
+)
+
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-TAG_CELL = "mmder.cell"
-TAG_STATUS = "mmder.status"
-TAG_KIND = "mmder.kind"
-TAG_SWEEP = "mmder.sweep"
-TAG_RESUMED = "mmder.resumed_from_epoch"
-TAG_ERROR = "mmder.error"  # the last lines of a failed cell's error; the whole traceback is an artifact
-TAG_ATTEMPT = "mmder.attempt"  # 1 for a cell's first run, n for its n-th (retries after a failure)
-TAG_SUPERSEDED = "mmder.superseded"  # why a finished run no longer counts (data/code changed)
-FINISHED = "finished"
-FAILED = "failed"
 T = TypeVar("T")
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)  # seconds between tries of one MLflow write
 
@@ -72,56 +79,6 @@ def _client(uri: str) -> MlflowClient:
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
-
-
-def sqlite_path(uri: str) -> Path | None:
-    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
-
-
-@contextmanager
-def store_lock(uri: str) -> Iterator[None]:
-    """Serialise creating the store, its experiment and the sweep's parent run across processes.
-
-    Two sweeps started at once on a fresh output both ran MLflow's schema creation and the second
-    crashed (``table latest_metrics already exists``); a file lock next to the SQLite file orders
-    them. A server store needs none (it creates its schema once).
-    """
-    path = sqlite_path(uri)
-    if path is None:
-        yield
-        return
-    from filelock import FileLock
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        fresh = not path.exists()
-        yield
-        if fresh and path.exists():
-            enable_wal(path)
-
-
-def enable_wal(path: Path) -> None:
-    """WAL journal: readers (``mmder status``) never block writers, far fewer ``database is locked``."""
-    import sqlite3
-
-    with sqlite3.connect(path) as db:
-        db.execute("PRAGMA journal_mode=WAL")
-
-
-def default_uri(output: Path) -> str:
-    """SQLite under the output folder, by absolute path: Train workers run in another directory."""
-    return f"sqlite:///{(output / 'mlflow.db').resolve()}"
-
-
-def resolve_uri(configured: str | None, output: Path) -> str:
-    return configured or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(output)
-
-
-def store_exists(uri: str) -> bool:
-    """False for a SQLite file that was never created; a dry run must not create one."""
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///") :]).exists()
-    return True
 
 
 @dataclass
@@ -180,37 +137,38 @@ class Tracker:
 
     def parent_run(self, sweep: str, description: str = "") -> str:
         """The sweep's parent run, shared by every rerun of the same experiment."""
-        found = self._search(f"tags.`{TAG_KIND}` = 'sweep' and tags.`{TAG_SWEEP}` = '{sweep}'")
+        found = self._search(f"{tag_filter(TAG_KIND, KIND_SWEEP)} and {tag_filter(TAG_SWEEP, sweep)}")
         if found:
             return found[0].info.run_id
         run = self.client.create_run(
             self.experiment_id,
             run_name=sweep,
-            tags={TAG_KIND: "sweep", TAG_SWEEP: sweep, "mlflow.note.content": description},
+            tags={TAG_KIND: KIND_SWEEP, TAG_SWEEP: sweep, TAG_NOTE: description},
         )
         return run.info.run_id
 
     def finished_cells(self) -> dict[str, Any]:
         """key -> the newest finished run of that cell that no newer run superseded."""
-        from harness.tracking.runs import finished_by_cell
-
-        return finished_by_cell(self._search(f"tags.`{TAG_STATUS}` = '{FINISHED}'"))
+        return finished_by_cell(self._search(tag_filter(TAG_STATUS, FINISHED)))
 
     def cell_runs(self) -> dict[str, list[Any]]:
         """key -> every run of that cell that was not superseded, newest first (one query)."""
-        from harness.tracking.runs import by_cell
-
         return by_cell(self._search(f"tags.`{TAG_CELL}` != ''"))
 
     def cell_run(
-        self, key: str, parent_run_id: str, tags: dict[str, str], params: dict[str, Any], kind: str = "cell"
+        self,
+        key: str,
+        parent_run_id: str,
+        tags: dict[str, str],
+        params: dict[str, Any],
+        kind: str = KIND_CELL,
     ) -> tuple[str, bool]:
         """Get or create the cell's run: (run id, created).
 
         A cut-off cell (RUNNING, KILLED, SCHEDULED) keeps logging into the run it started; a failed one
         is retried in a fresh run (its attempt number one more), and superseded runs are history.
         """
-        runs = [r for r in self._search(f"tags.`{TAG_CELL}` = '{key}'") if TAG_SUPERSEDED not in r.data.tags]
+        runs = [r for r in self._search(tag_filter(TAG_CELL, key)) if TAG_SUPERSEDED not in r.data.tags]
         runs.sort(key=lambda r: -r.info.start_time)
         if runs and runs[0].info.status != "FAILED" and runs[0].data.tags.get(TAG_STATUS) != FINISHED:
             run_id = runs[0].info.run_id
@@ -221,7 +179,7 @@ class Tracker:
             TAG_CELL: key,
             TAG_KIND: kind,
             TAG_ATTEMPT: str(len(runs) + 1),
-            "mlflow.parentRunId": parent_run_id,
+            TAG_PARENT: parent_run_id,
             **tags,
         }
         run = retried(lambda: self.client.create_run(self.experiment_id, run_name=key, tags=all_tags))

@@ -16,15 +16,29 @@ from typing import Any
 import ray.train
 import torch
 
-from harness.worker.cell_data import build_cell, tensor_digest
 from harness.plan.cells import Cell, CellJob
-from harness.plan.provenance import TAG_DATA_DIGEST, TAG_DEVICE, TAG_PRECISION, TAG_TEST_SPEAKERS, TAG_WORLD_SIZE
+from harness.tracking.store import EpochLog, Tracker
+from harness.tracking.tags import (
+    KIND_PRETRAIN,
+    TAG_DATA_DIGEST,
+    TAG_DEVICE,
+    TAG_DEVICE_COUNT,
+    TAG_DEVICE_KIND,
+    TAG_ENCODER,
+    TAG_ENCODER_PATH,
+    TAG_PRECISION,
+    TAG_PRETRAIN_CLIPS,
+    TAG_PRETRAIN_EXCLUDED,
+    TAG_PRETRAIN_SPEAKERS,
+    TAG_PRETRAINED,
+    TAG_RESUMED,
+    TAG_SEARCH,
+    TAG_TEST_SPEAKERS,
+    TAG_WORLD_SIZE,
+)
+from harness.worker.cell_data import build_cell, tensor_digest
 from harness.worker.resume import resume_from
-from harness.tracking.store import TAG_RESUMED, EpochLog, Tracker
 from mmder.timing import mark, mark_process_start
-
-TAG_PRETRAINED = "mmder.pretrained_digest"  # digest of the encoder weights a cell started from
-TAG_ENCODER = "mmder.encoder_digest"  # digest of the encoder a pre-training exported
 
 
 def train_cell(config: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +65,7 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
             tags={
                 **cell_tags(cell, _device_kind(job), job),
                 **run_tags(job, cell.training.precision, fold.test_speakers),
-                **({"mmder.search": cell.search_key} if cell.search_key else {}),
+                **({TAG_SEARCH: cell.search_key} if cell.search_key else {}),
             },
             params=flat_params(cell),
         )
@@ -181,14 +195,14 @@ def pretrain_cell(config: dict[str, Any]) -> dict[str, Any]:
                 "dataset": cell.dataset,
                 "fold": cell.fold_name,
                 # which clips the encoder saw: the fold's training speakers, never its test speakers
-                "mmder.pretrain_clips": f"{len(clips)} clips of the training speakers of {cell.fold_name}",
-                "mmder.pretrain_speakers": ",".join(seen)[:5000],
-                "mmder.pretrain_excluded": ",".join(fold.test_speakers)[:5000],
+                TAG_PRETRAIN_CLIPS: f"{len(clips)} clips of the training speakers of {cell.fold_name}",
+                TAG_PRETRAIN_SPEAKERS: ",".join(seen)[:5000],
+                TAG_PRETRAIN_EXCLUDED: ",".join(fold.test_speakers)[:5000],
                 **job.tags,
                 **run_tags(job, cell.pretrain.precision, []),
             },
             params=flat_params(cell),
-            kind="pretrain",
+            kind=KIND_PRETRAIN,
         )
         epochs = EpochLog(tracker, run_id, done=tracker.logged_steps(run_id, "loss"))
 
@@ -206,7 +220,7 @@ def pretrain_cell(config: dict[str, Any]) -> dict[str, Any]:
         path = export_encoder(model, job.encoder_path)
         digest = tensor_digest(torch.load(path, weights_only=True)["model"])
         tracker.tag(run_id, TAG_ENCODER, digest)
-        tracker.tag(run_id, "mmder.encoder_path", str(path))
+        tracker.tag(run_id, TAG_ENCODER_PATH, str(path))
         if result.resumed_from_epoch is not None:
             tracker.tag(run_id, TAG_RESUMED, str(result.resumed_from_epoch))
         if math.isnan(result.loss):  # cut off after its last checkpoint: that epoch's loss is in the run
@@ -224,10 +238,10 @@ def baseline_cell(job: CellJob) -> dict[str, Any]:
     """
     import numpy as np
 
-    from mmder.eval.baseline import BASELINES, extract_features, fit_predict
     from mmder.data.cache import ClipCache
     from mmder.data.corpora import list_corpus
     from mmder.data.folds import make_folds
+    from mmder.eval.baseline import BASELINES, extract_features, fit_predict
     from mmder.eval.metrics import classification_metrics
 
     cell = job.cell
@@ -308,8 +322,8 @@ def cell_tags(cell: Cell, device_kind: str, job: CellJob) -> dict[str, str]:
         "setting": cell.setting,
         "fold": cell.fold_name,
         "seed": str(cell.seed),
-        "mmder.device_kind": device_kind,
-        "mmder.device_count": str(cell.world_size),
+        TAG_DEVICE_KIND: device_kind,
+        TAG_DEVICE_COUNT: str(cell.world_size),
         **job.tags,
     }
 

@@ -23,8 +23,13 @@ from typing import Any
 import torch
 
 from mmder.config import TrainingConfig
-from mmder.train.engine import build_optimizer, deepspeed_config, ensure_process_group, silence_deepspeed_cpu_build
 from mmder.models.classifier import ModelSize, build_model, resolve_size
+from mmder.train.engine import (
+    build_optimizer,
+    deepspeed_config,
+    ensure_process_group,
+    silence_deepspeed_cpu_build,
+)
 
 # Dense bf16 tensor-core peaks (TFLOP/s) by device name fragment; used when --peak-tflops is not given.
 GPU_PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}

@@ -5,8 +5,8 @@ Layouts understood (see docs/paper.md section 5):
 * ``official-finetuned``: MCG-NJU fine-tuned names (``patch_embed.proj``, ``blocks.N.attn.qkv`` with
   ``q_bias``/``v_bias``, ``fc_norm``, ``head``). Our classifier uses exactly these names.
 * ``official-pretrained``: the same encoder names under ``encoder.`` plus ``encoder.norm`` and a decoder
-  (``encoder_to_decoder``, ``mask_token``, ``decoder.*``). Our :class:`mmder.models.mae.VideoMAEPretrainer` uses
-  exactly these names.
+  (``encoder_to_decoder``, ``mask_token``, ``decoder.*``). Our
+  :class:`mmder.models.mae.VideoMAEPretrainer` uses exactly these names.
 * ``huggingface``: transformers' ``VideoMAE*`` names (``videomae.`` prefix, split query/key/value, biases as
   ``query.bias``/``value.bias`` in transformers 5.x or ``q_bias``/``v_bias`` before).
 * ``ours``: a file written by :func:`convert_checkpoint` (``{"model": <official-finetuned names>, "mmder":

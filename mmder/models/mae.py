@@ -3,8 +3,9 @@
 :class:`VideoMAEPretrainer` has the official pre-training state-dict layout (``encoder.*``,
 ``encoder_to_decoder.weight``, ``mask_token``, ``decoder.*``), so official pre-trained checkpoints load into
 it and its weights load into the official code. It is built from the same blocks as
-:class:`mmder.models.classifier.VideoMAEClassifier`, and :meth:`VideoMAEPretrainer.encoder_state_dict` hands the encoder
-over in the classifier's naming for fine-tuning or a linear probe.
+:class:`mmder.models.classifier.VideoMAEClassifier`, and
+:meth:`VideoMAEPretrainer.encoder_state_dict` hands the encoder over in the classifier's naming for
+fine-tuning or a linear probe.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Fast ablations without Ray or MLflow: one recipe, every speaker fold, in this process, on one core.
 
-``python -m mmder.tools.ablate --name logmel --preprocess '{"spectrogram": "logmel"}' --training '{"epochs": 30}'``
+``python -m mmder.tools.ablate --name logmel --preprocess '{"spectrogram": "logmel"}' \
+--training '{"epochs": 30}'``
 prepares (or reuses) the cache of the RAVDESS speech sample, then trains :func:`mmder.train.loop.fit` on each
 fold in turn (a one-process gloo group) and appends one JSON line per recipe to ``--out``: WAR/UAR per
 fold, their mean and sample std over folds, and the CPU minutes. ``--pretrain '{...}'`` first runs
@@ -156,8 +157,8 @@ def _pretrain_fold(
     """
     import hashlib
 
-    from mmder.models.checkpoints import load_pretrained
     from mmder.data.dataset import FusedClipDataset
+    from mmder.models.checkpoints import load_pretrained
     from mmder.models.mae import build_pretrainer
     from mmder.train.pretrain import export_encoder
     from mmder.train.pretrain import pretrain as run_pretrain

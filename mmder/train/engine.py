@@ -23,8 +23,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from mmder.train.checkpoint_files import listing, write_manifest
 from mmder.config import TrainingConfig
+from mmder.train.checkpoint_files import listing, write_manifest
 from mmder.train.optim import param_groups_layer_decay
 
 CHECKPOINT_TAG = "state"

@@ -5,7 +5,8 @@ DeepSpeed checkpoint (on every rank, as ZeRO needs) and hands both to a ``report
 Train the callback forwards them to ``ray.train.report``; without Ray (benchmarks, tests) it can copy
 the checkpoint anywhere. Resuming is ``fit(..., resume_from=dir)``.
 
-``TrainingConfig.recipe`` picks what trains (see :mod:`mmder.train.recipes`): ``finetune`` (default, everything),
+``TrainingConfig.recipe`` picks what trains (see :mod:`mmder.train.recipes`): ``finetune`` (default,
+everything),
 ``partial:K`` (last K blocks + head) or ``linear_probe`` (frozen encoder, cached features).
 
 The linear probe's cached-feature path is in :mod:`mmder.train.probe`; engine, optimiser, schedule and
@@ -24,8 +25,10 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mmder.train.augment import SpecAugment, VideoMixup, shift_windows, soft_target_cross_entropy
 from mmder.config import TrainingConfig
+from mmder.eval.metrics import classification_metrics
+from mmder.timing import mark
+from mmder.train.augment import SpecAugment, VideoMixup, shift_windows, soft_target_cross_entropy
 from mmder.train.engine import (
     build_engine,
     ensure_process_group,
@@ -37,11 +40,9 @@ from mmder.train.engine import (
     silence_deepspeed_cpu_build,
     sum_across_ranks,
 )
-from mmder.eval.metrics import classification_metrics
 from mmder.train.optim import trainable_parameters
 from mmder.train.probe import prepare_probe
 from mmder.train.recipes import Recipe, parse_recipe
-from mmder.timing import mark
 
 
 @dataclass

@@ -23,8 +23,9 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mmder.train.augment import SpecAugment
 from mmder.config import PretrainConfig
+from mmder.models.mae import VideoMAEPretrainer
+from mmder.train.augment import SpecAugment
 from mmder.train.engine import (
     adamw,
     engine_config,
@@ -36,7 +37,6 @@ from mmder.train.engine import (
     silence_deepspeed_cpu_build,
     warmup_cosine,
 )
-from mmder.models.mae import VideoMAEPretrainer
 
 __all__ = ["PretrainConfig", "PretrainResult", "export_encoder", "pretrain"]
 

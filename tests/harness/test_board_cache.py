@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from sweep_helpers import tiny_experiment
 
-from harness.results.board_cache import board_signature, cached_board, store_board
 from harness.experiment.config import load_experiment
 from harness.plan.cells import expand_cells
-from harness.tracking.store import FINISHED, TAG_CELL, TAG_STATUS, Tracker, default_uri
+from harness.results.board_cache import board_signature, cached_board, store_board
+from harness.tracking.places import default_uri
+from harness.tracking.store import Tracker
+from harness.tracking.tags import FINISHED, TAG_CELL, TAG_STATUS
 
 
 def _finish(tracker: Tracker, key: str) -> str:

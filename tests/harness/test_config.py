@@ -14,7 +14,7 @@ from harness.cli.main import main
 from harness.experiment.config import load_experiment
 from harness.experiment.errors import ConfigError
 from harness.plan.cells import CellJob, expand_cells
-from harness.tracking.store import resolve_uri
+from harness.tracking.places import resolve_uri
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
@@ -310,7 +310,9 @@ def test_schema_file_is_current_validates_every_experiment_and_rejects_a_typo(tm
 
 def test_help_lists_every_command_and_each_command_has_help(capsys):
     # a '%' in one command's help ("95 % t interval") made argparse crash on `mmder --help`
-    from harness.cli.main import COMMANDS
+    from harness.cli.main import build_parser
+
+    COMMANDS = build_parser()[1]
 
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])

@@ -12,8 +12,9 @@ import pytest
 from sweep_helpers import ROOT, tiny_experiment
 
 from harness.driver.owners import OWNER_FILE, CellOwners, read_owner
-from harness.plan.provenance import TAG_DATA_DIGEST, code_versions, judge
+from harness.plan.provenance import code_versions, judge
 from harness.tracking.store import EpochLog
+from harness.tracking.tags import TAG_DATA_DIGEST
 
 
 def test_a_live_owner_refuses_and_a_dead_or_expired_one_never_blocks(tmp_path, monkeypatch):
@@ -68,9 +69,10 @@ def test_a_failing_store_keeps_the_epochs_and_sends_them_later():
 def test_status_shows_done_running_failed_stale_and_pending_without_ray(tmp_path):
     from harness.experiment.config import load_experiment
     from harness.plan.cells import expand_cells
-    from harness.plan.sweep_plan import output_dir
     from harness.plan.provenance import dataset_digests
-    from harness.tracking.store import Tracker, store_lock
+    from harness.plan.sweep_plan import output_dir
+    from harness.tracking.places import store_lock
+    from harness.tracking.store import Tracker
 
     exp = tiny_experiment(tmp_path, "st", grid={"settings": ["video", "audio", "CFAS", "FSLF", "OFOS"]})
     spec = load_experiment(exp)

@@ -9,9 +9,9 @@ import pytest
 
 from harness.experiment.config import load_experiment
 from harness.plan.cells import expand_cells
+from harness.plan.provenance import code_versions
 from harness.plan.sweep_plan import judge_cell
-from harness.plan.provenance import TAG_DATA_DIGEST, code_versions
-from harness.tracking.store import FINISHED, TAG_STATUS
+from harness.tracking.tags import FINISHED, TAG_DATA_DIGEST, TAG_STATUS
 
 ROOT = Path(__file__).resolve().parents[2]
 CELL = expand_cells(load_experiment(ROOT / "experiments" / "quickstart.yaml"))[0]

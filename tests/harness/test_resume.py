@@ -15,7 +15,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from harness.worker.resume import attempt_run, discard_attempts, newest_complete_checkpoint, prune_cell, resume_from
+from harness.worker.resume import (
+    attempt_run,
+    discard_attempts,
+    newest_complete_checkpoint,
+    prune_cell,
+    resume_from,
+)
 from mmder.train.checkpoint_files import expected_files, listing, manifest_name, write_manifest
 from mmder.train.engine import (
     CHECKPOINT_TAG,

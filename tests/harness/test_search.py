@@ -198,7 +198,8 @@ def test_search_per_setting_on_validation_speakers_resumes_and_trains_the_choice
 def test_each_trial_end_is_said_with_its_score_and_parameters():
     from types import SimpleNamespace
 
-    from harness.search.driver import OBJECTIVE, _progress_callback
+    from harness.search.driver import _progress_callback
+    from harness.tracking.tags import OBJECTIVE
 
     said: list[str] = []
     progress = _progress_callback("search-x", 2, 6, 40, said.append)

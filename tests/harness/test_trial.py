@@ -44,7 +44,7 @@ class FakeTrainer:
 
 @pytest.fixture
 def fakes(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    """No Ray run, and a stand-in for harness.worker.train_loop (it may be mid-rewrite and imports the stack)."""
+    """No Ray run, and a stand-in for harness.worker.train_loop (it imports the whole stack)."""
     worker = types.ModuleType("harness.worker.train_loop")
     worker.train_cell = lambda config: None  # type: ignore[attr-defined]
     worker.pretrain_cell = lambda config: None  # type: ignore[attr-defined]

@@ -12,8 +12,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mmder.bench.step import compare_compiled, forward_flops, sdpa_kernels
 from mmder.bench.suite import Case, in_fresh_process, next_batch, run_suite, summary_table
-from mmder.train.engine import engine_config
 from mmder.models.classifier import resolve_size
+from mmder.train.engine import engine_config
 
 
 def test_vit_large_step_flops_are_the_issue_s_3_6_tflop_per_clip():

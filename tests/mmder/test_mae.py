@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from mmder.models.checkpoints import detect_layout, load_pretrained
-from mmder.models.mae import build_pretrainer, patchify, tube_mask
 from mmder.models.classifier import build_model
+from mmder.models.mae import build_pretrainer, patchify, tube_mask
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from mmder.models.mae import build_pretrainer
 from mmder.models.classifier import (
     ModelSize,
     build_model,
     get_sinusoid_encoding_table,
 )
+from mmder.models.mae import build_pretrainer
 
 
 def _official_keys(depth: int) -> set[str]:

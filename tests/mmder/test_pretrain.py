@@ -11,8 +11,8 @@ import torch
 from torch.utils.data import Dataset
 
 from mmder.models.checkpoints import load_pretrained
-from mmder.models.mae import build_pretrainer
 from mmder.models.classifier import build_model
+from mmder.models.mae import build_pretrainer
 from mmder.train.pretrain import PretrainConfig, export_encoder, pretrain
 
 SIZE, FRAMES, PATCH = 32, 4, 8  # 2 x 4 x 4 = 32 tubelets

@@ -11,11 +11,12 @@ import torch
 from blob_clips import Blobs
 
 from mmder.config import TrainingConfig
-from mmder.train.engine import build_optimizer
 from mmder.models.classifier import build_model
-from mmder.train.optim import count_trainable, trainable_parameters
-from mmder.train.recipes import PRESETS, ProbeHead, parse_recipe, pooled_tokens, preset
+from mmder.presets import PRESETS, preset
+from mmder.train.engine import build_optimizer
 from mmder.train.loop import fit
+from mmder.train.optim import count_trainable, trainable_parameters
+from mmder.train.recipes import ProbeHead, parse_recipe, pooled_tokens
 
 ENCODER_PREFIXES = ("patch_embed.", "blocks.")
 HEAD_PREFIXES = ("fc_norm.", "head.")

@@ -9,12 +9,12 @@ import torch
 from blob_clips import Blobs
 from pydantic import ValidationError
 
-from mmder.train.augment import SpecAugment
 from mmder.config import TrainingConfig, result_fields
 from mmder.data.features import deltas, spectrogram_image, spectrogram_images, window_bounds
 from mmder.data.folds import validation_split
 from mmder.data.preprocess import PreprocessConfig
-from mmder.train.recipes import TRAINING_PRESETS, expand_training_preset, lr_rule, scaled_lr
+from mmder.presets import TRAINING_PRESETS, expand_training_preset, lr_rule, scaled_lr
+from mmder.train.augment import SpecAugment
 
 SR = 16000
 
@@ -117,9 +117,9 @@ def test_shift_windows_moves_the_sequence_and_repeats_the_edge_window():
 @pytest.mark.slow
 def test_evaluation_averages_the_probabilities_over_shifted_clips():
     # tta_shifts: k evaluates each clip shifted by -k..k windows and averages the class probabilities
+    from mmder.models.classifier import build_model
     from mmder.train.augment import shift_windows
     from mmder.train.engine import build_engine, ensure_process_group
-    from mmder.models.classifier import build_model
     from mmder.train.loop import evaluate
 
     ensure_process_group()

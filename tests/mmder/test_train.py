@@ -13,8 +13,8 @@ from blob_clips import Blobs
 from pydantic import ValidationError
 
 from mmder.config import TrainingConfig
-from mmder.train.engine import lr_factor
 from mmder.models.classifier import build_model
+from mmder.train.engine import lr_factor
 from mmder.train.loop import _mixer, fit
 
 

@@ -1,0 +1,86 @@
+"""``mmder validate`` and ``mmder schema``: what an experiment file says, before anything runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.cli.base import Add, Handler, add_experiment_args
+
+
+def register(add: Add) -> dict[str, Handler]:
+    v = add(
+        "validate",
+        "Check an experiment file (and, where its data is here, its corpus listings) and print its cells; "
+        "starts nothing.",
+        cmd_validate,
+        "example: mmder validate experiments/quickstart.yaml\n"
+        "         mmder validate experiments/paper.yaml   (paths on another machine are warnings here)",
+    )
+    add_experiment_args(v)
+    sc = add(
+        "schema",
+        "Print the experiment file's JSON Schema (for editors that complete and check YAML).",
+        cmd_schema,
+        "example: mmder schema > experiments/experiment.schema.json",
+    )
+    sc.add_argument("--output", "-o", help="write it to this file instead of standard output")
+    return {"validate": cmd_validate, "schema": cmd_schema}
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from harness.experiment.config import load_experiment
+    from harness.plan.cells import expand_cells, expand_pretrain_cells
+    from harness.plan.checks import check_listings, missing_paths
+    from harness.plan.sweep_plan import output_dir
+
+    spec = load_experiment(args.experiment)
+    output = output_dir(spec, args.output)
+    cells = expand_cells(spec)
+    print(f"{args.experiment}: valid; {len(cells)} cells")
+    for cell in cells:
+        print(f"  {cell.key}  {cell.dataset} / {cell.setting} / {cell.fold_name} / seed {cell.seed}")
+    if spec.model.pretrained == "mae":
+        print(f"  + {len(expand_pretrain_cells(spec))} pre-trainings (mmder pretrain)")
+    from mmder.presets import lr_rule
+
+    t = spec.training
+    world = spec.resources.num_workers
+    preset = f"preset {t.preset}, " if t.preset else ""
+    print(
+        f"training: {preset}recipe {t.recipe}, lr {t.lr:g} at a global batch of {t.batch_size * world} "
+        f"({t.batch_size} x {world} workers), {t.epochs} epochs, precision "
+        f"{cells[0].training.precision if cells and cells[0].training else t.precision}"
+    )
+    print(f"  {lr_rule(t, world)}")
+    if spec.search is not None:
+        search = spec.search
+        per = "(dataset, setting, fold)" if search.scope == "per_fold" else "(dataset, setting)"
+        drawn = search.random_trials()
+        how = "all at random" if drawn >= search.trials else f"{drawn} at random, then TPE"
+        print(
+            f"search: {search.trials} trials per {per}, {how}; validation {search.objective} on "
+            f"{search.validation_speakers:g} held-out training speakers; pruner {search.pruner}"
+        )
+    missing = missing_paths(spec, output)
+    for key, path in missing:
+        print(f"warning: {key}: {path} does not exist here (a sweep checks it again before it starts)")
+    if not missing:
+        check_listings(spec, output, {ds.label for ds in spec.datasets}, print, generate=False)
+        print("corpus listings and folds: ok")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.experiment.config import experiment_schema
+
+    text = json.dumps(experiment_schema(), indent=2) + "\n"
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0

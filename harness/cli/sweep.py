@@ -1,0 +1,157 @@
+"""``mmder sweep``, ``mmder pretrain`` and ``mmder status``: running an experiment and watching it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+from harness.cli.base import Add, Handler, add_experiment_args
+
+EXIT_CODES = (
+    "exit codes: 0 all cells finished, 1 a cell failed, 2 bad experiment, 3 cells refused (another\n"
+    "sweep owns them), 130 SIGINT, 143 SIGTERM (running cells end KILLED; rerun to resume them)"
+)
+
+
+def register(add: Add) -> dict[str, Handler]:
+    s = add(
+        "sweep",
+        "Run every unfinished cell of an experiment, then print its leaderboard.",
+        cmd_sweep,
+        "example: mmder sweep experiments/quickstart.yaml            (results in runs/quickstart)\n"
+        "         mmder sweep experiments/paper.yaml --dry-run\n" + EXIT_CODES,
+    )
+    add_experiment_args(s)
+    s.add_argument("--dry-run", action="store_true", help="print the cells to run and to skip; start nothing")
+    s.add_argument(
+        "--address", help="Ray cluster address (default: the experiment's ray.address, else a local Ray)"
+    )
+    s.add_argument("--verbose", action="store_true", help="show the Ray Train workers' logs")
+    s.add_argument(
+        "--accept-stale",
+        action="store_true",
+        help="keep finished results whose data or code changed (recorded on their runs) instead of rerunning",
+    )
+    s.add_argument(
+        "--wait", action="store_true", help="wait for cells another sweep is running instead of refusing them"
+    )
+    st = add(
+        "status",
+        "Where a sweep stands: one line per cell (done, running, failed, stale, pending), totals, ETA. "
+        "Reads MLflow and the storage path only; never starts Ray.",
+        cmd_status,
+        "example: mmder status experiments/quickstart.yaml --watch\n"
+        "         mmder status experiments/quickstart.yaml --format json",
+    )
+    add_experiment_args(st)
+    st.add_argument(
+        "--watch", nargs="?", const=5.0, type=float, metavar="SECONDS", help="refresh (every 5 s)"
+    )
+    st.add_argument("--format", choices=["table", "json"], default="table")
+    pt = add(
+        "pretrain",
+        "MAE pre-training of the encoder, one resumable run per dataset x fold x input setting, on that "
+        "fold's training speakers only (never its test speakers).",
+        cmd_pretrain,
+        "example: mmder pretrain experiments/quickstart-mae.yaml\n"
+        "         mmder sweep experiments/quickstart-mae.yaml   (cells start from the encoders)",
+    )
+    add_experiment_args(pt, "experiment YAML file (its `pretrain` section)")
+    pt.add_argument("--dry-run", action="store_true", help="print the pre-trainings to run and to skip")
+    pt.add_argument("--address", help="Ray cluster address")
+    pt.add_argument("--verbose", action="store_true", help="show the Ray Train workers' logs")
+    return {"sweep": cmd_sweep, "status": cmd_status, "pretrain": cmd_pretrain}
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from harness.driver.sweep import run_sweep
+    from harness.experiment.config import load_experiment
+    from harness.plan.sweep_plan import format_plan, output_dir, plan_sweep
+    from harness.results.board_cache import board_signature, cached_board, store_board
+
+    spec = load_experiment(args.experiment)
+    output = output_dir(spec, args.output)
+    if args.dry_run:
+        print(format_plan(plan_sweep(spec, output, accept_stale=args.accept_stale)))
+        return 0
+    t0 = time.monotonic()
+    outcome = run_sweep(
+        spec,
+        output,
+        address=args.address,
+        verbose=args.verbose,
+        accept_stale=args.accept_stale,
+        wait=args.wait,
+    )
+    again = f"mmder sweep {args.experiment} --output {output}"
+    if outcome.signal is not None:
+        name = "SIGINT" if outcome.signal == signal.SIGINT else "SIGTERM"
+        print(
+            f"mmder: stopped by {name}; {len(outcome.killed)} running cell(s) ended KILLED. "
+            f"Resume with: {again}  (each cell continues from its last epoch checkpoint)",
+            file=sys.stderr,
+        )
+        return 128 + outcome.signal
+    print()
+    signature = board_signature(spec, output)
+    board = cached_board(output, signature)
+    if board is None:  # rendered only when its runs (or the code rendering it) changed
+        from harness.results.leaderboard import experiment_leaderboard, render
+
+        board = render(experiment_leaderboard(spec, output))
+        store_board(output, signature, board)
+    print(board)
+    print(f"\nsweep took {time.monotonic() - t0:.0f} s; results in {output}")
+    if not (spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")):
+        print(f"MLflow UI: uv run mlflow ui --backend-store-uri sqlite:///{output / 'mlflow.db'}")
+    if outcome.failed:
+        print(
+            f"{len(outcome.failed)} cell(s) failed: {', '.join(outcome.failed)}; `{again}` retries them",
+            file=sys.stderr,
+        )
+        return 1
+    if outcome.refused:
+        print(
+            f"{len(outcome.refused)} cell(s) refused: another sweep runs them; `{again} --wait` waits",
+            file=sys.stderr,
+        )
+        return 3
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from harness.experiment.config import load_experiment
+    from harness.plan.sweep_plan import output_dir
+    from harness.results.status import show
+
+    spec = load_experiment(args.experiment)
+    return show(spec, output_dir(spec, args.output), args.format, args.watch)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from harness.driver.sweep import encoder_path, run_pretrain
+    from harness.experiment.config import load_experiment
+    from harness.plan.sweep_plan import format_plan, output_dir, plan_pretrain
+
+    spec = load_experiment(args.experiment)
+    output = output_dir(spec, args.output)
+    if args.dry_run:
+        print(format_plan(plan_pretrain(spec, output)))
+        return 0
+    outcome = run_pretrain(spec, output, address=args.address, verbose=args.verbose)
+    if outcome.signal is not None:
+        print(
+            f"mmder: stopped; resume with: mmder pretrain {args.experiment} --output {output}",
+            file=sys.stderr,
+        )
+        return 128 + outcome.signal
+    for cell in plan_pretrain(spec, output).cells:
+        print(f"{cell.setting}: {encoder_path(output, cell.key)}")
+    failed = len(outcome.failed)
+    if failed:
+        print(f"{failed} pre-training(s) failed; run the same command again to retry them", file=sys.stderr)
+        return 1
+    return 0

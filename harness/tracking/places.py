@@ -1,0 +1,62 @@
+"""Where an experiment's MLflow store is, and how the embedded SQLite file is created and locked.
+
+Apart from the store's client so that planning, status and the board cache can locate (and read) the
+store without importing MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Serialise creating the store, its experiment and the sweep's parent run across processes.
+
+    Two sweeps started at once on a fresh output both ran MLflow's schema creation and the second
+    crashed (``table latest_metrics already exists``); a file lock next to the SQLite file orders
+    them. A server store needs none (it creates its schema once).
+    """
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        fresh = not path.exists()
+        yield
+        if fresh and path.exists():
+            enable_wal(path)
+
+
+def enable_wal(path: Path) -> None:
+    """WAL journal: readers (``mmder status``) never block writers, far fewer ``database is locked``."""
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+
+
+def default_uri(output: Path) -> str:
+    """SQLite under the output folder, by absolute path: Train workers run in another directory."""
+    return f"sqlite:///{(output / 'mlflow.db').resolve()}"
+
+
+def resolve_uri(configured: str | None, output: Path) -> str:
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(output)
+
+
+def store_exists(uri: str) -> bool:
+    """False for a SQLite file that was never created; a dry run must not create one."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///") :]).exists()
+    return True
