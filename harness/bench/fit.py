@@ -66,13 +66,15 @@ def bench_fit(
         raise ValueError(f"resume_after must leave an epoch to train: 0 <= it < {epochs - 1}")
     output.mkdir(parents=True, exist_ok=True)
     if cache is None:
-        from harness.driver.sweep import (
-            prepare_datasets,  # needs Ray's package; pass --cache where it is absent
-        )
-        from harness.plan.checks import ensure_synthetic
+        from harness.driver.prepare import prepare_datasets
+        from harness.plan.checks import read_listings
+        from harness.plan.places import Places
+        from harness.plan.sweep_plan import SweepPlan
 
-        ensure_synthetic(spec, cell.dataset_config, output, echo)
-        cache = prepare_datasets(spec, output, {cell.dataset}, echo)[cell.dataset]
+        places = Places.of(spec, output)
+        listings = read_listings(spec, places, echo, strict=True, generate=True)
+        plan = SweepPlan(spec, "train", places, [cell], listings=listings)
+        cache = prepare_datasets(plan, {cell.dataset}, echo)[cell.dataset]
     assert cell.training is not None
 
     def run(resume_from: str | None) -> tuple[list[EpochResult], EpochResult, float]:

@@ -32,11 +32,11 @@ def register(add: Add) -> dict[str, Handler]:
 def cmd_validate(args: argparse.Namespace) -> int:
     from harness.experiment.config import load_experiment
     from harness.plan.cells import expand_cells, expand_pretrain_cells
-    from harness.plan.checks import check_listings, missing_paths
-    from harness.plan.sweep_plan import output_dir
+    from harness.plan.checks import missing_paths, read_listings
+    from harness.plan.places import Places
 
     spec = load_experiment(args.experiment)
-    output = output_dir(spec, args.output)
+    places = Places.of(spec, args.output)
     cells = expand_cells(spec)
     print(f"{args.experiment}: valid; {len(cells)} cells")
     for cell in cells:
@@ -63,11 +63,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
             f"search: {search.trials} trials per {per}, {how}; validation {search.objective} on "
             f"{search.validation_speakers:g} held-out training speakers; pruner {search.pruner}"
         )
-    missing = missing_paths(spec, output)
+    missing = missing_paths(spec, places)
     for key, path in missing:
         print(f"warning: {key}: {path} does not exist here (a sweep checks it again before it starts)")
     if not missing:
-        check_listings(spec, output, {ds.label for ds in spec.datasets}, print, generate=False)
+        read_listings(spec, places, print, strict=True)
         print("corpus listings and folds: ok")
     return 0
 

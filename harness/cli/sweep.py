@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from typing import Any
 
 from harness.cli.base import Add, Handler, add_experiment_args
 
@@ -67,25 +68,19 @@ def register(add: Add) -> dict[str, Handler]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from harness.driver.sweep import run_sweep
     from harness.experiment.config import load_experiment
-    from harness.plan.sweep_plan import format_plan, output_dir, plan_sweep
-    from harness.results.board_cache import board_signature, cached_board, store_board
+    from harness.plan.sweep_plan import format_plan, plan_run, plan_sweep
 
     spec = load_experiment(args.experiment)
-    output = output_dir(spec, args.output)
     if args.dry_run:
-        print(format_plan(plan_sweep(spec, output, accept_stale=args.accept_stale)))
+        print(format_plan(plan_sweep(spec, args.output, accept_stale=args.accept_stale)))
         return 0
+    from harness.driver.sweep import SweepDriver
+
     t0 = time.monotonic()
-    outcome = run_sweep(
-        spec,
-        output,
-        address=args.address,
-        verbose=args.verbose,
-        accept_stale=args.accept_stale,
-        wait=args.wait,
-    )
+    plan = plan_run(spec, args.output, kind="train", accept_stale=args.accept_stale, echo=print)
+    outcome = SweepDriver(plan, address=args.address, verbose=args.verbose, wait=args.wait).run()
+    output = plan.places.output
     again = f"mmder sweep {args.experiment} --output {output}"
     if outcome.signal is not None:
         name = "SIGINT" if outcome.signal == signal.SIGINT else "SIGTERM"
@@ -96,17 +91,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
         return 128 + outcome.signal
     print()
-    signature = board_signature(spec, output)
-    board = cached_board(output, signature)
-    if board is None:  # rendered only when its runs (or the code rendering it) changed
-        from harness.results.leaderboard import experiment_leaderboard, render
-
-        board = render(experiment_leaderboard(spec, output))
-        store_board(output, signature, board)
-    print(board)
+    print(_leaderboard(plan))
     print(f"\nsweep took {time.monotonic() - t0:.0f} s; results in {output}")
     if not (spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")):
-        print(f"MLflow UI: uv run mlflow ui --backend-store-uri sqlite:///{output / 'mlflow.db'}")
+        print(f"MLflow UI: uv run mlflow ui --backend-store-uri {plan.places.tracking_uri}")
     if outcome.failed:
         print(
             f"{len(outcome.failed)} cell(s) failed: {', '.join(outcome.failed)}; `{again}` retries them",
@@ -122,34 +110,48 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _leaderboard(plan: Any) -> str:
+    """The sweep's leaderboard, re-rendered only when its runs (or the code rendering it) changed."""
+    from harness.results.board_cache import board_signature, cached_board, store_board
+
+    output = plan.places.output
+    signature = board_signature(plan)
+    board = cached_board(output, signature)
+    if board is None:
+        from harness.results.leaderboard import experiment_leaderboard, render
+
+        board = render(experiment_leaderboard(plan.spec, output))
+        store_board(output, signature, board)
+    return board
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from harness.experiment.config import load_experiment
-    from harness.plan.sweep_plan import output_dir
     from harness.results.status import show
 
-    spec = load_experiment(args.experiment)
-    return show(spec, output_dir(spec, args.output), args.format, args.watch)
+    return show(load_experiment(args.experiment), args.output, args.format, args.watch)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from harness.driver.sweep import encoder_path, run_pretrain
     from harness.experiment.config import load_experiment
-    from harness.plan.sweep_plan import format_plan, output_dir, plan_pretrain
+    from harness.plan.sweep_plan import format_plan, plan_run, plan_sweep
 
     spec = load_experiment(args.experiment)
-    output = output_dir(spec, args.output)
     if args.dry_run:
-        print(format_plan(plan_pretrain(spec, output)))
+        print(format_plan(plan_sweep(spec, args.output, kind="pretrain")))
         return 0
-    outcome = run_pretrain(spec, output, address=args.address, verbose=args.verbose)
+    from harness.driver.sweep import SweepDriver
+
+    plan = plan_run(spec, args.output, kind="pretrain", accept_stale=False, echo=print)
+    outcome = SweepDriver(plan, address=args.address, verbose=args.verbose).run()
     if outcome.signal is not None:
         print(
-            f"mmder: stopped; resume with: mmder pretrain {args.experiment} --output {output}",
+            f"mmder: stopped; resume with: mmder pretrain {args.experiment} --output {plan.places.output}",
             file=sys.stderr,
         )
         return 128 + outcome.signal
-    for cell in plan_pretrain(spec, output).cells:
-        print(f"{cell.setting}: {encoder_path(output, cell.key)}")
+    for cell in plan.cells:
+        print(f"{cell.setting}: {plan.places.encoder_path(cell.key)}")
     failed = len(outcome.failed)
     if failed:
         print(f"{failed} pre-training(s) failed; run the same command again to retry them", file=sys.stderr)

@@ -3,181 +3,35 @@
 Resuming is by construction rather than by restoring Tune state: finished cells are found in MLflow
 and dropped before the grid is built (a new Tuner would otherwise re-run them all), and each remaining
 cell's Train run is named by its key, so a cell cut off by a crash continues from its last checkpoint.
-A finished run counts only while its identity holds (:mod:`harness.plan.provenance`: data digest, declared
-versions); otherwise the cell is ``stale`` and runs again in a new run, from epoch 0: its checkpoints
-belong to the older identity and are removed first. The driver owns every cell it
-runs (:mod:`harness.driver.owners`), ends each run honestly (FINISHED, FAILED with its error, KILLED on
+A finished run counts only while its identity holds (:mod:`harness.plan.provenance`: data digest,
+declared versions); otherwise the cell is ``stale`` and runs again in a new run, from epoch 0: its
+checkpoints belong to the older identity and are removed first. The driver owns every cell it runs
+(:mod:`harness.driver.owners`), ends each run honestly (FINISHED, FAILED with its error, KILLED on
 SIGINT/SIGTERM) and ends the sweep's parent run with counts.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.driver.ray_setup import TRIAL_CPUS, init_ray
+from harness.driver.outcome import Interrupted, SweepOutcome
+from harness.driver.owners import CellOwners
+from harness.driver.tune_grid import run_grid
 from harness.experiment.config import ExperimentConfig
-from harness.experiment.errors import ConfigError
-from harness.plan.cells import Cell, CellJob
-from harness.plan.checks import check_data_roots, check_listings, dataset_root
-from harness.plan.provenance import code_versions, judge, recorded_tags
-from harness.plan.sweep_plan import (
-    Plan,
-    cell_digest,
-    plan_pretrain,
-    plan_sweep,
-    storage_root,
-)
-from harness.tracking.places import resolve_uri, store_lock
+from harness.plan.cells import Cell
+from harness.plan.provenance import judge
+from harness.plan.sweep_plan import Kind, SweepPlan, plan_run
+from harness.tracking.places import store_lock
 from harness.tracking.store import Tracker
-from harness.tracking.tags import FINISHED, TAG_ACCEPTED_STALE, TAG_DATA_DIGEST, TAG_STATUS
+from harness.tracking.tags import CELL_COUNTS, FINISHED, TAG_ACCEPTED_STALE, TAG_STATUS
 from harness.worker.resume import discard_attempts
-from mmder.timing import mark
 
 Echo = Callable[[str], None]
-
-
-def cache_root(output: Path) -> Path:
-    """Preprocessed clips: under the output folder, or a shared folder named by $MMDER_CACHE_DIR."""
-    return Path(os.environ.get("MMDER_CACHE_DIR") or output / "cache").expanduser().resolve()
-
-
-def prepare_datasets(spec: ExperimentConfig, output: Path, labels: set[str], echo: Echo) -> dict[str, str]:
-    """Preprocess every dataset the remaining cells need (synthetic ones generated first); label -> cache."""
-    from mmder.data.cache import prepare_corpus
-
-    paths: dict[str, str] = {}
-    for ds in spec.datasets:
-        if ds.label not in labels:
-            continue
-        root = dataset_root(spec, ds, output)
-        t0 = time.perf_counter()
-        prepared = prepare_corpus(
-            ds.corpus,
-            root,
-            cache_root(output),
-            spec.preprocess,
-            corpus_options=ds.options,
-            workers=spec.preprocess.workers,
-            progress=sys.stderr.isatty(),
-        )
-        echo(
-            f"{ds.label}: prepared {prepared.n_prepared}, skipped {prepared.n_skipped} "
-            f"({time.perf_counter() - t0:.1f} s; cache {prepared.path}; skip report {prepared.skip_report})"
-        )
-        paths[ds.label] = str(prepared.path)
-    return paths
-
-
-class _Progress:
-    """A line per finished cell with WAR, elapsed time, cells left and an ETA."""
-
-    def __init__(self, total: int, concurrency: int, echo: Echo, grid_param: str) -> None:
-        from ray.tune import Callback
-
-        progress = self
-
-        class _Callback(Callback):
-            def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-                progress.started[trial.trial_id] = time.monotonic()
-
-            def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-                progress.done(trial, failed=False)
-
-            def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-                progress.done(trial, failed=True)
-
-        self.callback = _Callback()
-        self.total, self.concurrency, self.echo, self.grid_param = total, concurrency, echo, grid_param
-        self.finished = 0
-        self.start = time.monotonic()
-        self.started: dict[str, float] = {}
-        self.durations: list[float] = []
-        self.failed: list[str] = []
-
-    def done(self, trial: Any, failed: bool) -> None:
-        self.finished += 1
-        key = trial.config[self.grid_param]["cell"]["key"]
-        now = time.monotonic()
-        elapsed = now - self.start
-        self.durations.append(now - self.started.get(trial.trial_id, self.start))
-        left = self.total - self.finished
-        # Cells run `concurrency` at a time and finish in waves: the mean cell time per wave left.
-        eta = sum(self.durations) / len(self.durations) * math.ceil(left / self.concurrency)
-        result = trial.last_result or {}
-        if failed:
-            self.failed.append(key)
-            # the copy under the output folder outlives Ray's temporary session folder
-            what = f"FAILED (see {Path(trial.path) / 'error.txt' if trial.path else trial.error_file})"
-        elif "final_loss" in result:  # a pre-training
-            what = f"loss {result['final_loss']:.4f}"
-        else:
-            war = result.get("final_war", result.get("war"))
-            what = f"WAR {war:5.1f}" if isinstance(war, int | float) else "WAR   n/a"
-        self.echo(
-            f"[{self.finished}/{self.total}] {key}  {what}  elapsed {_hms(elapsed)}  "
-            f"{left} left  ETA {_hms(eta)}"
-        )
-
-
-def _hms(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-def encoder_path(output: Path, pretrain_key: str) -> Path:
-    """Where `mmder pretrain` leaves a pre-training's encoder (our layout) for the sweep's cells."""
-    return output / "pretrain" / pretrain_key / "encoder.pt"
-
-
-def _pretrained_paths(spec: ExperimentConfig, output: Path, cells: list[Cell]) -> dict[str, str | None]:
-    """cell key -> absolute checkpoint to start from; a missing one stops the sweep before it starts."""
-    paths: dict[str, str | None] = {}
-    for cell in cells:
-        if cell.training is None:  # a classical baseline loads no weights
-            paths[cell.key] = None
-            continue
-        if cell.pretrain_key:
-            path = encoder_path(output, cell.pretrain_key)
-            hint = f"run `mmder pretrain` on this experiment first (no encoder at {path})"
-        elif cell.model.pretrained:
-            path = spec.resolved_path(cell.model.pretrained)
-            hint = f"no such checkpoint: {path}"
-        else:
-            paths[cell.key] = None
-            continue
-        if not path.exists():
-            raise ConfigError("model.pretrained", hint)
-        paths[cell.key] = str(path)
-    return paths
-
-
-@dataclass
-class SweepOutcome:
-    """How a sweep invocation ended: the CLI's exit code and message come from here."""
-
-    failed: list[str] = field(default_factory=list)
-    killed: list[str] = field(default_factory=list)
-    refused: dict[str, str] = field(default_factory=dict)  # key -> who owns it
-    signal: int | None = None  # SIGINT / SIGTERM that stopped it
-
-    def __int__(self) -> int:  # the number of failed cells, as run_sweep returned before
-        return len(self.failed)
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived before Tune ran: stop where we are, cleanly."""
-
-    def __init__(self, signum: int) -> None:
-        self.signum = signum
-        super().__init__(signal.Signals(signum).name)
 
 
 def run_sweep(
@@ -189,40 +43,213 @@ def run_sweep(
     echo: Echo = print,
     accept_stale: bool = False,
     wait: bool = False,
+    kind: Kind = "train",
 ) -> SweepOutcome:
-    """Run every cell not finished under today's identity; says how it ended."""
-    check_data_roots(spec, output)
-    # every dataset is listed (and a synthetic one generated) first: stale cells need today's digests
-    check_listings(spec, output, {ds.label for ds in spec.datasets}, echo)
-    plan = plan_sweep(spec, output, accept_stale=accept_stale)
-    pretrained = _pretrained_paths(spec, output, plan.todo)
-    extras = {c.key: {"pretrained_path": pretrained[c.key]} for c in plan.todo}
-    return _run_cells(
-        spec, output, plan, "train", extras, address=address, verbose=verbose, echo=echo, wait=wait
-    )
+    """Run every cell not finished under today's identity (``kind="pretrain"``: the MAE pre-trainings,
+    one resumable cell per dataset, fold and input setting); says how it ended."""
+    plan = plan_run(spec, output, kind=kind, accept_stale=accept_stale, echo=echo)
+    return SweepDriver(plan, echo=echo, address=address, verbose=verbose, wait=wait).run()
 
 
-def run_pretrain(
-    spec: ExperimentConfig,
-    output: Path,
-    *,
-    address: str | None = None,
-    verbose: bool = False,
-    echo: Echo = print,
-    wait: bool = False,
-) -> SweepOutcome:
+def run_pretrain(spec: ExperimentConfig, output: Path, **options: Any) -> SweepOutcome:
     """MAE pre-training, one resumable cell per input setting."""
-    check_data_roots(spec, output)
-    check_listings(spec, output, {ds.label for ds in spec.datasets}, echo)
-    plan = plan_pretrain(spec, output)
-    extras = {c.key: {"encoder_path": str(encoder_path(output, c.key))} for c in plan.todo}
-    return _run_cells(
-        spec, output, plan, "pretrain", extras, address=address, verbose=verbose, echo=echo, wait=wait
-    )
+    return run_sweep(spec, output, kind="pretrain", **options)
+
+
+@dataclass
+class SweepDriver:
+    """The state of one sweep invocation: its plan, store, parent run, owned cells and stop flag."""
+
+    plan: SweepPlan
+    echo: Echo = print
+    address: str | None = None
+    verbose: bool = False
+    wait: bool = False
+    tracker: Tracker | None = None
+    parent: str = ""
+    owners: CellOwners | None = None
+    outcome: SweepOutcome = field(default_factory=SweepOutcome)
+    stop: dict[str, int] = field(default_factory=dict)  # "signal": signum; "tune": Tune is running
+    started: list[Cell] = field(default_factory=list)  # every cell handed to Tune
+    ray_started: bool = False
+
+    @property
+    def what(self) -> str:
+        return "cells" if self.plan.kind == "train" else "pre-training cells"
+
+    def run(self) -> SweepOutcome:
+        plan = self.plan
+        plan.places.output.mkdir(parents=True, exist_ok=True)
+        if _already_recorded(plan):  # a no-op rerun: nothing to run, nothing to write
+            self.echo(
+                f"{plan.spec.name}: {len(plan.cells)} {self.what}, {len(plan.finished)} already finished, "
+                "0 to run"
+            )
+            return self.outcome
+        self._open_store()
+        self._announce()
+        if not plan.todo:
+            self._end_parent()
+            return self.outcome
+        assert self.tracker is not None
+        self.tracker.client.update_run(self.parent, status="RUNNING")
+        self.owners = CellOwners(plan.places.storage)
+        if not self.owners.enabled:
+            self.echo(
+                f"storage {plan.places.storage} is remote: cells have no owner lock there; "
+                "run one sweep at a time"
+            )
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in previous:
+            signal.signal(s, self._on_signal)
+        try:
+            self.owners.start_heartbeat()
+            self._rounds()
+        except Interrupted as err:
+            self.stop["signal"] = err.signum
+        finally:
+            self._close(previous)
+        return self.outcome
+
+    def _open_store(self) -> None:
+        places, spec = self.plan.places, self.plan.spec
+        with store_lock(places.tracking_uri):  # two sweeps started at once must not both create it
+            self.tracker = Tracker.open(
+                places.tracking_uri, spec.mlflow_experiment, artifact_root=places.artifact_root
+            )
+            self.parent = self.tracker.parent_run(spec.name, spec.description)
+
+    def _announce(self) -> None:
+        """The counts, and a line for each cell that is not simply run or skipped."""
+        plan = self.plan
+        assert self.tracker is not None
+        self.echo(
+            f"{plan.spec.name}: {len(plan.cells)} {self.what}, {len(plan.finished)} already finished, "
+            f"{len(plan.todo)} to run"
+        )
+        for cell in plan.cells:
+            state = plan.state(cell.key)
+            if state.action == "stale":
+                self.echo(
+                    f"{cell.key}: stale ({state.why}): runs again in a new run; "
+                    "the old one is kept as superseded"
+                )
+            elif state.action == "retry":
+                self.echo(
+                    f"{cell.key}: failed before ({state.why or 'see its run'}): retried in a fresh attempt"
+                )
+            elif state.action == "skip" and state.why and state.run_id:
+                self.echo(f"{cell.key}: stale ({state.why}) but kept (--accept-stale)")
+                self.tracker.tag(state.run_id, TAG_ACCEPTED_STALE, state.why)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if "signal" in self.stop:
+            return
+        self.stop["signal"] = signum
+        self.echo(f"\nmmder: {signal.Signals(signum).name}: stopping the sweep (running cells end KILLED)")
+        if not self.stop.get("tune"):
+            raise Interrupted(signum)
+
+    def _rounds(self) -> None:
+        """Run what is ours; with --wait, look again at what other sweeps run until nothing is left."""
+        assert self.owners is not None
+        remaining, said = list(self.plan.todo), set()
+        while remaining:
+            owned, others = self._take(remaining, said)
+            if owned:
+                self.started.extend(owned)
+                self.ray_started = True
+                self.stop.pop("tune", None)
+                run_grid(self, owned)
+                if "signal" not in self.stop:
+                    for cell in owned:
+                        self.owners.release(cell.key)
+            if "signal" in self.stop:
+                return
+            remaining = [c for c in remaining if c.key in others]
+            if remaining and not self.wait:
+                self.outcome.refused.update(others)
+                return
+            if remaining and not owned:
+                time.sleep(2.0)
+
+    def _take(self, cells: list[Cell], said: set[str]) -> tuple[list[Cell], dict[str, str]]:
+        """Own what is free and say what is not; stale cells lose their old checkpoints and run."""
+        owned, others, done = _own(cells, self.owners, self.tracker, self.plan)
+        for key in done:
+            self.echo(f"{key}: finished meanwhile by another sweep; skipped")
+        for key, who in others.items():
+            if key not in said:
+                said.add(key)
+                verb = "waiting for it" if self.wait else "refused (--wait waits for it)"
+                self.echo(f"{key}: being run by another sweep ({who}); {verb}")
+        for cell in owned:
+            state = self.plan.state(cell.key)
+            if state.action != "stale":
+                continue
+            # first its checkpoints (made from the older data or code), then its old run: a driver
+            # killed in between finds the cell stale again, with nothing left to discard
+            if discard_attempts(self.plan.places.storage, cell.key):
+                self.echo(
+                    f"{cell.key}: the older cell's checkpoints removed ({state.why}); starts at epoch 0"
+                )
+            if state.run_id:
+                assert self.tracker is not None
+                self.tracker.supersede(state.run_id, state.why)
+        return owned, others
+
+    def _close(self, previous: dict[int, Any]) -> None:
+        """After a signal: Ray down first (its trials and workers with it), then cut-off runs KILLED;
+        always: the parent run ended with counts, owned cells released, signal handlers restored."""
+        assert self.owners is not None
+        if "signal" in self.stop:
+            self.outcome.signal = self.stop["signal"]
+            if self.ray_started:
+                _shutdown_ray()
+            self.outcome.killed = self._end_cut_off()
+        try:
+            self._end_parent()
+        finally:
+            self.owners.release_all()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _end_cut_off(self) -> list[str]:
+        """End KILLED every run of ours that was cut off (RUNNING or SCHEDULED), so no run lies RUNNING."""
+        assert self.tracker is not None
+        runs = self.tracker.cell_runs()
+        killed = []
+        for cell in self.started:
+            found = runs.get(cell.key) or []
+            if cell.key in self.outcome.failed or not found:
+                continue
+            run = found[0]
+            if run.data.tags.get(TAG_STATUS) != FINISHED and run.info.status in ("RUNNING", "SCHEDULED"):
+                self.tracker.end_run(run.info.run_id, "KILLED")
+                killed.append(cell.key)
+        return killed
+
+    def _end_parent(self) -> None:
+        """The sweep's parent run ends FINISHED, FAILED (a cell failed) or KILLED, with counts as metrics."""
+        assert self.tracker is not None
+        plan, outcome = self.plan, self.outcome
+        finished = self.tracker.finished_cells()
+        done = sum(1 for c in plan.cells if c.key in finished)
+        values = (
+            len(plan.cells),
+            done,
+            len(plan.finished),
+            len(self.started),
+            len(outcome.failed),
+            len(outcome.killed),
+            len(outcome.refused),
+        )
+        status = "KILLED" if outcome.signal else "FAILED" if outcome.failed else "FINISHED"
+        self.tracker.end_run(self.parent, status, dict(zip(CELL_COUNTS, values, strict=True)))
 
 
 def _own(
-    cells: list[Cell], owners: Any, tracker: Tracker, plan: Plan
+    cells: list[Cell], owners: Any, tracker: Any, plan: SweepPlan
 ) -> tuple[list[Cell], dict[str, str], list[str]]:
     """Take ownership of what is free: (owned cells, key -> the live owner of each other cell,
     keys another sweep finished meanwhile). Owning a cell is followed by a second look at MLflow."""
@@ -239,146 +266,13 @@ def _own(
         keep = []
         for cell in owned:
             run = finished.get(cell.key)
-            if run is not None and judge(run.data.tags, cell_digest(cell, plan.digests), cell.kind).current:
+            if run is not None and judge(run.data.tags, plan.digest(cell), cell.kind).current:
                 done.append(cell.key)
                 owners.release(cell.key)
             else:
                 keep.append(cell)
         owned = keep
     return owned, others, done
-
-
-def _run_cells(
-    spec: ExperimentConfig,
-    output: Path,
-    plan: Plan,
-    kind: str,
-    extras: dict[str, dict[str, Any]],
-    *,
-    address: str | None,
-    verbose: bool,
-    echo: Echo,
-    wait: bool = False,
-) -> SweepOutcome:
-    from harness.driver.owners import CellOwners
-
-    output.mkdir(parents=True, exist_ok=True)
-    uri = resolve_uri(spec.tracking.uri, output)
-    what = "cells" if kind == "train" else "pre-training cells"
-    if _already_recorded(plan):  # a no-op rerun: nothing to run, nothing to write
-        echo(f"{spec.name}: {len(plan.cells)} {what}, {len(plan.finished)} already finished, 0 to run")
-        return SweepOutcome()
-    with store_lock(uri):  # two sweeps started at once must not both create the store or the parent
-        tracker = Tracker.open(uri, spec.mlflow_experiment, artifact_root=output / "mlartifacts")
-        parent = tracker.parent_run(spec.name, spec.description)
-    echo(
-        f"{spec.name}: {len(plan.cells)} {what}, {len(plan.finished)} already finished, "
-        f"{len(plan.todo)} to run"
-    )
-    for cell in plan.cells:
-        state = plan.state(cell.key)
-        if state.action == "stale":
-            echo(
-                f"{cell.key}: stale ({state.why}): runs again in a new run; the old one is kept as superseded"
-            )
-        elif state.action == "retry":
-            echo(f"{cell.key}: failed before ({state.why or 'see its run'}): retried in a fresh attempt")
-        elif state.action == "skip" and state.why and state.run_id:
-            echo(f"{cell.key}: stale ({state.why}) but kept (--accept-stale)")
-            tracker.tag(state.run_id, TAG_ACCEPTED_STALE, state.why)
-    outcome = SweepOutcome()
-    if not plan.todo:
-        _end_parent(tracker, parent, plan, outcome, [])
-        return outcome
-    tracker.client.update_run(parent, status="RUNNING")
-    storage = storage_root(spec, output)
-    owners = CellOwners(storage)
-    if not owners.enabled:
-        echo(f"storage {storage} is remote: cells have no owner lock there; run one sweep at a time")
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    stop: dict[str, int] = {}
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if "signal" in stop:
-            return
-        stop["signal"] = signum
-        echo(f"\nmmder: {signal.Signals(signum).name}: stopping the sweep (running cells end KILLED)")
-        if not stop.get("tune"):
-            raise Interrupted(signum)
-
-    for s in previous:
-        signal.signal(s, on_signal)
-    todo: list[Cell] = []
-    ray_started = False
-    try:
-        owners.start_heartbeat()
-        remaining, said = list(plan.todo), set()
-        while remaining:  # with --wait: run what is ours, then look again at what others run
-            owned, others, done = _own(remaining, owners, tracker, plan)
-            for key in done:
-                echo(f"{key}: finished meanwhile by another sweep; skipped")
-            for key, who in others.items():
-                if key not in said:
-                    said.add(key)
-                    verb = "waiting for it" if wait else "refused (--wait waits for it)"
-                    echo(f"{key}: being run by another sweep ({who}); {verb}")
-            for cell in owned:
-                state = plan.state(cell.key)
-                if state.action != "stale":
-                    continue
-                # first its checkpoints (made from the older data or code), then its old run: a driver
-                # killed in between finds the cell stale again, with nothing left to discard
-                if discard_attempts(storage, cell.key):
-                    echo(f"{cell.key}: the older cell's checkpoints removed ({state.why}); starts at epoch 0")
-                if state.run_id:
-                    tracker.supersede(state.run_id, state.why)
-            if owned:
-                todo.extend(owned)
-                ray_started = True
-                stop.pop("tune", None)
-                _tune(
-                    spec,
-                    output,
-                    plan,
-                    kind,
-                    extras,
-                    owned,
-                    tracker,
-                    parent,
-                    storage,
-                    uri,
-                    stop,
-                    outcome,
-                    address=address,
-                    verbose=verbose,
-                    echo=echo,
-                )
-                if "signal" not in stop:
-                    for cell in owned:
-                        owners.release(cell.key)
-            if "signal" in stop:
-                break
-            remaining = [c for c in remaining if c.key in others]
-            if remaining and not wait:
-                outcome.refused.update(others)
-                break
-            if remaining and not owned:
-                time.sleep(2.0)
-    except Interrupted as err:
-        stop["signal"] = err.signum
-    finally:
-        if "signal" in stop:
-            outcome.signal = stop["signal"]
-            if ray_started:
-                _shutdown_ray()  # the trials and their Train workers go with it, before runs are ended
-            outcome.killed = _end_cut_off(tracker, todo, outcome)
-        try:
-            _end_parent(tracker, parent, plan, outcome, todo)
-        finally:
-            owners.release_all()
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-    return outcome
 
 
 def _shutdown_ray() -> None:
@@ -388,22 +282,7 @@ def _shutdown_ray() -> None:
         ray.shutdown()
 
 
-def _end_cut_off(tracker: Tracker, todo: list[Cell], outcome: SweepOutcome) -> list[str]:
-    """End KILLED every run of ours that was cut off (RUNNING or SCHEDULED), so no run lies RUNNING."""
-    runs = tracker.cell_runs()
-    killed = []
-    for cell in todo:
-        found = runs.get(cell.key) or []
-        if cell.key in outcome.failed or not found:
-            continue
-        run = found[0]
-        if run.data.tags.get(TAG_STATUS) != FINISHED and run.info.status in ("RUNNING", "SCHEDULED"):
-            tracker.end_run(run.info.run_id, "KILLED")
-            killed.append(cell.key)
-    return killed
-
-
-def _already_recorded(plan: Plan) -> bool:
+def _already_recorded(plan: SweepPlan) -> bool:
     """True when every cell is finished and current and the parent run already says so.
 
     Judged on the parent run planning read from the SQLite store (no MLflow import, no second read),
@@ -416,144 +295,3 @@ def _already_recorded(plan: Plan) -> bool:
     counts = parent.data.metrics
     finished = counts.get("cells_finished") == counts.get("cells_total") == len(plan.cells)
     return parent.info.status == "FINISHED" and finished
-
-
-def _end_parent(tracker: Tracker, parent: str, plan: Plan, outcome: SweepOutcome, todo: list[Cell]) -> None:
-    """The sweep's parent run ends FINISHED, FAILED (a cell failed) or KILLED, with counts as metrics."""
-    finished = tracker.finished_cells()
-    done = sum(1 for c in plan.cells if c.key in finished)
-    counts = {
-        "cells_total": len(plan.cells),
-        "cells_finished": done,
-        "cells_skipped": len(plan.finished),
-        "cells_run": len(todo),
-        "cells_failed": len(outcome.failed),
-        "cells_killed": len(outcome.killed),
-        "cells_refused": len(outcome.refused),
-    }
-    status = "KILLED" if outcome.signal else "FAILED" if outcome.failed else "FINISHED"
-    tracker.end_run(parent, status, counts)
-
-
-def _tune(
-    spec: ExperimentConfig,
-    output: Path,
-    plan: Plan,
-    kind: str,
-    extras: dict[str, dict[str, Any]],
-    todo: list[Cell],
-    tracker: Tracker,
-    parent: str,
-    storage: str,
-    uri: str,
-    stop: dict[str, int],
-    outcome: SweepOutcome,
-    *,
-    address: str | None,
-    verbose: bool,
-    echo: Echo,
-) -> None:
-    needed = {ds.label for ds in spec.datasets} if kind == "pretrain" else {c.dataset for c in todo}
-    caches = prepare_datasets(spec, output, needed, echo)
-    roots = {ds.label: str(dataset_root(spec, ds, output)) for ds in spec.datasets}
-    recorded = {**recorded_tags(), **code_versions(kind)}
-
-    # Tune's own SIGINT handler prints its Tuner.restore hint; ours stops the grid and says how to resume
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    # with --wait, a second round of cells reuses this Ray; Ray is not imported before init_ray set
-    # its environment (it reads RAY_AUTH_MODE on import)
-    if "ray" not in sys.modules or not sys.modules["ray"].is_initialized():
-        init_ray(spec, address, verbose, log_dir=output / "logs")
-    from ray import tune
-
-    from harness.worker.trial import (  # imports Ray: only after init_ray set its environment
-        GRID_PARAM,
-        run_cell,
-    )
-
-    if kind == "train" and spec.search is not None:  # each cell trains its group's chosen configuration
-        from harness.search.driver import apply_searches
-
-        todo = apply_searches(
-            spec,
-            todo,
-            output=output,
-            caches=caches,
-            tracker=tracker,
-            parent_run_id=parent,
-            storage_path=storage,
-            echo=echo,
-        )
-    res = spec.resources
-    configs = []
-    for cell in todo:
-        digest = cell_digest(cell, plan.digests)
-        tags = dict(recorded, **({TAG_DATA_DIGEST: digest} if digest else {}))
-        configs.append(
-            CellJob(
-                cell=cell,
-                cache_paths=caches,
-                tracking_uri=uri,
-                experiment_id=tracker.experiment_id,
-                parent_run_id=parent,
-                storage_path=storage,
-                resources=res,
-                tags=tags,
-                dataset_roots=roots,
-                **extras[cell.key],
-            ).model_dump(mode="json")
-        )
-    progress = _Progress(len(todo), res.max_concurrent_trials, echo, GRID_PARAM)
-
-    class _StopOnSignal(tune.Stopper):
-        def __call__(self, trial_id: str, result: dict) -> bool:
-            return "signal" in stop
-
-        def stop_all(self) -> bool:
-            return "signal" in stop
-
-    tuner = tune.Tuner(
-        tune.with_resources(run_cell, {"CPU": TRIAL_CPUS}),
-        param_space={GRID_PARAM: tune.grid_search(configs)},
-        tune_config=tune.TuneConfig(
-            max_concurrent_trials=res.max_concurrent_trials,
-            # Every cell asks the same resources: reuse the trial actors instead of importing torch anew.
-            reuse_actors=True,
-            trial_name_creator=lambda t: t.config[GRID_PARAM]["cell"]["key"],
-            trial_dirname_creator=lambda t: t.config[GRID_PARAM]["cell"]["key"],
-        ),
-        run_config=tune.RunConfig(
-            name=f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=str(Path(storage) / "tune") if "://" not in storage else f"{storage}/tune",
-            verbose=0,
-            callbacks=[progress.callback],
-            stop=_StopOnSignal(),
-        ),
-    )
-    stop["tune"] = 1
-    mark("tune_fit_start")
-    results = tuner.fit()
-    mark("tune_fit_end")
-    if "signal" in stop:
-        return
-    for result in results:
-        if result.error is None:
-            continue
-        key = result.config[GRID_PARAM]["cell"]["key"]
-        outcome.failed.append(key)
-        _fail_run(tracker, key, parent, kind, result.error)
-
-
-def _fail_run(tracker: Tracker, key: str, parent: str, kind: str, error: BaseException) -> None:
-    """End the cell's run FAILED with its error; a cell that failed before its worker made a run gets one."""
-    import traceback
-
-    text = "".join(traceback.format_exception(error)) if isinstance(error, BaseException) else str(error)
-    runs = tracker.cell_runs().get(key) or []
-    if runs and runs[0].info.status != "FAILED" and runs[0].data.tags.get(TAG_STATUS) != FINISHED:
-        run_id = runs[0].info.run_id
-    else:
-        run_id, _ = tracker.cell_run(
-            key, parent, tags={}, params={}, kind="cell" if kind == "train" else kind
-        )
-    tracker.fail_cell(run_id, text)

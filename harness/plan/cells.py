@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.experiment.config import DatasetConfig, ExperimentConfig, ResourcesConfig
+from harness.experiment.search import SearchConfig
 from mmder.config import ModelConfig, PretrainConfig, TrainingConfig, resolve_precision, result_fields
 from mmder.data.preprocess import PreprocessConfig
 
@@ -142,7 +143,8 @@ def expand_pretrain_cells(spec: ExperimentConfig) -> list[Cell]:
 
 
 def expand_cells(spec: ExperimentConfig) -> list[Cell]:
-    """The grid in a stable order: dataset, fold, setting, seed."""
+    """The grid in a stable order: dataset, fold, setting, seed; each cell with its key (and, with a
+    ``search:`` block, the key of the search whose chosen configuration it trains)."""
     from mmder.data.folds import fold_names
 
     pretrained = (  # (dataset, fold, setting) -> the key of the pre-training on that fold's training clips
@@ -150,57 +152,123 @@ def expand_cells(spec: ExperimentConfig) -> list[Cell]:
         if spec.model.pretrained == "mae"
         else {}
     )
-    from mmder.registry import BASELINE_VERSION, BASELINES
-
     training = _resolved(spec, spec.training)
     cells: list[Cell] = []
     for ds in spec.datasets:
         names = fold_names(ds.protocol)
-        folds = ds.folds if ds.folds is not None else list(range(len(names)))
-        for fold in folds:
+        for fold in ds.folds if ds.folds is not None else range(len(names)):
             for setting in spec.grid.settings:
                 for seed in spec.grid.seeds:
-                    model = result_fields(spec.model)
-                    # with `mae`, the pre-training's key: a new pre-training makes new cells
-                    model["pretrained"] = pretrained.get((ds.label, fold, setting), spec.model.pretrained)
-                    identity: dict[str, Any] = {
-                        "dataset": dataset_identity(ds),
-                        "fold": fold,
-                        "setting": setting,
-                        "seed": seed,
-                        "preprocess": result_fields(spec.preprocess),
-                        "model": model,
-                        "training": result_fields(training),
-                        "world_size": spec.resources.num_workers,
-                    }
-                    if spec.search is not None:  # a changed space or budget is a different result
-                        identity["search"] = result_fields(spec.search)
-                    baseline = BASELINES.get(setting)
-                    if baseline is not None:  # reads the audio files: no model, no training, no cache
-                        identity = {
-                            "dataset": dataset_identity(ds),
-                            "fold": fold,
-                            "setting": setting,
-                            "seed": seed,
-                            "baseline": [baseline.feature_set, baseline.kernel, baseline.C, BASELINE_VERSION],
-                        }
-                        if spec.preprocess.speaker_norm != "none":  # its features are speaker-normalised
-                            identity["speaker_norm"] = True
-                    cells.append(
-                        Cell(
-                            # the corpus, not the display name (operational), keeps keys readable
-                            key=f"{ds.corpus}-{setting}-f{fold}-s{seed}-{_digest(identity)}",
-                            dataset=ds.label,
-                            setting=setting,
-                            fold=fold,
-                            fold_name=names[fold],
-                            seed=seed,
-                            datasets=[ds],
-                            preprocess=spec.preprocess,
-                            model=spec.model,
-                            training=None if baseline else training,
-                            world_size=1 if baseline else spec.resources.num_workers,
-                            pretrain_key=pretrained.get((ds.label, fold, setting)),
-                        )
-                    )
+                    pretrain_key = pretrained.get((ds.label, fold, setting))
+                    cell = _train_cell(spec, ds, fold, names[fold], setting, seed, training, pretrain_key)
+                    if spec.search is not None and cell.training is not None:
+                        cell = cell.model_copy(update={"search_key": search_key(spec.search, cell)})
+                    cells.append(cell)
     return cells
+
+
+def _train_cell(
+    spec: ExperimentConfig,
+    ds: DatasetConfig,
+    fold: int,
+    fold_name: str,
+    setting: str,
+    seed: int,
+    training: TrainingConfig,
+    pretrain_key: str | None,
+) -> Cell:
+    from mmder.registry import BASELINES
+
+    baseline = BASELINES.get(setting)
+    identity = (
+        _baseline_identity(spec, ds, fold, setting, seed)
+        if baseline is not None  # reads the audio files: no model, no training, no cache
+        else _cell_identity(spec, ds, fold, setting, seed, training, pretrain_key)
+    )
+    return Cell(
+        # the corpus, not the display name (operational), keeps keys readable
+        key=f"{ds.corpus}-{setting}-f{fold}-s{seed}-{_digest(identity)}",
+        dataset=ds.label,
+        setting=setting,
+        fold=fold,
+        fold_name=fold_name,
+        seed=seed,
+        datasets=[ds],
+        preprocess=spec.preprocess,
+        model=spec.model,
+        training=None if baseline else training,
+        world_size=1 if baseline else spec.resources.num_workers,
+        pretrain_key=pretrain_key,
+    )
+
+
+def _cell_identity(
+    spec: ExperimentConfig,
+    ds: DatasetConfig,
+    fold: int,
+    setting: str,
+    seed: int,
+    training: TrainingConfig,
+    pretrain_key: str | None,
+) -> dict[str, Any]:
+    """What a deep cell's key hashes."""
+    model = result_fields(spec.model)
+    # with `mae`, the pre-training's key: a new pre-training makes new cells
+    model["pretrained"] = pretrain_key or spec.model.pretrained
+    identity: dict[str, Any] = {
+        "dataset": dataset_identity(ds),
+        "fold": fold,
+        "setting": setting,
+        "seed": seed,
+        "preprocess": result_fields(spec.preprocess),
+        "model": model,
+        "training": result_fields(training),
+        "world_size": spec.resources.num_workers,
+    }
+    if spec.search is not None:  # a changed space or budget is a different result
+        identity["search"] = result_fields(spec.search)
+    return identity
+
+
+def _baseline_identity(
+    spec: ExperimentConfig, ds: DatasetConfig, fold: int, setting: str, seed: int
+) -> dict[str, Any]:
+    """What a classical baseline cell's key hashes: its pipeline, not the deep sections."""
+    from mmder.registry import BASELINE_VERSION, BASELINES
+
+    baseline = BASELINES[setting]
+    identity: dict[str, Any] = {
+        "dataset": dataset_identity(ds),
+        "fold": fold,
+        "setting": setting,
+        "seed": seed,
+        "baseline": [baseline.feature_set, baseline.kernel, baseline.C, BASELINE_VERSION],
+    }
+    if spec.preprocess.speaker_norm != "none":  # its features are speaker-normalised
+        identity["speaker_norm"] = True
+    return identity
+
+
+def search_fold(search: SearchConfig, cell: Cell) -> int:
+    """The fold whose training speakers a cell's search uses."""
+    if search.scope == "per_fold":
+        return cell.fold
+    ds = cell.dataset_config
+    return ds.folds[0] if ds.folds else 0
+
+
+def search_key(search: SearchConfig, cell: Cell) -> str:
+    """What changes a search's outcome: data, setting, fold searched, base sections, the search itself."""
+    assert cell.training is not None
+    identity = {
+        "dataset": dataset_identity(cell.dataset_config),
+        "setting": cell.setting,
+        "fold": search_fold(search, cell),
+        "preprocess": result_fields(cell.preprocess),
+        "model": result_fields(cell.model),
+        "training": result_fields(cell.training),
+        "search": result_fields(search),
+        "world_size": cell.world_size,
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"search-{cell.dataset}-{cell.setting}-f{identity['fold']}-{digest}"

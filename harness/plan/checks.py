@@ -1,9 +1,10 @@
 """Checks that need the machine or the data's listing (but no decoding), run before Ray or any MLflow run.
 
-``harness/experiment/config.py`` checks everything a file alone can say. What is left needs the disk: that the
-corpus folders and checkpoints exist, and what a corpus lists: a root that lists no usable clip, an
-``explicit`` protocol naming a speaker the corpus does not have, more folds than speakers. These run
-right after listing, which costs seconds, so a sweep never fails the same way in every cell inside Ray.
+``harness/experiment/config.py`` checks everything a file alone can say. What is left needs the disk:
+that the corpus folders and checkpoints exist, and what a corpus lists: a root that lists no usable
+clip, an ``explicit`` protocol naming a speaker the corpus does not have, more folds than speakers.
+Each corpus is listed once here (stat calls, seconds) and the listing is kept in the plan: its digest,
+its folds and the cache's preparation all read that one listing.
 """
 
 from __future__ import annotations
@@ -11,27 +12,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.experiment.config import DatasetConfig, ExperimentConfig
 from harness.experiment.errors import ConfigError
+from harness.plan.places import Places
+
+if TYPE_CHECKING:
+    from mmder.data.corpora import CorpusListing
 
 Echo = Callable[[str], None]
 
 
-def dataset_root(spec: ExperimentConfig, ds: DatasetConfig, output: Path) -> Path:
-    """Absolute corpus folder: Train workers change directory, so relative paths would break there."""
-    if ds.root:
-        return spec.resolved_path(ds.root)
-    return (output / "data" / ds.label).resolve()
-
-
-def missing_paths(spec: ExperimentConfig, output: Path) -> list[tuple[str, Path]]:
+def missing_paths(spec: ExperimentConfig, places: Places) -> list[tuple[str, Path]]:
     """(dotted key, path) of every corpus folder and checkpoint file the experiment names but lacks."""
     missing = []
     for i, ds in enumerate(spec.datasets):
         if ds.corpus == "synthetic" and not ds.root:
             continue
-        root = dataset_root(spec, ds, output)
+        root = places.dataset_roots[ds.label]
         if not root.exists():
             missing.append((f"datasets[{i}].root", root))
     if spec.model.pretrained and spec.model.pretrained != "mae":
@@ -41,19 +40,18 @@ def missing_paths(spec: ExperimentConfig, output: Path) -> list[tuple[str, Path]
     return missing
 
 
-def check_data_roots(spec: ExperimentConfig, output: Path) -> None:
+def check_data_roots(spec: ExperimentConfig, places: Places) -> None:
     """For a real run: every corpus folder and checkpoint must exist (a synthetic corpus is generated)."""
-    for key, path in missing_paths(spec, output):
+    for key, path in missing_paths(spec, places):
         raise ConfigError(key, f"does not exist: {path}")
 
 
-def ensure_synthetic(spec: ExperimentConfig, ds: DatasetConfig, output: Path, echo: Echo) -> None:
+def ensure_synthetic(ds: DatasetConfig, root: Path, echo: Echo) -> None:
     """Generate a synthetic corpus that has no root of its own (idempotent: seconds when it exists)."""
     from mmder.data.synthetic import generate_corpus
 
     if ds.corpus != "synthetic" or ds.root:
         return
-    root = dataset_root(spec, ds, output)
     t0 = time.perf_counter()
     generate_corpus(
         root,
@@ -64,37 +62,54 @@ def ensure_synthetic(spec: ExperimentConfig, ds: DatasetConfig, output: Path, ec
     echo(f"synthetic corpus ready in {root} ({time.perf_counter() - t0:.1f} s)")
 
 
-def check_listings(
-    spec: ExperimentConfig, output: Path, labels: set[str], echo: Echo, *, generate: bool = True
-) -> None:
-    """List each needed corpus and make its folds: an empty root or an impossible protocol stops here.
+def read_listings(
+    spec: ExperimentConfig, places: Places, echo: Echo, *, strict: bool, generate: bool = False
+) -> dict[str, CorpusListing | None]:
+    """Each dataset's listing (label -> listing), each corpus listed once.
 
-    Also prints what a person should know about a listing (e.g. a label seen on very few clips).
-    ``generate=False`` (``mmder validate``) leaves a synthetic corpus that does not exist yet alone.
+    ``strict`` (a run, ``mmder validate``): an empty root or an impossible protocol is a
+    :class:`ConfigError` naming the key, and a listing's notes are printed. Otherwise (a dry run,
+    ``status``, on a machine that may not hold the data) a dataset that cannot be listed is None.
+    ``generate`` writes a synthetic corpus that does not exist yet; without it such a corpus is None.
     """
+    listings: dict[str, CorpusListing | None] = {}
+    for i, ds in enumerate(spec.datasets):
+        root = places.dataset_roots[ds.label]
+        if generate:
+            ensure_synthetic(ds, root, echo)
+        elif ds.corpus == "synthetic" and not ds.root and not root.exists():
+            listings[ds.label] = None
+            continue
+        listings[ds.label] = _checked_listing(i, ds, root, echo) if strict else _listing_or_none(ds, root)
+    return listings
+
+
+def _listing_or_none(ds: DatasetConfig, root: Path) -> CorpusListing | None:
+    from mmder.data.corpora import list_corpus
+
+    try:
+        return list_corpus(ds.corpus, root, **ds.options)
+    except (OSError, ValueError, KeyError):
+        return None  # not here (dry run on another machine, synthetic not generated yet)
+
+
+def _checked_listing(i: int, ds: DatasetConfig, root: Path, echo: Echo) -> CorpusListing:
     from mmder.data.corpora import EmptyCorpusError, list_corpus
     from mmder.data.folds import make_folds
 
-    for i, ds in enumerate(spec.datasets):
-        if ds.label not in labels:
-            continue
-        if generate:
-            ensure_synthetic(spec, ds, output, echo)
-        elif ds.corpus == "synthetic" and not ds.root and not dataset_root(spec, ds, output).exists():
-            continue
-        root = dataset_root(spec, ds, output)
-        try:
-            listing = list_corpus(ds.corpus, root, **ds.options)
-        except EmptyCorpusError as err:
-            raise ConfigError(f"datasets[{i}].root", str(err)) from None
-        if not listing.clips:
-            raise ConfigError(f"datasets[{i}].root", f"corpus {ds.corpus!r} at {root} lists no usable clip")
-        for note in listing.notes:
-            echo(f"{ds.label}: {note}")
-        try:
-            make_folds(ds.protocol, [c.speaker for c in listing.clips], [c.group for c in listing.clips])
-        except ValueError as err:
-            speakers = sorted({c.speaker for c in listing.clips})
-            raise ConfigError(
-                f"datasets[{i}].protocol", f"{err} (the corpus at {root} has speakers {', '.join(speakers)})"
-            ) from None
+    try:
+        listing = list_corpus(ds.corpus, root, **ds.options)
+    except EmptyCorpusError as err:
+        raise ConfigError(f"datasets[{i}].root", str(err)) from None
+    if not listing.clips:
+        raise ConfigError(f"datasets[{i}].root", f"corpus {ds.corpus!r} at {root} lists no usable clip")
+    for note in listing.notes:
+        echo(f"{ds.label}: {note}")
+    try:
+        make_folds(ds.protocol, [c.speaker for c in listing.clips], [c.group for c in listing.clips])
+    except ValueError as err:
+        speakers = sorted({c.speaker for c in listing.clips})
+        raise ConfigError(
+            f"datasets[{i}].protocol", f"{err} (the corpus at {root} has speakers {', '.join(speakers)})"
+        ) from None
+    return listing

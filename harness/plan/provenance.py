@@ -78,27 +78,14 @@ def listing_digest(ds: DatasetConfig, root: Path, listing: CorpusListing) -> str
 
 
 def dataset_digests(
-    spec: ExperimentConfig, output: Path, labels: set[str] | None = None
+    spec: ExperimentConfig, roots: dict[str, Path], listings: dict[str, CorpusListing | None]
 ) -> dict[str, str | None]:
-    """label -> data digest of each dataset whose files are here; None where they are not (yet).
-
-    Lists the corpus (stat calls, no decoding): seconds even for a full corpus.
-    """
-    from harness.plan.checks import dataset_root
-    from mmder.data.corpora import list_corpus
-
-    out: dict[str, str | None] = {}
-    for ds in spec.datasets:
-        if labels is not None and ds.label not in labels:
-            continue
-        root = dataset_root(spec, ds, output)
-        try:
-            listing = list_corpus(ds.corpus, root, **ds.options)
-        except (OSError, ValueError, KeyError):
-            out[ds.label] = None  # not here (dry run on another machine, synthetic not generated yet)
-            continue
-        out[ds.label] = listing_digest(ds, root, listing)
-    return out
+    """label -> data digest of each dataset whose files are here; None where they are not (yet)."""
+    return {
+        ds.label: listing_digest(ds, roots[ds.label], listing) if listing is not None else None
+        for ds in spec.datasets
+        for listing in [listings.get(ds.label)]
+    }
 
 
 @dataclass(frozen=True)

@@ -1,24 +1,29 @@
-"""What a sweep would do, without data, Ray or a new store: each cell judged run, skip, stale or retry.
+"""The experiment planned once: every place, each dataset's listing and digest, and per cell its key,
+search key, digest, pre-trained weights and fate (run, skip, stale, retry, resume).
 
-The sweep (`mmder sweep`, `--dry-run`) and `mmder status` both read the plan from here, so they agree.
+The sweep's driver, ``--dry-run``, ``mmder status``, the board cache and the search all read one
+:class:`SweepPlan`; nothing downstream derives these again from the experiment and the output folder.
+Planning imports neither Ray, MLflow nor torch (the embedded SQLite store is read with ``sqlite3``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from harness.experiment.config import ExperimentConfig
+from harness.experiment.errors import ConfigError
 from harness.plan.cells import Cell, expand_cells, expand_pretrain_cells
+from harness.plan.checks import check_data_roots, read_listings
+from harness.plan.places import Places
 from harness.plan.provenance import dataset_digests, judge
-from harness.tracking.places import resolve_uri
-from harness.tracking.store import Tracker
-from harness.tracking.tags import FINISHED, KIND_SWEEP, TAG_ERROR, TAG_STATUS
+from harness.tracking.places import sqlite_path
+from harness.tracking.tags import FINISHED, KIND_SWEEP, TAG_ERROR, TAG_KIND, TAG_STATUS, TAG_SWEEP
 
-
-def output_dir(spec: ExperimentConfig, output: str | Path | None) -> Path:
-    return Path(output or Path("runs") / spec.name).expanduser().resolve()
+Kind = Literal["train", "pretrain"]
+Echo = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -41,14 +46,20 @@ class CellPlan:
 
 
 @dataclass
-class Plan:
-    """What a sweep would do: cells to run and cells already finished (key -> MLflow run id)."""
+class SweepPlan:
+    """What a sweep would do: every cell with its fate, and where everything is."""
 
+    spec: ExperimentConfig
+    kind: Kind
+    places: Places
     cells: list[Cell]
-    finished: dict[str, str] = field(default_factory=dict)
-    states: dict[str, CellPlan] = field(default_factory=dict)
     digests: dict[str, str | None] = field(default_factory=dict)  # dataset label -> data digest
+    listings: dict[str, Any] = field(default_factory=dict)  # dataset label -> CorpusListing or None
+    states: dict[str, CellPlan] = field(default_factory=dict)
+    finished: dict[str, str] = field(default_factory=dict)  # key -> the finished run's id
+    runs: dict[str, list[Any]] = field(default_factory=dict)  # key -> its runs, newest first
     parent: Any = None  # the sweep's parent run as planning read it (SQLite store only), else None
+    weights: dict[str, str | None] = field(default_factory=dict)  # key -> checkpoint it starts from
 
     @property
     def todo(self) -> list[Cell]:
@@ -57,18 +68,74 @@ class Plan:
     def state(self, key: str) -> CellPlan:
         return self.states.get(key) or CellPlan("skip" if key in self.finished else "run")
 
+    def digest(self, cell: Cell) -> str | None:
+        """A cell's data digest: its dataset's, or for a pre-training all its datasets' together."""
+        if cell.kind == "pretrain":
+            parts = [self.digests.get(ds.label) for ds in cell.datasets]
+            return None if any(p is None for p in parts) else "+".join(p or "" for p in parts)
+        return self.digests.get(cell.dataset)
 
-def plan_sweep(spec: ExperimentConfig, output: Path, *, accept_stale: bool = False) -> Plan:
-    """Expand the grid and judge each cell's runs; needs no Ray and creates nothing (lists the data)."""
-    return _plan(expand_cells(spec), spec, output, accept_stale=accept_stale)
+    @property
+    def needed_datasets(self) -> set[str]:
+        """The datasets the cells left to run read (a pre-training reads them all)."""
+        if self.kind == "pretrain":
+            return {ds.label for ds in self.spec.datasets}
+        return {c.dataset for c in self.todo}
 
 
-def cell_digest(cell: Cell, digests: dict[str, str | None]) -> str | None:
-    """A cell's data digest: its dataset's, or for a pre-training all its datasets' together."""
-    if cell.kind == "pretrain":
-        parts = [digests.get(ds.label) for ds in cell.datasets]
-        return None if any(p is None for p in parts) else "+".join(p or "" for p in parts)
-    return digests.get(cell.dataset)
+def plan_sweep(
+    spec: ExperimentConfig, output: str | Path | None, *, kind: Kind = "train", accept_stale: bool = False
+) -> SweepPlan:
+    """The plan as it stands, for ``--dry-run`` and ``status``: creates nothing, needs no data here."""
+    places = Places.of(spec, output)
+    listings = read_listings(spec, places, print, strict=False)
+    return _judged(spec, kind, places, listings, accept_stale)
+
+
+def plan_run(
+    spec: ExperimentConfig, output: str | Path | None, *, kind: Kind, accept_stale: bool, echo: Echo
+) -> SweepPlan:
+    """The plan a sweep runs: every folder and checkpoint checked, synthetic corpora generated, every
+    corpus listed strictly (bad data stops here, before Ray), pre-trained weights found for each cell."""
+    places = Places.of(spec, output)
+    check_data_roots(spec, places)
+    listings = read_listings(spec, places, echo, strict=True, generate=True)
+    plan = _judged(spec, kind, places, listings, accept_stale)
+    if kind == "train":
+        plan.weights = {c.key: _weights(plan, c) for c in plan.todo}
+    return plan
+
+
+def _judged(
+    spec: ExperimentConfig, kind: Kind, places: Places, listings: dict[str, Any], accept_stale: bool
+) -> SweepPlan:
+    cells = expand_cells(spec) if kind == "train" else expand_pretrain_cells(spec)
+    plan = SweepPlan(spec, kind, places, cells, listings=listings)
+    plan.digests = dataset_digests(spec, places.dataset_roots, listings)
+    plan.runs, plan.parent = existing_runs(places.tracking_uri, spec.mlflow_experiment, spec.name)
+    for cell in cells:
+        state = judge_cell(cell, plan.runs.get(cell.key, []), plan.digest(cell), accept_stale)
+        plan.states[cell.key] = state
+        if state.action == "skip" and state.run_id:
+            plan.finished[cell.key] = state.run_id
+    return plan
+
+
+def _weights(plan: SweepPlan, cell: Cell) -> str | None:
+    """The checkpoint a cell starts from; a missing one stops the sweep before it starts."""
+    if cell.training is None:  # a classical baseline loads no weights
+        return None
+    if cell.pretrain_key:
+        path = plan.places.encoder_path(cell.pretrain_key)
+        hint = f"run `mmder pretrain` on this experiment first (no encoder at {path})"
+    elif cell.model.pretrained:
+        path = plan.spec.resolved_path(cell.model.pretrained)
+        hint = f"no such checkpoint: {path}"
+    else:
+        return None
+    if not path.exists():
+        raise ConfigError("model.pretrained", hint)
+    return str(path)
 
 
 def judge_cell(cell: Cell, runs: list[Any], digest: str | None, accept_stale: bool) -> CellPlan:
@@ -90,27 +157,12 @@ def judge_cell(cell: Cell, runs: list[Any], digest: str | None, accept_stale: bo
     return CellPlan("resume", run_id=run_id)
 
 
-def _plan(cells: list[Cell], spec: ExperimentConfig, output: Path, *, accept_stale: bool = False) -> Plan:
-    uri = resolve_uri(spec.tracking.uri, output)
-    digests = dataset_digests(spec, output)
-    runs, parent = existing_runs(uri, spec.mlflow_experiment, spec.name)
-    plan = Plan(cells=cells, digests=digests, parent=parent)
-    for cell in cells:
-        state = judge_cell(cell, runs.get(cell.key, []), cell_digest(cell, digests), accept_stale)
-        plan.states[cell.key] = state
-        if state.action == "skip" and state.run_id:
-            plan.finished[cell.key] = state.run_id
-    return plan
-
-
 def existing_runs(uri: str, experiment: str, sweep: str) -> tuple[dict[str, list[Any]], Any]:
     """(key -> the cell's runs, newest first; the sweep's parent run or None).
 
     The SQLite store is read once, without importing MLflow; a server's parent is not looked up (None).
     """
-    from harness.tracking.places import sqlite_path
-    from harness.tracking.runs import by_cell, read_sqlite_runs
-    from harness.tracking.tags import TAG_KIND, TAG_SWEEP
+    from harness.tracking.runs import by_cell, read_runs, read_sqlite_runs
 
     path = sqlite_path(uri)
     if path is not None:
@@ -118,11 +170,10 @@ def existing_runs(uri: str, experiment: str, sweep: str) -> tuple[dict[str, list
         tagged = [(r, r.data.tags) for r in runs]
         parents = [r for r, t in tagged if t.get(TAG_KIND) == KIND_SWEEP and t.get(TAG_SWEEP) == sweep]
         return by_cell(runs), parents[0] if len(parents) == 1 else None
-    tracker = Tracker.existing(uri, experiment)
-    return (tracker.cell_runs() if tracker is not None else {}), None
+    return by_cell(read_runs(uri, experiment)), None
 
 
-def format_plan(plan: Plan) -> str:
+def format_plan(plan: SweepPlan) -> str:
     counts: dict[str, int] = {}
     for c in plan.cells:
         action = plan.state(c.key).action
@@ -141,13 +192,3 @@ def format_plan(plan: Plan) -> str:
             f"{c.dataset} / {c.setting} / {c.fold_name} / {c.seed}"
         )
     return "\n".join(lines)
-
-
-def plan_pretrain(spec: ExperimentConfig, output: Path) -> Plan:
-    return _plan(expand_pretrain_cells(spec), spec, output)
-
-
-def storage_root(spec: ExperimentConfig, output: Path) -> str:
-    """Where Train runs (and cell owners) live: ray.storage_path, else <output>/ray; absolute."""
-    storage = spec.ray.storage_path or str(output / "ray")
-    return storage if "://" in storage else str(Path(storage).expanduser().resolve())

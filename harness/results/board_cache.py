@@ -13,7 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from harness.experiment.config import ExperimentConfig
+from harness.plan.sweep_plan import SweepPlan
 
 BOARD_FILE = "leaderboard.txt"
 _RENDERERS = [
@@ -23,17 +23,16 @@ _RENDERERS = [
 ]
 
 
-def board_signature(spec: ExperimentConfig, output: Path) -> str | None:
-    """What the leaderboard of ``spec`` would be made of now; None where it cannot be read cheaply."""
-    from harness.plan.cells import expand_cells
-    from harness.tracking.places import resolve_uri, sqlite_path
+def board_signature(plan: SweepPlan) -> str | None:
+    """What the plan's leaderboard would be made of now; None where it cannot be read cheaply."""
+    from harness.tracking.places import sqlite_path
     from harness.tracking.runs import finished_by_cell, read_sqlite_runs
 
-    path = sqlite_path(resolve_uri(spec.tracking.uri, output))
+    path = sqlite_path(plan.places.tracking_uri)
     if path is None or not path.exists():
         return None
-    finished = finished_by_cell(read_sqlite_runs(path, spec.mlflow_experiment) or [])
-    cells = [c.key for c in expand_cells(spec)]
+    finished = finished_by_cell(read_sqlite_runs(path, plan.spec.mlflow_experiment) or [])
+    cells = [c.key for c in plan.cells]
     h = hashlib.sha256()
     h.update(json.dumps([[k, finished[k].info.run_id if k in finished else None] for k in cells]).encode())
     for source in _RENDERERS:

@@ -164,14 +164,13 @@ def collect_runs(experiment: str | Path | Any, output: str | Path | None = None)
     """
     from harness.experiment.config import load_experiment
     from harness.plan.cells import expand_cells
-    from harness.plan.sweep_plan import output_dir
-    from harness.tracking.places import resolve_uri
+    from harness.plan.places import Places
     from harness.tracking.store import Tracker
     from mmder.data.folds import fold_names
 
     spec = load_experiment(experiment) if isinstance(experiment, str | Path) else experiment
-    out = output_dir(spec, output)
-    uri = resolve_uri(spec.tracking.uri, out)
+    places = Places.of(spec, output)
+    out, uri = places.output, places.tracking_uri
     tracker = Tracker.existing(uri, spec.mlflow_experiment)
     finished = tracker.finished_cells() if tracker is not None else {}
     rows = []

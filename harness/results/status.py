@@ -3,7 +3,8 @@
 It never starts Ray and imports neither torch nor Ray (nor, for the embedded SQLite store, MLflow:
 MLflow's import alone costs seconds, so that store is read directly, read-only, through
 :mod:`sqlite3`; a server store is read with ``MlflowClient``). Each cell is judged the way the
-sweep's planner judges it (:func:`harness.plan.sweep_plan.judge_cell`), so status and ``--dry-run`` agree.
+sweep's planner judges it (it reads the same :class:`~harness.plan.sweep_plan.SweepPlan`), so status and
+``--dry-run`` agree.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.experiment.config import ExperimentConfig
-from harness.plan.cells import expand_cells
-from harness.tracking.runs import by_cell, read_runs
+from harness.plan.sweep_plan import SweepPlan, plan_sweep
 
 
 @dataclass
@@ -55,23 +55,17 @@ class SweepStatus:
 # ------------------------------------------------------------------------------------------ judging
 
 
-def sweep_status(spec: ExperimentConfig, output: Path) -> SweepStatus:
-    """Every cell's state now; lists the data (for today's digests) but decodes nothing."""
+def sweep_status(sweep: SweepPlan) -> SweepStatus:
+    """Every cell's state now, as the sweep's planner judges it (so status and --dry-run agree)."""
     from harness.driver.owners import read_owner
-    from harness.plan.provenance import dataset_digests
-    from harness.plan.sweep_plan import cell_digest, judge_cell, storage_root
-    from harness.tracking.places import resolve_uri
 
-    cells = expand_cells(spec)
-    digests = dataset_digests(spec, output)
-    runs = by_cell(read_runs(resolve_uri(spec.tracking.uri, output), spec.mlflow_experiment))
-    storage = storage_root(spec, output)
-    status = SweepStatus(spec.name)
+    storage = sweep.places.storage
+    status = SweepStatus(sweep.spec.name)
     durations = []
-    epochs = spec.training.epochs
-    for cell in cells:
-        found = runs.get(cell.key, [])
-        plan = judge_cell(cell, found, cell_digest(cell, digests), accept_stale=False)
+    epochs = sweep.spec.training.epochs
+    for cell in sweep.cells:
+        found = sweep.runs.get(cell.key, [])
+        plan = sweep.state(cell.key)
         row = CellStatus(cell.key, cell.dataset, cell.setting, cell.fold_name, cell.seed, "pending")
         latest = found[0] if found else None
         if plan.action == "skip" and latest is not None:
@@ -105,7 +99,7 @@ def sweep_status(spec: ExperimentConfig, output: Path) -> SweepStatus:
         status.cells.append(row)
     left = sum(1 for c in status.cells if c.state != "done")
     if durations and left:
-        waves = math.ceil(left / spec.resources.max_concurrent_trials)
+        waves = math.ceil(left / sweep.spec.resources.max_concurrent_trials)
         status.eta_seconds = sum(durations) / len(durations) * waves
     return status
 
@@ -155,10 +149,12 @@ def render_json(status: SweepStatus) -> str:
     )
 
 
-def show(spec: ExperimentConfig, output: Path, fmt: str = "table", watch: float | None = None) -> int:
-    """Print once, or every ``watch`` seconds until Ctrl-C."""
+def show(
+    spec: ExperimentConfig, output: str | Path | None, fmt: str = "table", watch: float | None = None
+) -> int:
+    """Print once, or every ``watch`` seconds until Ctrl-C (planned afresh each time: data may change)."""
     while True:
-        status = sweep_status(spec, output)
+        status = sweep_status(plan_sweep(spec, output))
         text = render_json(status) if fmt == "json" else render_table(status)
         if watch:
             print("\033[2J\033[H" + time.strftime("%H:%M:%S ") + text, flush=True)

@@ -22,10 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.experiment.config import ExperimentConfig
 from harness.experiment.search import SearchConfig
-from harness.plan.cells import GRID_PARAM, Cell
-from harness.search.job import SearchJob, apply_chosen, search_fold, search_key
+from harness.plan.cells import GRID_PARAM, Cell, search_fold
+from harness.plan.sweep_plan import SweepPlan
+from harness.search.job import SearchJob, apply_chosen
 from harness.tracking.tags import (
     BEST_OBJECTIVE,
     KIND_SEARCH,
@@ -127,19 +127,17 @@ def _scheduler(search: SearchConfig, epochs: int) -> Any:
 
 
 def run_search(
-    spec: ExperimentConfig,
+    plan: SweepPlan,
     cell: Cell,
     key: str,
     *,
-    output: Path,
     cache_path: str,
     tracker: Any,
     parent_run_id: str,
-    storage_path: str,
     echo: Echo,
 ) -> dict[str, Any]:
     """Run (or resume, or just read) the search ``key`` for ``cell``'s group; returns the chosen params."""
-    search = spec.search
+    search = plan.spec.search
     assert search is not None and cell.training is not None
     run_id, chosen = _search_run(tracker, key, parent_run_id, cell)
     if chosen is not None:
@@ -150,14 +148,14 @@ def run_search(
 
     from harness.search.trial import search_trial
 
-    storage_url = optuna_storage(output)
+    storage_url = optuna_storage(plan.places.output)
     study, storage = _open_study(storage_url, key, search)
     _mark_lost(tracker, key, study)
     done = len(finished_trials(study))
     remaining = search.trials - done
     echo(f"{key}: {done} of {search.trials} trials finished, {max(0, remaining)} to run")
     if remaining > 0:
-        base = cell.model_copy(update={"fold": search_fold(spec, cell)})
+        base = cell.model_copy(update={"fold": search_fold(search, cell)})
         job = SearchJob(
             search_key=key,
             cell=base,
@@ -166,8 +164,8 @@ def run_search(
             tracking_uri=tracker.uri,
             experiment_id=tracker.experiment_id,
             search_run_id=run_id,
-            storage_path=storage_path,
-            resources=spec.resources,
+            storage_path=plan.places.storage,
+            resources=plan.spec.resources,
         )
         epochs = max_epochs(search, cell.training)
         tuner = tune.Tuner(
@@ -186,7 +184,7 @@ def run_search(
             ),
             run_config=tune.RunConfig(
                 name=f"{key}-{time.strftime('%Y%m%d-%H%M%S')}",
-                storage_path=f"{storage_path}/tune",
+                storage_path=f"{plan.places.storage}/tune",
                 verbose=0,
                 callbacks=[_progress_callback(key, done, search.trials, epochs, echo)],
             ),
@@ -322,37 +320,28 @@ def _mark_lost(tracker: Any, key: str, study: Any) -> None:
 
 
 def apply_searches(
-    spec: ExperimentConfig,
-    cells: list[Cell],
-    *,
-    output: Path,
-    caches: dict[str, str],
-    tracker: Any,
-    parent_run_id: str,
-    storage_path: str,
-    echo: Echo,
+    plan: SweepPlan, cells: list[Cell], caches: dict[str, str], tracker: Any, parent_run_id: str, echo: Echo
 ) -> list[Cell]:
-    """Each deep cell with its group's chosen configuration (searches run or resumed first)."""
-    if spec.search is None:
+    """Each deep cell with its search's chosen configuration (searches run or resumed first)."""
+    search = plan.spec.search
+    if search is None:
         return cells
     chosen_by_key: dict[str, dict[str, Any]] = {}
     out = []
     for cell in cells:
-        if cell.training is None or cell.kind != "train":  # baselines and pre-trainings are not searched
+        key = cell.search_key  # the plan gives every searched cell its search's key
+        if key is None or cell.kind != "train":  # baselines and pre-trainings are not searched
             out.append(cell)
             continue
-        key = search_key(spec, cell)
         if key not in chosen_by_key:
             chosen_by_key[key] = run_search(
-                spec,
+                plan,
                 cell,
                 key,
-                output=output,
                 cache_path=caches[cell.dataset],
                 tracker=tracker,
                 parent_run_id=parent_run_id,
-                storage_path=storage_path,
                 echo=echo,
             )
-        out.append(apply_chosen(cell, spec.search, chosen_by_key[key]).model_copy(update={"search_key": key}))
+        out.append(apply_chosen(cell, search, chosen_by_key[key]))
     return out

@@ -36,6 +36,7 @@ so in ``has_video``/``has_audio``.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import copy
 import csv
 import json
 import logging
@@ -152,6 +153,7 @@ def prepare_corpus(
     progress: bool = False,
     start_method: str = "spawn",
     limit: int | None = None,
+    listing: CorpusListing | None = None,
 ) -> PreparedCache:
     """Decode corpus ``corpus`` at ``root`` into a cache under ``cache_root`` (see module docstring).
 
@@ -166,12 +168,13 @@ def prepare_corpus(
     re-imports the caller's main module, so a script must call this under
     ``if __name__ == "__main__":``; "fork" does not need that. ``progress`` shows a tqdm bar.
     ``limit`` keeps only the first ``limit`` listed clips (smoke tests, benchmarks); the key then
-    differs from the full corpus's.
+    differs from the full corpus's. ``listing``: the corpus as the caller already listed it (a sweep
+    lists each corpus once, while planning); it is listed here otherwise.
     """
     config = config or PreprocessConfig()
     workers = config.workers if workers is None else workers
     options = dict(corpus_options or {})
-    listing = list_corpus(corpus, root, **options)
+    listing = copy.copy(listing) if listing is not None else list_corpus(corpus, root, **options)
     for note in listing.notes:
         logger.warning("%s at %s: %s", corpus, root, note)
     if limit is not None:

@@ -6,6 +6,7 @@ from sweep_helpers import tiny_experiment
 
 from harness.experiment.config import load_experiment
 from harness.plan.cells import expand_cells
+from harness.plan.sweep_plan import plan_sweep
 from harness.results.board_cache import board_signature, cached_board, store_board
 from harness.tracking.places import default_uri
 from harness.tracking.store import Tracker
@@ -22,18 +23,18 @@ def test_the_stored_board_is_used_only_while_its_runs_are_the_same(tmp_path):
     spec = load_experiment(tiny_experiment(tmp_path, "board"))
     out = tmp_path / "out"
     out.mkdir()
-    assert board_signature(spec, out) is None  # no store yet: nothing can be cached
+    assert board_signature(plan_sweep(spec, out)) is None  # no store yet: nothing can be cached
     tracker = Tracker.open(default_uri(out), spec.mlflow_experiment, artifact_root=out / "mlartifacts")
     first, second = (c.key for c in expand_cells(spec))
     _finish(tracker, first)
 
-    signature = board_signature(spec, out)
+    signature = board_signature(plan_sweep(spec, out))
     assert cached_board(out, signature) is None
     store_board(out, signature, "the table\n")
-    assert cached_board(out, board_signature(spec, out)) == "the table\n"  # a no-op rerun
+    assert cached_board(out, board_signature(plan_sweep(spec, out))) == "the table\n"  # a no-op rerun
 
     _finish(tracker, second)  # a cell finished since: the old table is not printed again
-    assert cached_board(out, board_signature(spec, out)) is None
+    assert cached_board(out, board_signature(plan_sweep(spec, out))) is None
     _finish(tracker, "a-key-of-another-experiment-file")  # not a cell of this grid: no change
-    store_board(out, board_signature(spec, out), "new table\n")
-    assert cached_board(out, board_signature(spec, out)) == "new table\n"
+    store_board(out, board_signature(plan_sweep(spec, out)), "new table\n")
+    assert cached_board(out, board_signature(plan_sweep(spec, out))) == "new table\n"

@@ -69,18 +69,19 @@ def test_a_failing_store_keeps_the_epochs_and_sends_them_later():
 def test_status_shows_done_running_failed_stale_and_pending_without_ray(tmp_path):
     from harness.experiment.config import load_experiment
     from harness.plan.cells import expand_cells
-    from harness.plan.provenance import dataset_digests
-    from harness.plan.sweep_plan import output_dir
+    from harness.plan.places import Places
+    from harness.plan.sweep_plan import plan_sweep
     from harness.tracking.places import store_lock
     from harness.tracking.store import Tracker
 
     exp = tiny_experiment(tmp_path, "st", grid={"settings": ["video", "audio", "CFAS", "FSLF", "OFOS"]})
     spec = load_experiment(exp)
-    out = output_dir(spec, tmp_path / "out")
+    places = Places.of(spec, tmp_path / "out")
+    out = places.output
     from harness.plan.checks import ensure_synthetic
 
-    ensure_synthetic(spec, spec.datasets[0], out, print)
-    (digest,) = dataset_digests(spec, out).values()
+    ensure_synthetic(spec.datasets[0], places.dataset_roots[spec.datasets[0].label], print)
+    (digest,) = plan_sweep(spec, out).digests.values()
     uri = f"sqlite:///{out / 'mlflow.db'}"
     with store_lock(uri):
         tracker = Tracker.open(uri, "st")
