@@ -55,8 +55,6 @@ def bench_fit(
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train the cell for ``epochs``, then again from the checkpoint of epoch ``resume_after``."""
-    from mmder.train.loop import EpochResult, fit
-
     spec = load_experiment(experiment)
     changes: dict[str, Any] = {"epochs": epochs}
     if precision:
@@ -66,46 +64,8 @@ def bench_fit(
         raise ValueError(f"resume_after must leave an epoch to train: 0 <= it < {epochs - 1}")
     output.mkdir(parents=True, exist_ok=True)
     if cache is None:
-        from harness.driver.prepare import prepare_datasets
-        from harness.plan.checks import read_listings
-        from harness.plan.places import Places
-        from harness.plan.sweep_plan import SweepPlan
-
-        places = Places.of(spec, output)
-        listings = read_listings(spec, places, echo, strict=True, generate=True)
-        plan = SweepPlan(spec, "train", places, [cell], listings=listings)
-        cache = prepare_datasets(plan, {cell.dataset}, echo)[cell.dataset]
+        cache = _prepared_cache(spec, cell, output, echo)
     assert cell.training is not None
-
-    def run(resume_from: str | None) -> tuple[list[EpochResult], EpochResult, float]:
-        parts = build_cell(cell, cache)
-        seen: list[EpochResult] = []
-
-        def keep(result: EpochResult, checkpoint_dir: str | None) -> None:
-            seen.append(result)
-            echo(
-                f"  epoch {result.epoch}: train loss {result.train_loss:.4f}, "
-                f"test WAR {100 * result.war:.1f}, {result.train_clips_per_s:.1f} clips/s, "
-                f"peak {result.peak_memory_mb:.0f} MB"
-            )
-            if checkpoint_dir and resume_from is None:
-                target = output / f"epoch-{result.epoch}"
-                shutil.rmtree(target, ignore_errors=True)
-                shutil.copytree(checkpoint_dir, target)
-
-        t0 = time.perf_counter()
-        last = fit(
-            parts["model"],
-            parts["train"],
-            parts["test"],
-            len(parts["cache"].classes),
-            cell.training,
-            report=keep,
-            resume_from=resume_from,
-            seed=cell.seed,
-            val_set=parts["val"],
-        )
-        return seen, last, time.perf_counter() - t0
 
     import torch
 
@@ -115,10 +75,10 @@ def bench_fit(
         f"{cell.training.resolved_precision()}, ZeRO-{cell.training.zero_stage}, {epochs} epochs; "
         f"cache {cache}"
     )
-    first, _, first_s = run(None)
+    first, _, first_s = _fit_once(cell, cache, output, None, echo)
     checkpoint = output / f"epoch-{resume_after}"
     echo(f"again from the checkpoint of epoch {resume_after} ({checkpoint}):")
-    second, _, second_s = run(str(checkpoint))
+    second, _, second_s = _fit_once(cell, cache, output, str(checkpoint), echo)
     # the last epochs, not fit's return value: with validation speakers that is the chosen epoch
     last, again = first[-1], second[-1]
 
@@ -148,3 +108,53 @@ def bench_fit(
         f"test WAR {100 * again.war:.1f} vs {100 * last.war:.1f}"
     )
     return figures
+
+
+def _prepared_cache(spec: Any, cell: Cell, output: Path, echo: Callable[[str], None]) -> str:
+    """The cell's dataset prepared under ``output`` (a synthetic corpus generated first)."""
+    from harness.driver.prepare import prepare_datasets
+    from harness.plan.checks import read_listings
+    from harness.plan.places import Places
+    from harness.plan.sweep_plan import SweepPlan
+
+    places = Places.of(spec, output)
+    listings = read_listings(spec, places, echo, strict=True, generate=True)
+    plan = SweepPlan(spec, "train", places, [cell], listings=listings)
+    return prepare_datasets(plan, {cell.dataset}, echo)[cell.dataset]
+
+
+def _fit_once(
+    cell: Cell, cache: str, output: Path, resume_from: str | None, echo: Callable[[str], None]
+) -> tuple[list[Any], Any, float]:
+    """One run of the cell (from ``resume_from`` if given); the first keeps its epoch checkpoints."""
+    from mmder.train.loop import EpochResult, fit
+
+    assert cell.training is not None
+    parts = build_cell(cell, cache)
+    seen: list[EpochResult] = []
+
+    def keep(result: EpochResult, checkpoint_dir: str | None) -> None:
+        seen.append(result)
+        echo(
+            f"  epoch {result.epoch}: train loss {result.train_loss:.4f}, "
+            f"test WAR {100 * result.war:.1f}, {result.train_clips_per_s:.1f} clips/s, "
+            f"peak {result.peak_memory_mb:.0f} MB"
+        )
+        if checkpoint_dir and resume_from is None:
+            target = output / f"epoch-{result.epoch}"
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(checkpoint_dir, target)
+
+    t0 = time.perf_counter()
+    last = fit(
+        parts["model"],
+        parts["train"],
+        parts["test"],
+        len(parts["cache"].classes),
+        cell.training,
+        report=keep,
+        resume_from=resume_from,
+        seed=cell.seed,
+        val_set=parts["val"],
+    )
+    return seen, last, time.perf_counter() - t0

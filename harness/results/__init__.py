@@ -1,0 +1,1 @@
+"""Reading results back: leaderboard, paired comparisons, the HTML report, status, the board cache."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import ray.train
 import torch
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, RunConfig
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from harness.plan.cells import GRID_PARAM
@@ -29,7 +29,7 @@ from harness.tracking.tags import (
     TAG_TRIAL_STATE,
     TAG_VAL_SPEAKERS,
 )
-from harness.worker.trial import CellTrainer
+from harness.worker.trial import CellTrainer, scaling
 
 
 def search_trial(config: dict[str, Any]) -> dict[str, Any]:
@@ -38,16 +38,10 @@ def search_trial(config: dict[str, Any]) -> dict[str, Any]:
 
     job = SearchJob.model_validate(config[GRID_PARAM])
     trial_id = tune.get_context().get_trial_id()
-    res = job.resources
-    per_worker: dict[str, float] = {"CPU": res.cpus_per_worker}
-    if res.use_gpu:
-        per_worker["GPU"] = 1
     trainer = CellTrainer(
         search_trial_loop,
         train_loop_config={**config, "trial_id": trial_id},
-        scaling_config=ScalingConfig(
-            num_workers=job.cell.world_size, use_gpu=res.use_gpu, resources_per_worker=per_worker
-        ),
+        scaling_config=scaling(job.resources, job.cell.world_size),
         run_config=RunConfig(
             name=trial_id,
             storage_path=f"{job.storage_path}/{job.search_key}",

@@ -18,6 +18,7 @@ from typing import Any
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from harness.experiment.config import ResourcesConfig
 from harness.plan.cells import GRID_PARAM
 from harness.worker.placement import fit_watched
 from harness.worker.resume import attempt_run, is_remote, prune_cell
@@ -27,6 +28,21 @@ from mmder.timing import mark
 
 class CellTrainer(NoDatasetActor, TorchTrainer):
     """A ``TorchTrainer`` that starts no Ray Data actor when it is given no Ray Dataset."""
+
+
+def worker_resources(resources: ResourcesConfig) -> dict[str, float]:
+    """What one Train worker of a cell (or of a search trial) asks the cluster for."""
+    per_worker: dict[str, float] = {"CPU": resources.cpus_per_worker}
+    if resources.use_gpu:
+        per_worker["GPU"] = 1
+    return per_worker
+
+
+def scaling(resources: ResourcesConfig, world_size: int) -> ScalingConfig:
+    """The worker group of a cell or a search trial: ``world_size`` workers of :func:`worker_resources`."""
+    return ScalingConfig(
+        num_workers=world_size, use_gpu=resources.use_gpu, resources_per_worker=worker_resources(resources)
+    )
 
 
 def cell_run_config(storage: str, key: str, world_size: int, max_failures: int) -> RunConfig:
@@ -49,7 +65,7 @@ def cell_run_config(storage: str, key: str, world_size: int, max_failures: int) 
 
 def run_cell(trial_config: dict[str, Any]) -> dict[str, Any]:
     """Tune function trainable: one Train job of ``num_workers`` DeepSpeed workers for one cell."""
-    from harness.worker.train_loop import baseline_cell, pretrain_cell, train_cell  # lazily: the whole stack
+    from harness.worker.train_loop import pretrain_cell, train_cell  # lazily: the whole stack
 
     config = trial_config[GRID_PARAM]
     key = config["cell"]["key"]
@@ -57,24 +73,19 @@ def run_cell(trial_config: dict[str, Any]) -> dict[str, Any]:
     if config["cell"]["training"] is None and config["cell"]["kind"] == "train":
         # a classical baseline: one process, no DeepSpeed, no checkpoints; runs in the trial itself
         from harness.plan.cells import CellJob
+        from harness.worker.baseline import baseline_cell
 
         value = baseline_cell(CellJob.model_validate(config))
         return {f"final_{k}": v for k, v in value.items() if isinstance(v, int | float)}
-    resources = config["resources"]
+    resources = ResourcesConfig.model_validate(config["resources"])
     storage = config["storage_path"]
-    world_size = resources["num_workers"]
-    per_worker: dict[str, float] = {"CPU": resources["cpus_per_worker"]}
-    if resources["use_gpu"]:
-        per_worker["GPU"] = 1
-    run_config = cell_run_config(storage, key, world_size, resources["max_failures"])
+    world_size = resources.num_workers
+    per_worker = worker_resources(resources)
+    run_config = cell_run_config(storage, key, world_size, resources.max_failures)
     trainer = CellTrainer(
         pretrain_cell if config["cell"]["kind"] == "pretrain" else train_cell,
         train_loop_config=config,
-        scaling_config=ScalingConfig(
-            num_workers=world_size,
-            use_gpu=resources["use_gpu"],
-            resources_per_worker=per_worker,
-        ),
+        scaling_config=scaling(resources, world_size),
         run_config=run_config,
     )
     # says which resources are missing, instead of Train's silent wait for a group that cannot fit

@@ -1,0 +1,1 @@
+"""Metrics, paired statistics, published reference results and the classical baselines."""

@@ -48,7 +48,6 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     worker = types.ModuleType("harness.worker.train_loop")
     worker.train_cell = lambda config: None  # type: ignore[attr-defined]
     worker.pretrain_cell = lambda config: None  # type: ignore[attr-defined]
-    worker.baseline_cell = lambda job: None  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "harness.worker.train_loop", worker)
     monkeypatch.setattr(trial, "CellTrainer", FakeTrainer)
     FakeTrainer.built = []
