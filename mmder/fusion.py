@@ -15,19 +15,21 @@ Two families, told apart by :attr:`FusionSetting.steps`:
 
 At the paper's sizes every setting gives 16 frames, so the encoder and its position table never change.
 Use :func:`fuse` (one entry point) or :data:`SETTINGS` / :func:`get_setting` (one registry by name).
+
+A setting is declared once, where its function is, with :func:`register_setting` (its steps, the inputs
+it reads, whether it only lays frames out). Validating an experiment reads :data:`SETTINGS`, so this
+module imports torch only inside the functions that fuse a clip.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
-
-from mmder.registry import SETTING_INPUTS
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = [
     "FusionFn",
@@ -80,6 +82,28 @@ class FusionSetting:
     modalities: tuple[str, ...]
     fn: FusionFn
     doc: str
+    layout: bool = False  # only places whole frames: the uint8 fast path can copy them (data.dataset)
+    paper: bool = True  # one of the paper's eight settings (the default grid); False: a variant
+
+
+SETTINGS: dict[str, FusionSetting] = {}  # the registry, in declaration order
+_V: tuple[str, ...] = ("visual",)
+_A: tuple[str, ...] = ("audio",)
+_VA: tuple[str, ...] = ("visual", "audio")
+
+
+def register_setting(
+    name: str, *, steps: int, inputs: tuple[str, ...], doc: str, layout: bool = False, paper: bool = True
+) -> Callable[[FusionFn], FusionFn]:
+    """Decorator: declare the input setting ``name`` with the function that builds it."""
+
+    def deco(fn: FusionFn) -> FusionFn:
+        if name in SETTINGS and SETTINGS[name].fn is not fn:
+            raise ValueError(f"fusion setting {name!r} is already registered")
+        SETTINGS[name] = FusionSetting(name, steps, inputs, fn, doc, layout, paper)
+        return fn
+
+    return deco
 
 
 # --------------------------------------------------------------------------------------------------
@@ -87,6 +111,7 @@ class FusionSetting:
 # --------------------------------------------------------------------------------------------------
 
 
+@register_setting("video", steps=16, inputs=_V, doc="visual only: the 16 face frames", layout=True)
 def video_only(
     visual: Tensor | None,
     audio: Tensor | None = None,
@@ -97,10 +122,13 @@ def video_only(
     redraw_each_epoch: bool = False,
 ) -> Tensor:
     """Visual-only baseline: the face frames unchanged (audio is ignored)."""
+    import torch
+
     assert visual is not None
     return visual.to(torch.float32)
 
 
+@register_setting("audio", steps=16, inputs=_A, doc="audio only: the 16 spectrogram images", layout=True)
 def audio_only(
     visual: Tensor | None,
     audio: Tensor | None = None,
@@ -111,10 +139,13 @@ def audio_only(
     redraw_each_epoch: bool = False,
 ) -> Tensor:
     """Audio-only baseline: the spectrogram images unchanged (visual is ignored)."""
+    import torch
+
     assert audio is not None
     return audio.to(torch.float32)
 
 
+@register_setting("CFAS", steps=16, inputs=_VA, doc="face over spectrogram per step, resized to one frame")
 def cfas(
     visual: Tensor | None,
     audio: Tensor | None,
@@ -129,6 +160,9 @@ def cfas(
     The (C, 2H, W) stack is resized back to (H, W) with antialiased bilinear interpolation so the
     encoder input size does not change; each image is squeezed to half its height.
     """
+    import torch
+    import torch.nn.functional as F
+
     assert visual is not None and audio is not None
     h, w = visual.shape[-2:]
     stacked = torch.cat([visual, audio], dim=-2).to(torch.float32)  # (T, C, 2H, W)
@@ -137,6 +171,9 @@ def cfas(
     return out.clamp_(0.0, 1.0)
 
 
+@register_setting(
+    "SFAS", steps=16, inputs=_VA, doc="per-step mean of face and spectrogram (slides' equation)"
+)
 def sfas(
     visual: Tensor | None,
     audio: Tensor | None,
@@ -152,10 +189,15 @@ def sfas(
     result stays in [0, 1] and the encoder's pixel normalisation applies unchanged. (A plain sum would
     only rescale by 2, which the later mean/std normalisation would not undo.)
     """
+    import torch
+
     assert visual is not None and audio is not None
     return (visual.to(torch.float32) + audio.to(torch.float32)) * 0.5
 
 
+@register_setting(
+    "SFAS-raw", steps=16, inputs=_VA, doc="per-step uint8 sum with wrap-around (authors' code)", paper=False
+)
 def sfas_raw(
     visual: Tensor | None,
     audio: Tensor | None,
@@ -170,6 +212,8 @@ def sfas_raw(
     Each input is rounded to uint8 (x * 255), the two are added in uint8 so bright pixels wrap to dark
     ones (200 + 100 -> 44), and the result is divided by 255. Kept to reproduce the published number.
     """
+    import torch
+
     assert visual is not None and audio is not None
 
     def to_u8(x: Tensor) -> Tensor:
@@ -179,6 +223,7 @@ def sfas_raw(
     return summed.to(torch.float32) / 255.0
 
 
+@register_setting("FFLS", steps=8, inputs=_VA, doc="8 face frames then 8 spectrograms", layout=True)
 def ffls(
     visual: Tensor | None,
     audio: Tensor | None,
@@ -189,10 +234,13 @@ def ffls(
     redraw_each_epoch: bool = False,
 ) -> Tensor:
     """FFLS: V_1..V_8 then A_1..A_8 (visual first). With tubelet 2 no tubelet mixes modalities."""
+    import torch
+
     assert visual is not None and audio is not None
     return torch.cat([visual, audio], dim=0).to(torch.float32)
 
 
+@register_setting("FSLF", steps=8, inputs=_VA, doc="8 spectrograms then 8 face frames", layout=True)
 def fslf(
     visual: Tensor | None,
     audio: Tensor | None,
@@ -203,10 +251,13 @@ def fslf(
     redraw_each_epoch: bool = False,
 ) -> Tensor:
     """FSLF: A_1..A_8 then V_1..V_8 (audio first); the paper's best setting."""
+    import torch
+
     assert visual is not None and audio is not None
     return torch.cat([audio, visual], dim=0).to(torch.float32)
 
 
+@register_setting("OFOS", steps=8, inputs=_VA, doc="face and spectrogram interleaved", layout=True)
 def ofos(
     visual: Tensor | None,
     audio: Tensor | None,
@@ -221,6 +272,8 @@ def ofos(
     With VideoMAE's tubelet size 2 every tubelet holds one face and one spectrogram, so the patch
     embedding itself mixes the modalities, unlike FFLS/FSLF where each tubelet is single-modality.
     """
+    import torch
+
     assert visual is not None and audio is not None
     t, c, h, w = visual.shape
     return torch.stack([visual, audio], dim=1).reshape(2 * t, c, h, w).to(torch.float32)
@@ -241,6 +294,8 @@ def rfas_permutation(clip_id: str, seed: int, n: int = 16, epoch: int | None = N
     one order across epochs, workers and processes, like the authors' preprocessing (one permutation
     per clip, drawn once). Passing ``epoch`` mixes it into the hash and gives a new order per epoch.
     """
+    import torch
+
     if n < 1:
         raise ValueError(f"rfas_permutation: n must be >= 1, got {n}")
     parts: tuple[object, ...] = ("rfas", int(seed), str(clip_id))
@@ -251,6 +306,9 @@ def rfas_permutation(clip_id: str, seed: int, n: int = 16, epoch: int | None = N
     return torch.randperm(n, generator=gen)
 
 
+@register_setting(
+    "RFAS", steps=8, inputs=_VA, doc="8 faces + 8 spectrograms in a per-clip random order", layout=True
+)
 def rfas(
     visual: Tensor | None,
     audio: Tensor | None,
@@ -265,36 +323,14 @@ def rfas(
     The order comes from :func:`rfas_permutation` keyed by ``(seed, clip_id)``. ``epoch`` is used only
     when ``redraw_each_epoch`` is true (then it is required), so a training loop can always pass it.
     """
+    import torch
+
     assert visual is not None and audio is not None
     if redraw_each_epoch and epoch is None:
         raise ValueError("RFAS with redraw_each_epoch=True needs an epoch")
     frames = torch.cat([visual, audio], dim=0).to(torch.float32)
     perm = rfas_permutation(clip_id, seed, n=frames.shape[0], epoch=epoch if redraw_each_epoch else None)
     return frames[perm]
-
-
-# --------------------------------------------------------------------------------------------------
-# registry
-# --------------------------------------------------------------------------------------------------
-
-_FUNCTIONS: dict[str, FusionFn] = {
-    "video": video_only,
-    "audio": audio_only,
-    "CFAS": cfas,
-    "SFAS": sfas,
-    "SFAS-raw": sfas_raw,
-    "FFLS": ffls,
-    "FSLF": fslf,
-    "OFOS": ofos,
-    "RFAS": rfas,
-}
-
-# The registry: the names, steps and inputs come from mmder.registry (importable without torch, so an
-# experiment file is validated without it), the functions from here.
-SETTINGS: dict[str, FusionSetting] = {
-    name: FusionSetting(name, info.steps, info.modalities, _FUNCTIONS[name], info.doc)
-    for name, info in SETTING_INPUTS.items()
-}
 
 
 def get_setting(name: str) -> FusionSetting:
@@ -307,6 +343,8 @@ def get_setting(name: str) -> FusionSetting:
 
 
 def _check_seq(name: str, x: Tensor | None, setting: FusionSetting) -> Tensor:
+    from torch import Tensor
+
     if x is None:
         raise ValueError(f"fusion setting {setting.name!r} needs the {name} sequence, got None")
     if not isinstance(x, Tensor):

@@ -1,10 +1,10 @@
 """The registries an experiment file is validated against, by name, importable without torch.
 
 Planning a sweep, ``mmder validate`` and ``mmder status`` must answer in a second or two, so they cannot
-import torch (seconds on its own). The facts they need live here: the model sizes, the input settings'
-steps and inputs (their functions are in :mod:`mmder.fusion`), the classical baselines (their pipeline is
-in :mod:`mmder.eval.baseline`) and what a recipe name implies. The modules that do the work import them from
-here, so each fact has one home.
+import torch (seconds on its own). The facts they need live here: the model sizes, the classical
+baselines (their pipeline is in :mod:`mmder.eval.baseline`) and what a recipe name implies. The input
+settings are declared with their functions in :mod:`mmder.fusion` (importable without torch too), the
+corpora with their adapters in :mod:`mmder.data.corpora`. Each fact has one home.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from dataclasses import dataclass
 __all__ = [
     "MODEL_SIZES",
     "ModelSize",
-    "SETTING_INPUTS",
-    "SettingInputs",
     "BASELINES",
     "BASELINE_VERSION",
     "Baseline",
@@ -58,33 +56,6 @@ MODEL_SIZES: dict[str, ModelSize] = {
     "huge": ModelSize(
         embed_dim=1280, depth=32, num_heads=16, decoder_dim=640, decoder_depth=4, decoder_heads=8
     ),
-}
-
-
-@dataclass(frozen=True)
-class SettingInputs:
-    """What an input setting needs: ``steps`` (16: 16 frames + 16 spectrograms of 2/17 windows; 8: 8
-    frames over the clip + 8 spectrograms of 2/9) and the inputs it reads (``visual``, ``audio``)."""
-
-    steps: int
-    modalities: tuple[str, ...]
-    doc: str
-
-
-_V: tuple[str, ...] = ("visual",)
-_A: tuple[str, ...] = ("audio",)
-_VA: tuple[str, ...] = ("visual", "audio")
-
-SETTING_INPUTS: dict[str, SettingInputs] = {
-    "video": SettingInputs(16, _V, "visual only: the 16 face frames"),
-    "audio": SettingInputs(16, _A, "audio only: the 16 spectrogram images"),
-    "CFAS": SettingInputs(16, _VA, "face over spectrogram per step, resized to one frame"),
-    "SFAS": SettingInputs(16, _VA, "per-step mean of face and spectrogram (slides' equation)"),
-    "SFAS-raw": SettingInputs(16, _VA, "per-step uint8 sum with wrap-around (authors' code)"),
-    "FFLS": SettingInputs(8, _VA, "8 face frames then 8 spectrograms"),
-    "FSLF": SettingInputs(8, _VA, "8 spectrograms then 8 face frames"),
-    "OFOS": SettingInputs(8, _VA, "face and spectrogram interleaved"),
-    "RFAS": SettingInputs(8, _VA, "8 faces + 8 spectrograms in a per-clip random order"),
 }
 
 

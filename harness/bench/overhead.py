@@ -111,9 +111,9 @@ def bench_overhead(
     """Run the small sweep, then summarise its marks; returns the figures to print."""
     from harness.driver.sweep import run_sweep
     from harness.experiment.config import parse_experiment
-    from mmder.registry import SETTING_INPUTS
+    from mmder.fusion import SETTINGS
 
-    names = list(SETTING_INPUTS)[:settings]
+    names = list(SETTINGS)[:settings]
     spec = parse_experiment(overhead_experiment(names, epochs, concurrency), source="bench overhead")
     out = Path(output) if output else Path(tempfile.mkdtemp(prefix="mmder-bench-overhead-"))
     timing = out / "timing.jsonl"

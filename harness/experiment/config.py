@@ -21,6 +21,8 @@ from harness.experiment.errors import ConfigError
 from harness.experiment.search import SearchConfig
 from mmder.config import ModelConfig, PretrainConfig, Strict, TrainingConfig, operational
 from mmder.data.preprocess import PreprocessConfig
+from mmder.fusion import SETTINGS
+from mmder.registry import BASELINES
 
 __all__ = ["ExperimentConfig", "DatasetConfig", "load_experiment", "parse_experiment", "experiment_schema"]
 
@@ -96,21 +98,19 @@ class GridConfig(Strict):
     """The axes every dataset is crossed with."""
 
     settings: list[str] = Field(
-        default_factory=lambda: ["video", "audio", "CFAS", "SFAS", "FFLS", "FSLF", "OFOS", "RFAS"],
+        default_factory=lambda: [name for name, s in SETTINGS.items() if s.paper],
         min_length=1,
-        description="input settings: video, audio, a fusion (CFAS, SFAS, SFAS-raw, FFLS, FSLF, OFOS, "
-        "RFAS), or a classical baseline in the same folds (audio-egemaps-svm, audio-compare-svm)",
+        description=f"input settings: {', '.join(SETTINGS)}, or a classical baseline in the same folds "
+        f"({', '.join(BASELINES)})",
     )
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="seeds of every cell")
 
     @field_validator("settings")
     @classmethod
     def _known_settings(cls, value: list[str]) -> list[str]:
-        from mmder.registry import BASELINES, SETTING_INPUTS
-
         for s in value:
-            if s not in SETTING_INPUTS and s not in BASELINES:
-                allowed = [*SETTING_INPUTS, *BASELINES]
+            if s not in SETTINGS and s not in BASELINES:
+                allowed = [*SETTINGS, *BASELINES]
                 raise ValueError(f"{s!r} is not allowed; allowed: {', '.join(allowed)}")
         if len(set(value)) != len(value):
             raise ValueError("a setting is listed twice")
@@ -270,7 +270,6 @@ class ExperimentConfig(Strict):
 
 def _check_datasets(spec: ExperimentConfig) -> None:
     from mmder.data.corpora import corpus_modalities
-    from mmder.registry import SETTING_INPUTS
 
     labels = [d.label for d in spec.datasets]
     for i, ds in enumerate(spec.datasets):
@@ -282,7 +281,7 @@ def _check_datasets(spec: ExperimentConfig) -> None:
             raise _error(("datasets", i, "root"), f"is required for corpus {ds.corpus!r}")
         fed = corpus_modalities(ds.corpus, ds.options)
         for setting in spec.grid.settings:
-            inputs = SETTING_INPUTS.get(setting)
+            inputs = SETTINGS.get(setting)
             modalities = inputs.modalities if inputs else ("audio",)  # the baselines read the audio
             needs = {"video" if m == "visual" else m for m in modalities}
             if not needs <= fed:

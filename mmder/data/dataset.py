@@ -42,8 +42,9 @@ __all__ = ["FusedClipDataset", "IMAGENET_MEAN", "AUTHORS_STD", "LAYOUT_SETTINGS"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 AUTHORS_STD = (0.225, 0.225, 0.225)  # the authors' code uses 0.225 on every channel
 
-# Settings whose output is a selection of input frames (no pixel arithmetic).
-LAYOUT_SETTINGS = frozenset({"video", "audio", "FFLS", "FSLF", "OFOS", "RFAS"})
+# Settings whose output is a selection of input frames, no pixel arithmetic (declared with their
+# functions in mmder.fusion): the uint8 path copies their frames.
+LAYOUT_SETTINGS = frozenset(name for name, s in fusion.SETTINGS.items() if s.layout)
 
 
 def normalize_uint8(
