@@ -67,7 +67,6 @@ RUN_COLUMNS = [
     "mfu",
     "tags",
 ]
-DEFAULT_CLASSES = {"ravdess": 8, "cremad": 6, "iemocap": 4, "synthetic": 6}
 
 
 class ArtifactLoader(Protocol):
@@ -166,6 +165,7 @@ def collect_runs(experiment: str | Path | Any, output: str | Path | None = None)
     from harness.plan.cells import expand_cells
     from harness.plan.places import Places
     from harness.tracking.store import Tracker
+    from mmder.data.corpora import corpus_classes
     from mmder.data.folds import fold_names
 
     spec = load_experiment(experiment) if isinstance(experiment, str | Path) else experiment
@@ -203,7 +203,7 @@ def collect_runs(experiment: str | Path | Any, output: str | Path | None = None)
     datasets = {}
     for ds in spec.datasets:
         n_folds = len(ds.folds) if ds.folds is not None else len(fold_names(ds.protocol))
-        classes = ds.options.get("classes", DEFAULT_CLASSES.get(ds.corpus))
+        classes = corpus_classes(ds.corpus, ds.options)
         datasets[ds.label] = DatasetInfo(
             ds.corpus, classes, n_folds, _training_kind(spec.training.recipe), spec.preprocess.speaker_norm
         )

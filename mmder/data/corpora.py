@@ -45,7 +45,9 @@ __all__ = [
     "EmptyCorpusError",
     "register_corpus",
     "corpus_options_model",
+    "corpus_classes",
     "corpus_modalities",
+    "classes_option",
     "modalities_from_option",
     "walk_files",
     "list_corpus",
@@ -123,8 +125,10 @@ def describe_rejections(listing: CorpusListing) -> str:
 
 CorpusAdapter = Callable[..., CorpusListing]
 ModalitiesFn = Callable[[Mapping[str, Any]], frozenset[str]]
+ClassesFn = Callable[[Mapping[str, Any]], "int | None"]
 CORPORA: dict[str, CorpusAdapter] = {}
 _MODALITIES: dict[str, ModalitiesFn] = {}
+_CLASSES: dict[str, ClassesFn] = {}
 BOTH: frozenset[str] = frozenset({"video", "audio"})
 
 # Modules that register more adapters when imported (one small module per real corpus).
@@ -136,18 +140,22 @@ _ADAPTER_MODULES: tuple[str, ...] = (
 
 
 def register_corpus(
-    name: str, modalities: ModalitiesFn | None = None
+    name: str, modalities: ModalitiesFn | None = None, classes: int | ClassesFn | None = None
 ) -> Callable[[CorpusAdapter], CorpusAdapter]:
     """Decorator: register ``fn(root, **options) -> CorpusListing`` under ``name``.
 
     ``modalities(options)`` says which of ``video``/``audio`` the corpus can feed with those
-    (validated, defaults filled) options; None: both.
+    (validated, defaults filled) options; None: both. ``classes``: how many classes it has, or a
+    function of the options that says so (None: known only once listed), for protocol notes that must
+    not need the data (the leaderboard's chance level and reference comparisons).
     """
 
     def deco(fn: CorpusAdapter) -> CorpusAdapter:
         if name in CORPORA and CORPORA[name] is not fn:
             raise ValueError(f"corpus adapter {name!r} is already registered")
         CORPORA[name] = fn
+        if classes is not None:
+            _CLASSES[name] = classes if callable(classes) else (lambda options, n=classes: n)
         if modalities is not None:
             _MODALITIES[name] = modalities
         else:
@@ -230,6 +238,19 @@ def corpus_options_model(name: str) -> type[BaseModel]:
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     config = ConfigDict(extra="allow" if takes_any else "forbid", frozen=True)
     return create_model(f"{name.title()}Options", __config__=config, **fields)
+
+
+def corpus_classes(name: str, options: Mapping[str, Any] | None = None) -> int | None:
+    """How many classes corpus ``name`` has with ``options`` (validated first); None when unknown."""
+    opts = corpus_options_model(name).model_validate(dict(options or {})).model_dump()
+    fn = _CLASSES.get(name)
+    return fn(opts) if fn is not None else None
+
+
+def classes_option(options: Mapping[str, Any]) -> int | None:
+    """For adapters whose ``classes`` option is the count (RAVDESS: 7 or 8) or the class list."""
+    value = options.get("classes")
+    return len(value) if isinstance(value, list | tuple) else value
 
 
 def corpus_modalities(name: str, options: Mapping[str, Any] | None = None) -> frozenset[str]:
@@ -366,7 +387,7 @@ def _label_notes(counts: Counter[str]) -> list[str]:
     return notes
 
 
-@register_corpus("manifest")
+@register_corpus("manifest", classes=classes_option)
 def list_manifest(root: Path, *, classes: list[str] | None = None) -> CorpusListing:
     """A user's manifest CSV: ``root`` is the CSV file or a folder holding ``manifest.csv``."""
     csv_path = root / "manifest.csv" if root.is_dir() else root
@@ -375,7 +396,7 @@ def list_manifest(root: Path, *, classes: list[str] | None = None) -> CorpusList
     return read_manifest(csv_path, classes=classes)
 
 
-@register_corpus("synthetic")
+@register_corpus("synthetic", classes=6)  # 3 visual x 2 audio groups
 def list_synthetic(root: Path) -> CorpusListing:
     """The corpus written by :func:`mmder.data.synthetic.generate_corpus` (classes in index order)."""
     meta_path = root / "synthetic.json"

@@ -46,7 +46,7 @@ def parse_name(stem: str) -> dict[str, str]:
     }
 
 
-@register_corpus("cremad", modalities=modalities_from_option)
+@register_corpus("cremad", modalities=modalities_from_option, classes=6)
 def list_cremad(root: Path, *, modality: Literal["av", "video", "audio", "all"] = "all") -> CorpusListing:
     """CREMA-D under ``root``.
 

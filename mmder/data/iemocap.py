@@ -70,7 +70,7 @@ def _half(marker: str, speaker: str, side: str) -> tuple[float, float, float, fl
     return (0.0, 0.0, 0.5, 1.0) if left else (0.5, 0.0, 1.0, 1.0)
 
 
-@register_corpus("iemocap", modalities=modalities_from_option)
+@register_corpus("iemocap", modalities=modalities_from_option, classes=len(CLASSES_4))
 def list_iemocap(
     root: Path,
     *,

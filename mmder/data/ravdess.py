@@ -15,7 +15,14 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from mmder.data.corpora import Clip, CorpusListing, modalities_from_option, register_corpus, walk_files
+from mmder.data.corpora import (
+    Clip,
+    CorpusListing,
+    classes_option,
+    modalities_from_option,
+    register_corpus,
+    walk_files,
+)
 from mmder.data.folds import natural_key
 
 __all__ = ["EMOTIONS", "EMOTIONS_7", "parse_name", "list_ravdess"]
@@ -66,7 +73,7 @@ def parse_name(stem: str) -> dict[str, str]:
 _NOT_RAVDESS = "not named like RAVDESS (MM-CC-EE-II-SS-RR-AA, e.g. 03-01-05-01-02-01-12.wav)"
 
 
-@register_corpus("ravdess", modalities=modalities_from_option)
+@register_corpus("ravdess", modalities=modalities_from_option, classes=classes_option)
 def list_ravdess(
     root: Path,
     *,
