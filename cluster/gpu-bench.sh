@@ -25,12 +25,12 @@ PY
 
 if [ -n "${SMOKE_CACHE:-}" ]; then
   python3 -m harness.cli.main bench fit experiments/gpu-smoke.yaml --setting FSLF --cache "$SMOKE_CACHE" \
-    --output /tmp/bench-fit > "$OUT/fit.log" 2>&1
+    --workdir /tmp/bench-fit > "$OUT/fit.log" 2>&1
   echo "bench fit exit $?"; grep -v "\[INFO\]\|\[WARNING\]" "$OUT/fit.log" | tail -12
   cp /tmp/bench-fit/figures.json "$OUT/fit.json" 2>/dev/null
 fi
 echo "--- $(( $(date +%s) - t0 )) s: step plan"
-python3 -m harness.cli.main bench suite --plan gpu --output "$OUT/suite.jsonl" --deadline "${DEADLINE:-400}" \
+python3 -m harness.cli.main bench suite --plan gpu --jsonl "$OUT/suite.jsonl" --deadline "${DEADLINE:-400}" \
   > "$OUT/suite.log" 2>&1
 echo "bench suite exit $?"
 grep -v "\[INFO\]\|\[WARNING\]" "$OUT/suite.log" | grep -v "^\s*$" | tail -60

@@ -42,7 +42,7 @@ def with_training(cell: Cell, **changes: Any) -> Cell:
 
 
 def bench_fit(
-    experiment: str | Path,
+    experiment: str | Path | Any,
     output: Path,
     *,
     setting: str,
@@ -55,7 +55,7 @@ def bench_fit(
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train the cell for ``epochs``, then again from the checkpoint of epoch ``resume_after``."""
-    spec = load_experiment(experiment)
+    spec = load_experiment(experiment) if isinstance(experiment, str | Path) else experiment
     changes: dict[str, Any] = {"epochs": epochs}
     if precision:
         changes["precision"] = precision

@@ -7,10 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.cli.base import Add, Handler, parse_options, print_figures
+from harness.cli.base import Add, Handler, HelpFormatter, add_set_arg, load, parse_options, print_figures
 from harness.experiment.errors import ConfigError
-
-_RAW = argparse.RawDescriptionHelpFormatter
 
 
 def register(add: Add) -> dict[str, Handler]:
@@ -31,7 +29,9 @@ def _no_subcommand(args: argparse.Namespace) -> int:
 
 
 def _sub(subs: argparse._SubParsersAction, name: str, help_: str, epilog: str, handler: Handler) -> Any:
-    parser = subs.add_parser(name, help=help_, description=help_, epilog=epilog, formatter_class=_RAW)
+    parser = subs.add_parser(
+        name, help=help_, description=help_, epilog=epilog, formatter_class=HelpFormatter
+    )
     parser.set_defaults(handler=handler)
     return parser
 
@@ -119,7 +119,7 @@ def _suite(subs: argparse._SubParsersAction) -> None:
         "suite",
         "a whole plan of step benchmarks, each in a fresh process (no Ray): sizes, ZeRO stages, "
         "checkpointing, compile, batch grown until memory is 80 %% full; for one short GPU lease",
-        "example: mmder bench suite --plan gpu --output bench.jsonl --deadline 400   (on a GPU)\n"
+        "example: mmder bench suite --plan gpu --jsonl bench.jsonl --deadline 400   (on a GPU)\n"
         "         mmder bench suite --plan cpu --image-size 32 --frames 4   (the same logic on a CPU)",
         run_suite,
     )
@@ -133,7 +133,7 @@ def _suite(subs: argparse._SubParsersAction) -> None:
     )
     su.add_argument("--steps", type=int, default=4, help="timed steps per batch (half above batch 64)")
     su.add_argument("--warmup", type=int, default=2)
-    su.add_argument("--output", help="append every record to this JSON-lines file as it is measured")
+    su.add_argument("--jsonl", help="append every record to this JSON-lines file as it is measured")
 
 
 def run_suite(args: argparse.Namespace) -> int:
@@ -149,7 +149,7 @@ def run_suite(args: argparse.Namespace) -> int:
         deadline_s=args.deadline,
         warmup=args.warmup,
         steps=args.steps,
-        output=Path(args.output) if args.output else None,
+        output=Path(args.jsonl) if args.jsonl else None,
     )
     print(summary_table(records))
     return 0
@@ -173,16 +173,18 @@ def _fit(subs: argparse._SubParsersAction) -> None:
     bf.add_argument("--resume-after", type=int, default=0, help="resume from this epoch's checkpoint")
     bf.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="override training.precision")
     bf.add_argument("--cache", help="a prepared cache folder (else the experiment's dataset is prepared)")
-    bf.add_argument("--output", default="bench-fit", help="checkpoints and figures go here")
+    bf.add_argument("--workdir", default="bench-fit", help="checkpoints, data and figures go here")
+    add_set_arg(bf)
 
 
 def run_fit(args: argparse.Namespace) -> int:
     from harness.bench.fit import bench_fit
 
+    spec = load(args)
     try:
         figures = bench_fit(
-            args.experiment,
-            Path(args.output),
+            spec,
+            Path(args.workdir),
             setting=args.setting,
             cache=args.cache,
             fold=args.fold,
@@ -193,7 +195,7 @@ def run_fit(args: argparse.Namespace) -> int:
         )
     except ValueError as err:  # no such cell, a bad override, nothing left to resume into
         raise ConfigError("bench fit", str(err)) from err
-    (Path(args.output) / "figures.json").write_text(json.dumps(figures, indent=2))
+    (Path(args.workdir) / "figures.json").write_text(json.dumps(figures, indent=2))
     return 0 if figures["loss_fell"] and figures["resumed_where_it_should"] else 1
 
 
@@ -295,11 +297,13 @@ def _overhead(subs: argparse._SubParsersAction) -> None:
     bo.add_argument("--settings", type=int, default=2, help="input settings (x 2 folds = cells)")
     bo.add_argument("--epochs", type=int, default=2)
     bo.add_argument("--concurrency", type=int, default=2, help="cells at a time")
-    bo.add_argument("--output", help="sweep folder (default: a new temp folder)")
+    bo.add_argument(
+        "--output", default=argparse.SUPPRESS, help="the sweep's output folder (default: a new temp folder)"
+    )
 
 
 def run_overhead(args: argparse.Namespace) -> int:
     from harness.bench.overhead import bench_overhead
 
-    print_figures(bench_overhead(args.settings, args.epochs, args.concurrency, args.output))
+    print_figures(bench_overhead(args.settings, args.epochs, args.concurrency, getattr(args, "output", None)))
     return 0

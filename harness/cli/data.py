@@ -19,8 +19,8 @@ def register(add: Add) -> dict[str, Handler]:
         "example: mmder synth data/synthetic --clips-per-class 3 --speakers 16 --seed 0",
     )
     sy.add_argument("out", help="output folder")
-    sy.add_argument("--clips-per-class", type=int, default=3, help="clips per class and speaker (default 3)")
-    sy.add_argument("--speakers", type=int, default=16, help="number of speakers (default 16)")
+    sy.add_argument("--clips-per-class", type=int, default=3, help="clips per class and speaker")
+    sy.add_argument("--speakers", type=int, default=16, help="number of speakers")
     sy.add_argument("--seed", type=int, default=0)
     pr = add(
         "prepare",
@@ -31,12 +31,12 @@ def register(add: Add) -> dict[str, Handler]:
     )
     pr.add_argument("corpus", help="corpus adapter: ravdess, cremad, iemocap, manifest, synthetic")
     pr.add_argument("root", help="the corpus folder as downloaded (a CSV for manifest)")
-    pr.add_argument("--output", default="cache", help="cache folder (default: ./cache)")
-    pr.add_argument("--face", choices=["haar", "none"], default="none", help="face crops (default none)")
+    pr.add_argument("--cache-dir", default="cache", help="where the prepared cache goes")
+    pr.add_argument("--face", choices=["haar", "none"], default="none", help="face crops")
     pr.add_argument("--image-size", type=int, default=224)
     pr.add_argument("--spectrogram", choices=["mfcc", "logmel"], default="mfcc")
     pr.add_argument("--colormap", choices=["viridis", "gray"], default="viridis")
-    pr.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
+    pr.add_argument("--workers", type=int, default=1, help="decoding processes")
     pr.add_argument(
         "--option",
         action="append",
@@ -91,7 +91,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         prepared = prepare_corpus(
             args.corpus,
             args.root,
-            args.output,
+            args.cache_dir,
             config,
             corpus_options=parse_options(args.option),
             workers=args.workers,

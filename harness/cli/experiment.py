@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.cli.base import Add, Handler, add_experiment_args
+from harness.cli.base import Add, Handler, add_experiment_args, load, output_of
 
 
 def register(add: Add) -> dict[str, Handler]:
@@ -25,20 +25,21 @@ def register(add: Add) -> dict[str, Handler]:
         cmd_schema,
         "example: mmder schema > experiments/experiment.schema.json",
     )
-    sc.add_argument("--output", "-o", help="write it to this file instead of standard output")
+    sc.add_argument("--file", "-o", help="write it to this file instead of standard output")
     return {"validate": cmd_validate, "schema": cmd_schema}
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from harness.experiment.config import load_experiment
     from harness.plan.cells import expand_cells, expand_pretrain_cells
     from harness.plan.checks import missing_paths, read_listings
     from harness.plan.places import Places
 
-    spec = load_experiment(args.experiment)
-    places = Places.of(spec, args.output)
+    spec = load(args)
+    places = Places.of(spec, output_of(args))
     cells = expand_cells(spec)
     print(f"{args.experiment}: valid; {len(cells)} cells")
+    for override in spec.overrides:
+        print(f"  --set {override}  (validated; part of every key, as if written in the file)")
     for cell in cells:
         print(f"  {cell.key}  {cell.dataset} / {cell.setting} / {cell.fold_name} / seed {cell.seed}")
     if spec.model.pretrained == "mae":
@@ -78,9 +79,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from harness.experiment.config import experiment_schema
 
     text = json.dumps(experiment_schema(), indent=2) + "\n"
-    if args.output:
-        Path(args.output).write_text(text)
-        print(f"wrote {args.output}")
+    if args.file:
+        Path(args.file).write_text(text)
+        print(f"wrote {args.file}")
     else:
         sys.stdout.write(text)
     return 0

@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # inside the try: a closed pipe must end here, not in the interpreter's exit
         return code
     except ConfigError as err:
-        print(f"mmder: error: {err}", file=sys.stderr)
+        for problem in err.problems:  # every problem at once: a file is fixed in one round
+            print(f"mmder: error: {problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.cli.base import Add, Handler, add_experiment_args
+from harness.cli.base import Add, Handler, add_experiment_args, load, output_of
 from harness.tracking.tags import BEST_OBJECTIVE, KIND_SEARCH, TAG_CHOSEN, TAG_KIND, TAG_SEARCH, tag_filter
 
 EXAMPLES = {
@@ -56,14 +56,17 @@ def register(add: Add) -> dict[str, Handler]:
         cmd_compare,
         EXAMPLES["compare"],
     )
-    cp.add_argument("experiment", help="experiment YAML file")
+    add_experiment_args(cp)
     cp.add_argument("a", nargs="?", help="setting A (e.g. FSLF)")
     cp.add_argument("b", nargs="?", help="setting B (e.g. video)")
-    cp.add_argument("--output", help="the sweep's output folder (default: runs/<experiment name>)")
     cp.add_argument("--metric", choices=["war", "uar"], default="war")
-    cp.add_argument("--dataset", help="dataset name (default: every dataset holding both settings)")
+    cp.add_argument(
+        "--dataset",
+        default=argparse.SUPPRESS,
+        help="dataset name (default: every dataset holding both settings)",
+    )
     cp.add_argument("--all", action="store_true", help="every pair per dataset, Benjamini-Hochberg corrected")
-    cp.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    cp.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
 
     rp = add(
         "report",
@@ -79,9 +82,9 @@ def register(add: Add) -> dict[str, Handler]:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from harness.results.leaderboard import collect_runs, leaderboard, render
+    from harness.results.leaderboard import leaderboard, render
 
-    exp = collect_runs(args.experiment, args.output)
+    exp = _collect(args)
     table = leaderboard(exp.runs, exp.loader, exp.settings, per_class=args.per_class)
     print(render(table, args.format, exp.datasets, references=args.references))
     if args.show_params:
@@ -124,9 +127,8 @@ def chosen_params_table(exp: Any) -> str:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from harness.results.compare import NotComparable, compare, compare_all, format_all, format_comparison
-    from harness.results.leaderboard import collect_runs
 
-    exp = collect_runs(args.experiment, args.output)
+    exp = _collect(args)
     if args.all:
         print(format_all(compare_all(exp, args.metric, n_resamples=args.resamples)))
         return 0
@@ -140,7 +142,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-    datasets = [args.dataset] if args.dataset else list(exp.runs["dataset"].unique())
+    datasets = [args.dataset] if getattr(args, "dataset", None) else list(exp.runs["dataset"].unique())
     status = 0
     for dataset in datasets:
         try:
@@ -156,13 +158,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.results.leaderboard import collect_runs
     from harness.results.report import write_report
 
-    exp = collect_runs(args.experiment, args.output)
+    exp = _collect(args)
     out = Path(exp.output or ".")
     path, parent = write_report(exp, out / "report.html", log_to_mlflow=not args.no_mlflow)
     print(f"report: {path}")
     if parent:
         print(f"figures logged to the sweep's MLflow run {parent} (artifacts/report)")
     return 0
+
+
+def _collect(args: argparse.Namespace) -> Any:
+    """The experiment's runs, once its output folder is known to hold them (else exit 2, saying where)."""
+    from harness.results.leaderboard import collect_runs
+    from harness.results.where import find_results
+
+    spec = load(args)
+    return collect_runs(spec, find_results(spec, output_of(args)).output)

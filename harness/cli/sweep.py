@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 import time
 from typing import Any
 
-from harness.cli.base import Add, Handler, add_experiment_args
+from harness.cli.base import Add, Handler, add_experiment_args, load, output_of
 
 EXIT_CODES = (
     "exit codes: 0 all cells finished, 1 a cell failed, 2 bad experiment, 3 cells refused (another\n"
@@ -48,9 +49,8 @@ def register(add: Add) -> dict[str, Handler]:
         "         mmder status experiments/quickstart.yaml --format json",
     )
     add_experiment_args(st)
-    st.add_argument(
-        "--watch", nargs="?", const=5.0, type=float, metavar="SECONDS", help="refresh (every 5 s)"
-    )
+    st.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    st.add_argument("--every", type=float, default=5.0, metavar="SECONDS", help="seconds between refreshes")
     st.add_argument("--format", choices=["table", "json"], default="table")
     pt = add(
         "pretrain",
@@ -68,20 +68,23 @@ def register(add: Add) -> dict[str, Handler]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from harness.experiment.config import load_experiment
     from harness.plan.sweep_plan import format_plan, plan_run, plan_sweep
 
-    spec = load_experiment(args.experiment)
+    spec = load(args)
     if args.dry_run:
-        print(format_plan(plan_sweep(spec, args.output, accept_stale=args.accept_stale)))
+        print(format_plan(plan_sweep(spec, output_of(args), accept_stale=args.accept_stale)))
         return 0
     from harness.driver.sweep import SweepDriver
 
     t0 = time.monotonic()
-    plan = plan_run(spec, args.output, kind="train", accept_stale=args.accept_stale, echo=print)
+    plan = plan_run(spec, output_of(args), kind="train", accept_stale=args.accept_stale, echo=print)
     outcome = SweepDriver(plan, address=args.address, verbose=args.verbose, wait=args.wait).run()
     output = plan.places.output
-    again = f"mmder sweep {args.experiment} --output {output}"
+    again = " ".join(
+        shlex.quote(w)
+        for w in ["mmder", "sweep", args.experiment, "--output", str(output)]
+        + [x for o in spec.overrides for x in ("--set", o)]
+    )
     if outcome.signal is not None:
         name = "SIGINT" if outcome.signal == signal.SIGINT else "SIGTERM"
         print(
@@ -94,7 +97,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(_leaderboard(plan))
     print(f"\nsweep took {time.monotonic() - t0:.0f} s; results in {output}")
     if not (spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")):
-        print(f"MLflow UI: uv run mlflow ui --backend-store-uri {plan.places.tracking_uri}")
+        print(f"MLflow UI: uv run mlflow ui --backend-store-uri {shlex.quote(plan.places.tracking_uri)}")
     if outcome.failed:
         print(
             f"{len(outcome.failed)} cell(s) failed: {', '.join(outcome.failed)}; `{again}` retries them",
@@ -126,23 +129,24 @@ def _leaderboard(plan: Any) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from harness.experiment.config import load_experiment
     from harness.results.status import show
+    from harness.results.where import find_results
 
-    return show(load_experiment(args.experiment), args.output, args.format, args.watch)
+    spec = load(args)
+    places = find_results(spec, output_of(args))
+    return show(spec, places.output, args.format, args.every if args.watch else None)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from harness.experiment.config import load_experiment
     from harness.plan.sweep_plan import format_plan, plan_run, plan_sweep
 
-    spec = load_experiment(args.experiment)
+    spec = load(args)
     if args.dry_run:
-        print(format_plan(plan_sweep(spec, args.output, kind="pretrain")))
+        print(format_plan(plan_sweep(spec, output_of(args), kind="pretrain")))
         return 0
     from harness.driver.sweep import SweepDriver
 
-    plan = plan_run(spec, args.output, kind="pretrain", accept_stale=False, echo=print)
+    plan = plan_run(spec, output_of(args), kind="pretrain", accept_stale=False, echo=print)
     outcome = SweepDriver(plan, address=args.address, verbose=args.verbose).run()
     if outcome.signal is not None:
         print(

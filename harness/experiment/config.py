@@ -9,6 +9,7 @@ is allowed, the file and the line. Checks that need the data's listing live in :
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from harness.experiment.errors import ConfigError
+from harness.experiment.errors import ConfigError, ConfigErrors
+from harness.experiment.overrides import apply_overrides, parse_path
 from harness.experiment.search import SearchConfig
 from mmder.config import ModelConfig, PretrainConfig, Strict, TrainingConfig, operational
 from mmder.data.preprocess import PreprocessConfig
@@ -193,6 +195,12 @@ class ExperimentConfig(Strict):
         None, description="a per-setting hyper-parameter search on validation speakers (none when left out)"
     )
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _overrides: list[str] = PrivateAttr(default_factory=list)  # --set KEY=VALUE, as given
+
+    @property
+    def overrides(self) -> list[str]:
+        """The ``--set`` overrides applied over the file (already validated and part of every key)."""
+        return list(self._overrides)
 
     @property
     def base_dir(self) -> Path:
@@ -458,35 +466,59 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(getattr(current, "model_fields", {}))
 
 
-def parse_experiment(data: Any, source: str | None = None, lines: dict | None = None) -> ExperimentConfig:
-    """Validate a mapping as an experiment; the first problem becomes a ConfigError with its key."""
+def parse_experiment(
+    data: Any, source: str | None = None, lines: dict | None = None, overrides: list[str] | None = None
+) -> ExperimentConfig:
+    """Validate a mapping as an experiment; every problem found becomes a ConfigError naming its key
+    (one :class:`ConfigErrors` when there are several). ``overrides`` (``KEY=VALUE``) are set first."""
     if not isinstance(data, dict):
         raise ConfigError("experiment", "the file must hold a mapping of keys", source)
+    overrides = list(overrides or [])
+    if overrides:
+        data = apply_overrides(copy.deepcopy(data), overrides)
     try:
-        return ExperimentConfig.model_validate(data)
+        spec = ExperimentConfig.model_validate(data)
     except ValidationError as err:
-        error = err.errors()[0]
-        loc = tuple(error["loc"])
-        message = _message(error)
-        cause = (error.get("ctx") or {}).get("error")
-        if isinstance(cause, _LocatedError):
-            loc, message = loc + cause.loc, str(cause)
-        if error["type"] == "extra_forbidden":
-            allowed = _allowed_keys(ExperimentConfig, loc)
-            if allowed:
-                message += f"; allowed keys here: {', '.join(allowed)}"
-        line = _line_of(data, loc, lines or {})
-        where = f"{source}:{line}" if source and line else source
-        raise ConfigError(dotted(loc), message, where) from None
+        problems = [_problem(error, data, source, lines or {}, overrides) for error in err.errors()]
+        raise (problems[0] if len(problems) == 1 else ConfigErrors(problems)) from None
+    spec._overrides = overrides
+    return spec
 
 
-def load_experiment(path: str | Path) -> ExperimentConfig:
-    """Read and validate an experiment file; every problem is a ConfigError naming the key (exit 2)."""
+def _problem(error: Any, data: Any, source: str | None, lines: dict, overrides: list[str]) -> ConfigError:
+    """One pydantic error as a ConfigError: the dotted key, what is wrong, and where it was written."""
+    loc = tuple(error["loc"])
+    message = _message(error)
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, _LocatedError):
+        loc, message = loc + cause.loc, str(cause)
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(ExperimentConfig, loc)
+        if allowed:
+            message += f"; allowed keys here: {', '.join(allowed)}"
+    key = dotted(loc)
+    given = [o for o in overrides if _same_key(o.partition("=")[0], key)]
+    if given:
+        return ConfigError(key, message, f"--set {given[-1]}")
+    line = _line_of(data, loc, lines)
+    return ConfigError(key, message, f"{source}:{line}" if source and line else source)
+
+
+def _same_key(override: str, key: str) -> bool:
+    """Whether an override's key names ``key`` or a section holding it (``datasets.0.root`` is
+    ``datasets[0].root``)."""
+    spelled = dotted(tuple(parse_path(override.strip())))
+    return key == spelled or key.startswith(spelled + ".") or key.startswith(spelled + "[")
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read and validate an experiment file (with ``--set`` overrides); every problem is a ConfigError
+    naming the key (exit 2)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError("experiment", f"no such file: {path}")
     data, lines = _read_yaml(path)
-    spec = parse_experiment(data, str(path), lines)
+    spec = parse_experiment(data, str(path), lines, overrides)
     spec._base_dir = path.resolve().parent
     return spec
 

@@ -30,7 +30,7 @@ def test_bench_fit_trains_a_cell_and_the_resumed_run_continues_from_the_checkpoi
     experiment = tmp_path / "fit.yaml"
     experiment.write_text(EXPERIMENT)
     out = tmp_path / "out"
-    code = main(["bench", "fit", str(experiment), "--setting", "FSLF", "--output", str(out)])
+    code = main(["bench", "fit", str(experiment), "--setting", "FSLF", "--workdir", str(out)])
     figures = json.loads((out / "figures.json").read_text())
     assert code == 0
     assert figures["loss_fell"] and len(figures["train_losses"]) == 3
@@ -63,8 +63,10 @@ def test_bench_fit_refuses_a_cell_the_experiment_lacks_and_a_run_with_nothing_to
     experiment = tmp_path / "fit.yaml"
     experiment.write_text(EXPERIMENT)
     out = str(tmp_path / "out")
-    assert main(["bench", "fit", str(experiment), "--setting", "CFAS", "--output", out]) == 2
+    assert main(["bench", "fit", str(experiment), "--setting", "CFAS", "--workdir", out]) == 2
     assert "'CFAS'" in capsys.readouterr().err
-    assert main(["bench", "fit", str(experiment), "--setting", "FSLF", "--epochs", "1", "--output", out]) == 2
+    assert (
+        main(["bench", "fit", str(experiment), "--setting", "FSLF", "--epochs", "1", "--workdir", out]) == 2
+    )
     assert "resume_after" in capsys.readouterr().err
     assert not (tmp_path / "out" / "epoch-0").exists(), "refused before any training"

@@ -294,7 +294,7 @@ def test_paper_grid_dry_runs_without_data_gpu_or_ray(tmp_path):
 def test_schema_file_is_current_validates_every_experiment_and_rejects_a_typo(tmp_path, capsys):
     import jsonschema
 
-    assert main(["schema", "--output", str(tmp_path / "schema.json")]) == 0
+    assert main(["schema", "--file", str(tmp_path / "schema.json")]) == 0
     schema = json.loads((tmp_path / "schema.json").read_text())
     shipped = ROOT / "experiments" / "experiment.schema.json"
     regenerate = "run `mmder schema -o experiments/experiment.schema.json`"
