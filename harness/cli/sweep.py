@@ -8,13 +8,16 @@ import shlex
 import signal
 import sys
 import time
+import traceback
 from typing import Any
 
 from harness.cli.base import Add, Handler, add_experiment_args, load, output_of
 
 EXIT_CODES = (
-    "exit codes: 0 all cells finished, 1 a cell failed, 2 bad experiment, 3 cells refused (another\n"
-    "sweep owns them), 130 SIGINT, 143 SIGTERM (running cells end KILLED; rerun to resume them)"
+    "exit codes: 0 all cells finished, 1 a cell failed, 2 bad experiment or command line, 3 cells\n"
+    "refused (another sweep owns them), 4 the sweep itself failed (Ray, data preparation, Tune: its\n"
+    "parent run ends FAILED with the error), 129 SIGHUP, 130 SIGINT, 143 SIGTERM (running cells end\n"
+    "KILLED; rerun to resume them)"
 )
 
 
@@ -78,15 +81,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     t0 = time.monotonic()
     plan = plan_run(spec, output_of(args), kind="train", accept_stale=args.accept_stale, echo=print)
-    outcome = SweepDriver(plan, address=args.address, verbose=args.verbose, wait=args.wait).run()
+    driver = SweepDriver(plan, address=args.address, verbose=args.verbose, wait=args.wait)
     output = plan.places.output
     again = " ".join(
         shlex.quote(w)
         for w in ["mmder", "sweep", args.experiment, "--output", str(output)]
         + [x for o in spec.overrides for x in ("--set", o)]
     )
+    outcome = _run(driver, again)
+    if outcome is None:
+        return 4
     if outcome.signal is not None:
-        name = "SIGINT" if outcome.signal == signal.SIGINT else "SIGTERM"
+        name = signal.Signals(outcome.signal).name
         print(
             f"mmder: stopped by {name}; {len(outcome.killed)} running cell(s) ended KILLED. "
             f"Resume with: {again}  (each cell continues from its last epoch checkpoint)",
@@ -111,6 +117,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
         return 3
     return 0
+
+
+def _run(driver: Any, again: str) -> Any:
+    """The driver's outcome; None (after saying why and where the traceback is) when the sweep itself
+    failed once its parent run existed, which then ends FAILED with the error."""
+    try:
+        return driver.run()
+    except Exception:
+        if driver.outcome.error is None:  # before the store and the parent run existed
+            raise
+        traceback.print_exc()
+        error = driver.outcome.error.strip().splitlines()[-1]
+        print(
+            f"mmder: the sweep failed: {error}\n"
+            f"its parent run {driver.parent} ended FAILED (the traceback is its artifact traceback.txt); "
+            f"cells cut off ended KILLED. Rerun with: {again}",
+            file=sys.stderr,
+        )
+        return None
 
 
 def _leaderboard(plan: Any) -> str:
@@ -147,7 +172,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from harness.driver.sweep import SweepDriver
 
     plan = plan_run(spec, output_of(args), kind="pretrain", accept_stale=False, echo=print)
-    outcome = SweepDriver(plan, address=args.address, verbose=args.verbose).run()
+    again = f"mmder pretrain {shlex.quote(args.experiment)} --output {shlex.quote(str(plan.places.output))}"
+    outcome = _run(SweepDriver(plan, address=args.address, verbose=args.verbose), again)
+    if outcome is None:
+        return 4
     if outcome.signal is not None:
         print(
             f"mmder: stopped; resume with: mmder pretrain {args.experiment} --output {plan.places.output}",

@@ -13,14 +13,15 @@ class SweepOutcome:
     failed: list[str] = field(default_factory=list)
     killed: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)  # key -> who owns it
-    signal: int | None = None  # SIGINT / SIGTERM that stopped it
+    signal: int | None = None  # SIGINT / SIGTERM / SIGHUP that stopped it
+    error: str | None = None  # the traceback of what made the sweep itself fail (Ray, data, Tune)
 
     def __int__(self) -> int:  # the number of failed cells, as run_sweep returned before
         return len(self.failed)
 
 
 class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived before Tune ran: stop where we are, cleanly."""
+    """SIGINT, SIGTERM or SIGHUP arrived before Tune ran: stop where we are, cleanly."""
 
     def __init__(self, signum: int) -> None:
         self.signum = signum

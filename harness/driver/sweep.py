@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import signal
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +28,13 @@ from harness.plan.cells import Cell
 from harness.plan.provenance import judge
 from harness.plan.sweep_plan import Kind, SweepPlan, plan_run
 from harness.tracking.places import store_lock
-from harness.tracking.store import Tracker
-from harness.tracking.tags import CELL_COUNTS, FINISHED, TAG_ACCEPTED_STALE, TAG_STATUS
+from harness.tracking.store import Tracker, error_summary
+from harness.tracking.tags import CELL_COUNTS, FINISHED, TAG_ACCEPTED_STALE, TAG_ERROR, TAG_STATUS
 from harness.worker.resume import discard_attempts
 
 Echo = Callable[[str], None]
+# SIGHUP (the terminal closed, an ssh connection dropped) stops a sweep like SIGTERM does
+STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s)
 
 
 def run_sweep(
@@ -99,7 +102,7 @@ class SweepDriver:
                 f"storage {plan.places.storage} is remote: cells have no owner lock there; "
                 "run one sweep at a time"
             )
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
         for s in previous:
             signal.signal(s, self._on_signal)
         try:
@@ -107,6 +110,9 @@ class SweepDriver:
             self._rounds()
         except Interrupted as err:
             self.stop["signal"] = err.signum
+        except BaseException as err:  # Ray, preparation, Tune: the parent run must not end FINISHED
+            self.outcome.error = "".join(traceback.format_exception(err))
+            raise
         finally:
             self._close(previous)
         return self.outcome
@@ -199,11 +205,13 @@ class SweepDriver:
         return owned, others
 
     def _close(self, previous: dict[int, Any]) -> None:
-        """After a signal: Ray down first (its trials and workers with it), then cut-off runs KILLED;
-        always: the parent run ended with counts, owned cells released, signal handlers restored."""
+        """After a signal or a failure of the sweep itself: Ray down first (its trials and workers with
+        it), then cut-off runs KILLED; always: the parent run ended with counts (FAILED with the error
+        when the sweep failed), owned cells released, signal handlers restored."""
         assert self.owners is not None
         if "signal" in self.stop:
             self.outcome.signal = self.stop["signal"]
+        if self.outcome.signal is not None or self.outcome.error is not None:
             if self.ray_started:
                 _shutdown_ray()
             self.outcome.killed = self._end_cut_off()
@@ -244,7 +252,10 @@ class SweepDriver:
             len(outcome.killed),
             len(outcome.refused),
         )
-        status = "KILLED" if outcome.signal else "FAILED" if outcome.failed else "FINISHED"
+        status = "KILLED" if outcome.signal else "FAILED" if outcome.failed or outcome.error else "FINISHED"
+        if outcome.error:  # the error's last lines as a tag, the whole traceback as an artifact
+            self.tracker.tags(self.parent, {TAG_ERROR: error_summary(outcome.error)})
+            self.tracker.artifacts(self.parent, {"traceback.txt": outcome.error})
         self.tracker.end_run(self.parent, status, dict(zip(CELL_COUNTS, values, strict=True)))
 
 

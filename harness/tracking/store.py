@@ -246,6 +246,10 @@ class Tracker:
         self.tag(run_id, TAG_STATUS, FINISHED)
         retried(lambda: self.client.set_terminated(run_id, status="FINISHED"))
 
+    def artifacts(self, run_id: str, artifacts: dict[str, str]) -> None:
+        """Small text files (name -> content) as the run's artifacts."""
+        self._artifacts(run_id, artifacts)
+
     def _artifacts(self, run_id: str, artifacts: dict[str, str]) -> None:
         if artifacts:
             with tempfile.TemporaryDirectory() as tmp:
