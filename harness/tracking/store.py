@@ -43,15 +43,55 @@ T = TypeVar("T")
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)  # seconds between tries of one MLflow write
 
 
+# What an error that can pass says of itself: a locked SQLite file, a server restarting or overloaded.
+_PASSING = (
+    "database is locked",
+    "database table is locked",
+    "connection",
+    "max retries exceeded",
+    "timed out",
+    "temporarily unavailable",
+    "service unavailable",
+    "bad gateway",
+    "too many requests",
+)
+
+
+def can_pass(err: BaseException) -> bool:
+    """True for errors worth retrying (a lock, a lost connection, a 5xx/429 answer); False for the
+    permanent ones (a bad parameter, a missing run), which are raised at once instead of 15 s later."""
+    if isinstance(err, ConnectionError | TimeoutError):
+        return True
+    status = getattr(err, "get_http_status_code", None)
+    if callable(status):
+        try:
+            code = int(status())
+        except (TypeError, ValueError):
+            code = 0
+        if code >= 500 or code == 429:
+            return True
+    text = str(err).lower()
+    return any(marker in text for marker in _PASSING)
+
+
+def brief(err: BaseException, width: int = 160) -> str:
+    """One line of an error for the terminal: its type and first line, without the SQL statement."""
+    text = str(err).split("[SQL:")[0].strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(err).__name__}: {first[:width]}" + ("..." if len(first) > width else "")
+
+
 def retried(
     write: Callable[[], T], what: str = "MLflow write", delays: tuple[float, ...] = RETRY_DELAYS
 ) -> T:
-    """Run ``write``, trying again with backoff: a locked SQLite store or a restarting server passes."""
+    """Run ``write``, trying again with backoff while its error can pass (:func:`can_pass`)."""
     for delay in delays:
         try:
             return write()
-        except Exception as err:  # noqa: BLE001 - any tracking error is worth a retry
-            print(f"mmder: {what} failed ({type(err).__name__}: {str(err)[:200]}); retrying in {delay:g} s")
+        except Exception as err:
+            if not can_pass(err):
+                raise
+            print(f"mmder: {what} failed ({brief(err)}); retrying in {delay:g} s", flush=True)
             time.sleep(delay)
     return write()
 
@@ -307,7 +347,7 @@ class EpochLog:
                     self.delays,
                 )
             except Exception as err:  # noqa: BLE001 - tracking must never kill training
-                print(f"mmder: epoch {epoch} metrics kept for later ({type(err).__name__}: {str(err)[:200]})")
+                print(f"mmder: epoch {epoch} metrics kept for later ({brief(err)})", flush=True)
                 return False
             self.done.add(epoch)
             self.pending.pop(0)

@@ -134,3 +134,28 @@ def test_status_shows_done_running_failed_stale_and_pending_without_ray(tmp_path
     # never Ray; nor MLflow for the embedded store (read through sqlite3). torch still comes in through
     # the experiment validators (mmder.fusion, mmder.models.classifier): see the README's status section.
     assert "imported: []" in proc.stdout, "status must not import Ray or MLflow"
+
+
+def test_only_errors_that_can_pass_are_retried_and_each_says_so_in_one_line(capsys):
+    from harness.tracking.store import retried
+
+    calls = []
+
+    def permanent() -> None:
+        calls.append(1)
+        raise ValueError("INVALID_PARAMETER_VALUE: Changing param values is not allowed")
+
+    with pytest.raises(ValueError):
+        retried(permanent, delays=(0, 0, 0))
+    assert len(calls) == 1, "a permanent error is raised at once, not after every retry"
+
+    attempts = iter([RuntimeError("(sqlite3.OperationalError) database is locked\n[SQL: UPDATE runs SET x]")])
+
+    def locked_once() -> str:
+        for err in attempts:
+            raise err
+        return "written"
+
+    assert retried(locked_once, delays=(0,)) == "written"
+    (line,) = capsys.readouterr().out.splitlines()
+    assert "database is locked" in line and "SQL" not in line and line.endswith("retrying in 0 s")
