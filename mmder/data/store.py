@@ -38,6 +38,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import copy
 import csv
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -81,6 +82,8 @@ class PreparedCache:
     skip_report: Path
     n_face_fallback: int = 0
     n_failed: int = 0
+    n_decoded: int | None = None  # clips decoded by this call; None: the cache was ready, nothing decoded
+    n_resumed: int = 0  # clips an interrupted preparation had decoded, taken over by this call
 
 
 # Per-process memmaps of the folder being written (workers open them once).
@@ -276,7 +279,7 @@ def _build(
     os.rename(partial, final)
     result = _from_meta(final)
     assert result is not None
-    return result
+    return dataclasses.replace(result, n_decoded=len(todo), n_resumed=n - len(todo))
 
 
 def _clip_path(clip: Clip) -> str:

@@ -140,6 +140,10 @@ def test_interrupted_preparation_leaves_no_complete_cache(
     assert [p.name for p in cache_root.iterdir()] == [prepared.path.name]
     meta = json.loads((prepared.path / "meta.json").read_text())
     assert meta["n_prepared"] == 2 and meta["config"]["image_size"] == 16
+    # the rerun says what it took over: both clips were decoded before the interruption
+    assert (prepared.n_resumed, prepared.n_decoded) == (2, 0)
+    again = prepare_corpus("manifest", csv_path, cache_root, PreprocessConfig(image_size=16))
+    assert again.n_decoded is None, "a ready cache decodes nothing"
 
 
 def test_no_usable_clip_raises(tmp_path: Path) -> None:
