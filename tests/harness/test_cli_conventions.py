@@ -115,3 +115,23 @@ def test_reading_results_where_there_are_none_says_where_it_looked(tmp_path, mon
     err = capsys.readouterr().err
     assert f"no sweep output in {tmp_path / 'runs' / 'elsewhere'}" in err, err
     assert "--output" in err
+
+
+def test_bash_completion_completes_commands_and_flags(tmp_path):
+    script = tmp_path / "mmder.bash"
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.cli.main", "completion", "bash"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    script.write_text(done.stdout)
+    probe = (
+        f"source {script}\n"
+        'COMP_WORDS=(mmder sta); COMP_CWORD=1; _shtab_mmder mmder sta mmder; echo "${COMPREPLY[@]}"\n'
+        'COMP_WORDS=(mmder sweep --dr); COMP_CWORD=2; _shtab_mmder mmder --dr sweep; echo "${COMPREPLY[@]}"\n'
+    )
+    lines = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True).stdout.split(
+        "\n"
+    )
+    assert lines[:2] == ["status", "--dry-run"], lines
