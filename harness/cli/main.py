@@ -7,11 +7,11 @@ import argparse
 import os
 import sys
 
-from harness.cli import bench, data, experiment, results, sweep
+from harness.cli import bench, data, experiment, output, results, sweep
 from harness.cli.base import Handler, make_parser
 from harness.experiment.errors import ConfigError
 
-GROUPS = (experiment, sweep, results, data, bench)  # in the order `mmder --help` lists them
+GROUPS = (experiment, sweep, results, output, data, bench)  # in the order `mmder --help` lists them
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:

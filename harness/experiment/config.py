@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 import yaml
@@ -139,6 +139,11 @@ class ResourcesConfig(Strict):
     cpus_per_worker: float = operational(1.0, "CPUs per worker (also its torch threads)", ge=0.0)
     max_concurrent_trials: int = operational(1, "cells running at once", ge=1)
     max_failures: int = operational(2, "worker-group restarts per cell (-1: unlimited)", ge=-1)
+    keep_checkpoints: Literal["last", "none"] = operational(
+        "last",
+        "what a finished cell keeps of its epoch checkpoints: last (its newest, to inspect or continue "
+        "by hand) or none (the disk back at once; `mmder clean --checkpoints` does it later)",
+    )
 
 
 class TrackingConfig(Strict):

@@ -21,7 +21,7 @@ from ray.train.torch import TorchTrainer
 from harness.experiment.config import ResourcesConfig
 from harness.plan.cells import GRID_PARAM
 from harness.worker.placement import fit_watched
-from harness.worker.resume import attempt_run, is_remote, prune_cell
+from harness.worker.resume import attempt_run, discard_attempts, is_remote, prune_cell
 from harness.worker.train_actors import NoDatasetActor
 from mmder.timing import mark
 
@@ -94,6 +94,8 @@ def run_cell(trial_config: dict[str, Any]) -> dict[str, Any]:
     mark("train_fit_end", key)
     if not is_remote(storage):  # the run is over: its strays and the older attempts can go
         prune_cell(Path(storage) / key, world_size, current=run_config.name)
+    if resources.keep_checkpoints == "none":  # finished (its run already says so): nothing will resume it
+        discard_attempts(storage, key)
     value = dict(result.return_value or {})
     value.pop("done", None)
     mark("trial_end", key)

@@ -109,3 +109,14 @@ def test_a_cell_trainer_starts_no_ray_data_actor_without_datasets(tmp_path):
     assert "DatasetsCallback" in build(TorchTrainer)  # Train's own: a DatasetManager actor per run
     kept = build(trial.CellTrainer)
     assert "DatasetsCallback" not in kept and "PlacementGroupCleanerCallback" in kept
+
+
+def test_keep_checkpoints_none_leaves_a_finished_cell_no_checkpoint(tmp_path, fakes):
+    storage, key = tmp_path / "runs", "ravdess-FSLF-f0-s0"
+    config = job(storage, key)
+    config[trial.GRID_PARAM]["resources"]["keep_checkpoints"] = "none"
+    assert trial.run_cell(config) == {"final_war": 50.0}
+    assert not list((storage / key).glob("attempt-*")), "the finished cell's checkpoints are gone"
+    kept = job(storage, "other")  # the default keeps the newest
+    trial.run_cell(kept)
+    assert list((storage / "other").glob("attempt-*/checkpoint_*"))
