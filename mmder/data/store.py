@@ -46,7 +46,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -82,8 +82,9 @@ class PreparedCache:
     skip_report: Path
     n_face_fallback: int = 0
     n_failed: int = 0
-    n_decoded: int | None = None  # clips decoded by this call; None: the cache was ready, nothing decoded
-    n_resumed: int = 0  # clips an interrupted preparation had decoded, taken over by this call
+    # how this call got it (not what it is: two handles on one cache compare equal)
+    n_decoded: int | None = field(default=None, compare=False)  # decoded now; None: it was ready
+    n_resumed: int = field(default=0, compare=False)  # taken over from an interrupted preparation
 
 
 # Per-process memmaps of the folder being written (workers open them once).
