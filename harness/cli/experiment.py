@@ -31,11 +31,12 @@ def register(add: Add) -> dict[str, Handler]:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from harness.plan.cells import expand_cells, expand_pretrain_cells
-    from harness.plan.checks import missing_paths, read_listings
+    from harness.plan.checks import check_writable, missing_paths, read_listings
     from harness.plan.places import Places
 
     spec = load(args)
     places = Places.of(spec, output_of(args))
+    check_writable(places, existing_only=True)  # creates nothing: only folders that exist
     cells = expand_cells(spec)
     print(f"{args.experiment}: valid; {len(cells)} cells")
     for override in spec.overrides:

@@ -9,6 +9,7 @@ its folds and the cache's preparation all read that one listing.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,27 @@ def check_data_roots(spec: ExperimentConfig, places: Places) -> None:
     """For a real run: every corpus folder and checkpoint must exist (a synthetic corpus is generated)."""
     for key, path in missing_paths(spec, places):
         raise ConfigError(key, f"does not exist: {path}")
+
+
+def check_writable(places: Places, *, existing_only: bool = False) -> None:
+    """A sweep writes its store, checkpoints and cache: a read-only folder is refused before any work
+    (``existing_only``: only folders that exist, for ``mmder validate``, which creates nothing)."""
+    folders = [("--output", places.output), ("$MMDER_CACHE_DIR", places.cache)]
+    if not places.remote_storage:
+        folders.append(("ray.storage_path", Path(places.storage)))
+    for key, folder in folders:
+        if existing_only and not folder.exists():
+            continue
+        nearest = folder
+        while not nearest.exists() and nearest != nearest.parent:
+            nearest = nearest.parent
+        if not os.access(nearest, os.W_OK):
+            where = folder if nearest == folder else f"{folder} (its nearest existing folder {nearest})"
+            raise ConfigError(
+                key,
+                f"{where} cannot be written (a read-only file system, or no permission); a sweep writes "
+                "its results there: point it at a writable folder",
+            )
 
 
 def ensure_synthetic(ds: DatasetConfig, root: Path, echo: Echo) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from harness.experiment.config import ExperimentConfig
 from harness.experiment.errors import ConfigError
 from harness.plan.cells import Cell, expand_cells, expand_pretrain_cells
-from harness.plan.checks import check_data_roots, read_listings
+from harness.plan.checks import check_data_roots, check_writable, read_listings
 from harness.plan.places import Places
 from harness.plan.provenance import dataset_digests, judge
 from harness.tracking.places import sqlite_path
@@ -98,6 +98,7 @@ def plan_run(
     """The plan a sweep runs: every folder and checkpoint checked, synthetic corpora generated, every
     corpus listed strictly (bad data stops here, before Ray), pre-trained weights found for each cell."""
     places = Places.of(spec, output)
+    check_writable(places)
     check_data_roots(spec, places)
     listings = read_listings(spec, places, echo, strict=True, generate=True)
     plan = _judged(spec, kind, places, listings, accept_stale)

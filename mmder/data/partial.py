@@ -9,6 +9,7 @@ decides what the cache is; the store does.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -28,7 +29,17 @@ try:  # POSIX only; without it two processes preparing the same cache just both 
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["PROGRESS", "locked", "open_partial", "prepare_one", "close_open", "worker_init", "compact"]
+__all__ = [
+    "PROGRESS",
+    "NoSpaceError",
+    "locked",
+    "open_partial",
+    "reserve",
+    "prepare_one",
+    "close_open",
+    "worker_init",
+    "compact",
+]
 
 PROGRESS = "progress.jsonl"
 
@@ -132,6 +143,7 @@ def open_partial(partial: Path, n: int, s: int, clips: list[Clip]) -> dict[int, 
         if not ok:
             break
     else:
+        reserve([partial / f"{name}.npy" for name in ARRAY_NAMES])  # an older run's may be sparse
         return done
     # Nothing usable (first run, or a foreign/corrupt partial folder): start from scratch.
     for p in partial.iterdir():
@@ -143,7 +155,39 @@ def open_partial(partial: Path, n: int, s: int, clips: list[Clip]) -> dict[int, 
         np.lib.format.open_memmap(
             partial / f"{name}.npy", mode="w+", dtype=np.uint8, shape=(n, ARRAY_STEPS[name], s, s, 3)
         ).flush()
+    reserve([partial / f"{name}.npy" for name in ARRAY_NAMES])
     return {}
+
+
+class NoSpaceError(OSError):
+    """The cache's folder cannot hold the arrays: raised before a clip is written into them."""
+
+
+def reserve(paths: list[Path]) -> None:
+    """Allocate the disk blocks of the (sparse, memory-mapped) arrays now.
+
+    Why: a memory-mapped array that outgrows the disk does not raise ENOSPC; the process dies with
+    SIGBUS on the first page that cannot be backed, saying nothing. Reserved up front, a full disk is
+    an error with the folder and the sizes in it, before any clip is decoded.
+    """
+    need = sum(p.stat().st_size for p in paths)
+    for path in paths:
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, path.stat().st_size)
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            folder = path.parent.parent
+            free = shutil.disk_usage(folder).free
+            raise NoSpaceError(
+                errno.ENOSPC,
+                f"not enough space for the clip cache in {folder}: its arrays need {need / 1e6:.1f} MB, "
+                f"{free / 1e6:.1f} MB are free there. Free some space or point $MMDER_CACHE_DIR at a larger "
+                "disk; the preparation resumes from what it finished",
+            ) from None
+        finally:
+            os.close(fd)
 
 
 def compact(folder: Path, keep: list[int], n: int, clips: list[Clip]) -> None:
@@ -160,6 +204,7 @@ def compact(folder: Path, keep: list[int], n: int, clips: list[Clip]) -> None:
         dst_path = folder / f"{name}.kept.npy"
         shape = (len(keep), *src.shape[1:])
         dst = np.lib.format.open_memmap(dst_path, mode="w+", dtype=np.uint8, shape=shape)
+        reserve([dst_path])
         rows = [(j, i) for j, i in enumerate(keep) if name in present_arrays(clips[i])]
         for a in range(0, len(rows), 64):
             js, iis = zip(*rows[a : a + 64], strict=True)
