@@ -172,8 +172,19 @@ def mmder_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_sigint_then_sigterm_end_runs_killed_and_each_rerun_resumes_each_epoch_once(tmp_path):
-    """One cell cut twice: by SIGINT (Ctrl-C), then its resumed run by SIGTERM (a scheduler's stop)."""
+def _ray_sessions() -> set[str]:
+    return {p.name for p in Path("/tmp/ray").glob("session_2*")} if Path("/tmp/ray").is_dir() else set()
+
+
+def _processes_of(session: str) -> list[str]:
+    """Command lines of live processes that belong to a Ray session (its folder is in their arguments)."""
+    found = subprocess.run(["pgrep", "-af", session], capture_output=True, text=True).stdout
+    return [line for line in found.splitlines() if "pgrep" not in line]
+
+
+def test_sigint_sigterm_sighup_end_runs_killed_and_each_rerun_resumes_each_epoch_once(tmp_path):
+    """One cell cut three times: by SIGINT (Ctrl-C), its resumed run by SIGTERM (a scheduler's stop),
+    then by SIGHUP (the terminal closed); no process of the sweep's own Ray outlives it."""
     import json
 
     from harness.experiment.config import load_experiment
@@ -186,8 +197,9 @@ def test_sigint_then_sigterm_end_runs_killed_and_each_rerun_resumes_each_epoch_o
     out = tmp_path / "out"
     first_key, second_key = (c.key for c in expand_cells(load_experiment(exp)))
     cut_at = 0
-    for round_, signum in enumerate([signal.SIGINT, signal.SIGTERM]):
+    for round_, signum in enumerate([signal.SIGINT, signal.SIGTERM, signal.SIGHUP]):
         log = tmp_path / f"sweep-{round_}.log"
+        before = _ray_sessions()
         sweep = _popen("sweep", str(exp), "--output", str(out), log=log)
         try:
             target = cut_at + 2
@@ -211,6 +223,11 @@ def test_sigint_then_sigterm_end_runs_killed_and_each_rerun_resumes_each_epoch_o
         assert _parent(out, "sig").info.status == "KILLED"
         previous, cut_at = cut_at, _epochs_logged(out, "sig", first_key)
         assert previous < cut_at < epochs
+        (session,) = _ray_sessions() - before  # the sweep's own local Ray
+        deadline = time.monotonic() + 30
+        while _processes_of(session) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert not _processes_of(session), f"{signal.Signals(signum).name} left: {_processes_of(session)}"
 
     rerun = mmder("sweep", str(exp), "--output", str(out))
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-5000:]
