@@ -18,6 +18,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Protocol
 
 import pandas as pd
@@ -381,7 +382,10 @@ def _status(r: Any, expected_folds: int | None) -> str:
 def _display(table: pd.DataFrame, datasets: dict[str, DatasetInfo]) -> pd.DataFrame:
     """Text cells for table/markdown: intervals, fold status with a visible mark, costs."""
     out = []
-    for r in table.itertuples(index=False):
+    for record in table.to_dict("records"):
+        # by name, not itertuples: a class label such as `frown-ee` or `colère` is no identifier and
+        # itertuples renamed its column, so every per-class cell printed as missing
+        r = SimpleNamespace(**{k: v for k, v in record.items() if not k.startswith("recall_")})
         info = datasets.get(r.dataset)
         row = {
             "dataset": r.dataset,
@@ -398,9 +402,9 @@ def _display(table: pd.DataFrame, datasets: dict[str, DatasetInfo]) -> pd.DataFr
             "device-h": _num(r.device_hours, 3),
             "MFU": _num(r.mfu, 3),
         }
-        for col in table.columns:
+        for col, value in record.items():
             if col.startswith("recall_"):
-                row[col.removeprefix("recall_")] = _num(getattr(r, col, float("nan")))
+                row[col.removeprefix("recall_")] = _num(value)
         out.append(row)
     return pd.DataFrame(out)
 

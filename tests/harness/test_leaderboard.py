@@ -213,3 +213,16 @@ def test_the_command_line_offers_exactly_the_leaderboard_formats():
     from harness.results.leaderboard import FORMATS
 
     assert tuple(LEADERBOARD_FORMATS) == tuple(FORMATS)
+
+
+def test_per_class_columns_show_numbers_for_labels_that_are_not_identifiers():
+    # `frown-ee` (the quickstart's) and `colère` were renamed by itertuples: every class cell printed "-"
+    exp = make_experiment({("audio", f, 0): 0.5 for f in range(3)})
+    table = leaderboard(exp.runs, exp.loader, exp.settings, per_class=True)
+    table = table.rename(columns={"recall_calm": "recall_frown-ee", "recall_sad": "recall_colère"})
+    expected = {c: f"{table[f'recall_{c}'].iloc[0]:.1f}" for c in ("frown-ee", "colère")}
+    md = render(table, "markdown", exp.datasets).splitlines()
+    cells = dict(zip(md[0].split("|"), md[2].split("|"), strict=True))
+    assert {label: cells[f" {label} "].strip() for label in expected} == expected
+    (row,) = [line for line in render(table, "table", exp.datasets).splitlines() if " audio " in line]
+    assert all(value in row for value in expected.values()), row
