@@ -26,7 +26,7 @@ from harness.driver.tune_grid import run_grid
 from harness.experiment.config import ExperimentConfig
 from harness.plan.cells import Cell
 from harness.plan.provenance import judge
-from harness.plan.sweep_plan import Kind, SweepPlan, plan_run
+from harness.plan.sweep_plan import Kind, SweepPlan, elsewhere_note, plan_run
 from harness.tracking.places import store_lock
 from harness.tracking.store import Tracker, error_summary
 from harness.tracking.tags import CELL_COUNTS, FINISHED, TAG_ACCEPTED_STALE, TAG_ERROR, TAG_STATUS
@@ -133,6 +133,8 @@ class SweepDriver:
             f"{plan.spec.name}: {len(plan.cells)} {self.what}, {len(plan.finished)} already finished, "
             f"{len(plan.todo)} to run"
         )
+        for line in elsewhere_note(plan):
+            self.echo(line)
         for cell in plan.cells:
             state = plan.state(cell.key)
             if state.action == "stale":
@@ -191,6 +193,10 @@ class SweepDriver:
                 self.echo(f"{key}: being run by another sweep ({who}); {verb}")
         for cell in owned:
             state = self.plan.state(cell.key)
+            if state.action == "run" and discard_attempts(self.plan.places.storage, cell.key):
+                # no run of this experiment accounts for them (another experiment's, a renamed one's,
+                # or a deleted store's): resuming them would log epochs this cell's run never had
+                self.echo(f"{cell.key}: checkpoints no run of this experiment accounts for were removed")
             if state.action != "stale":
                 continue
             # first its checkpoints (made from the older data or code), then its old run: a driver

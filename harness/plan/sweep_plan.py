@@ -60,6 +60,9 @@ class SweepPlan:
     runs: dict[str, list[Any]] = field(default_factory=dict)  # key -> its runs, newest first
     parent: Any = None  # the sweep's parent run as planning read it (SQLite store only), else None
     weights: dict[str, str | None] = field(default_factory=dict)  # key -> checkpoint it starts from
+    elsewhere: dict[str, int] = field(
+        default_factory=dict
+    )  # other experiment of the store -> cells finished there
 
     @property
     def todo(self) -> list[Cell]:
@@ -114,6 +117,11 @@ def _judged(
     plan = SweepPlan(spec, kind, places, cells, listings=listings)
     plan.digests = dataset_digests(spec, places.dataset_roots, listings)
     plan.runs, plan.parent = existing_runs(places.tracking_uri, spec.mlflow_experiment, spec.name)
+    path = sqlite_path(places.tracking_uri)
+    if path is not None:
+        from harness.tracking.runs import finished_elsewhere
+
+        plan.elsewhere = finished_elsewhere(path, spec.mlflow_experiment, {c.key for c in cells})
     for cell in cells:
         state = judge_cell(cell, plan.runs.get(cell.key, []), plan.digest(cell), accept_stale)
         plan.states[cell.key] = state
@@ -174,6 +182,19 @@ def existing_runs(uri: str, experiment: str, sweep: str) -> tuple[dict[str, list
     return by_cell(read_runs(uri, experiment)), None
 
 
+def elsewhere_note(plan: SweepPlan) -> list[str]:
+    """What a renamed experiment should hear: its cells are finished under another name of this store."""
+    lines = []
+    for name, count in plan.elsewhere.items():
+        lines.append(
+            f"note: {count} of these cells are finished in MLflow experiment {name!r} of this store (the "
+            f"experiment was renamed?). Results are looked up under {plan.spec.mlflow_experiment!r}, so they "
+            f"run again here; to count them instead, set `tracking.experiment: {name}` "
+            f"(or --set tracking.experiment={name})"
+        )
+    return lines
+
+
 def format_plan(plan: SweepPlan) -> str:
     counts: dict[str, int] = {}
     for c in plan.cells:
@@ -183,6 +204,7 @@ def format_plan(plan: SweepPlan) -> str:
     lines = [
         f"{len(plan.cells)} cells: {len(plan.todo)} to run, {len(plan.finished)} finished (skipped){extra}"
     ]
+    lines += elsewhere_note(plan)
     width = max((len(c.key) for c in plan.cells), default=10)
     labels = {c.key: plan.state(c.key).label for c in plan.cells}
     status_w = max([6, *map(len, labels.values())])

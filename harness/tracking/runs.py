@@ -141,3 +141,36 @@ def finished_by_cell(runs: list[Any]) -> dict[str, Any]:
         if done:
             found[key] = done[0]
     return found
+
+
+def finished_elsewhere(path: Path, experiment: str, keys: set[str]) -> dict[str, int]:
+    """Other MLflow experiments of the same SQLite store -> how many of ``keys`` they hold finished.
+
+    A renamed experiment (``name:`` or ``tracking.experiment`` changed) keeps its cells' keys, but its
+    runs stay under the old experiment name: planning says so instead of "nothing ran yet".
+    """
+    import sqlite3
+
+    from harness.tracking.tags import FINISHED, TAG_CELL, TAG_STATUS, TAG_SUPERSEDED
+
+    if not path.exists() or not keys:
+        return {}
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = db.execute(
+            "select e.name, c.value from runs r join experiments e on e.experiment_id = r.experiment_id "
+            "join tags c on c.run_uuid = r.run_uuid and c.key = ? "
+            "join tags s on s.run_uuid = r.run_uuid and s.key = ? and s.value = ? "
+            "where e.name != ? and e.lifecycle_stage = 'active' and r.lifecycle_stage = 'active' "
+            "and not exists (select 1 from tags x where x.run_uuid = r.run_uuid and x.key = ?)",
+            (TAG_CELL, TAG_STATUS, FINISHED, experiment, TAG_SUPERSEDED),
+        ).fetchall()
+    except sqlite3.OperationalError:  # MLflow still creating its tables
+        return {}
+    finally:
+        db.close()
+    found: dict[str, set[str]] = {}
+    for name, key in rows:
+        if key in keys:
+            found.setdefault(name, set()).add(key)
+    return {name: len(k) for name, k in sorted(found.items())}
