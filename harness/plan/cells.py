@@ -158,13 +158,22 @@ def expand_cells(spec: ExperimentConfig) -> list[Cell]:
         names = fold_names(ds.protocol)
         for fold in ds.folds if ds.folds is not None else range(len(names)):
             for setting in spec.grid.settings:
-                for seed in spec.grid.seeds:
+                for seed in _seeds(spec, setting):
                     pretrain_key = pretrained.get((ds.label, fold, setting))
                     cell = _train_cell(spec, ds, fold, names[fold], setting, seed, training, pretrain_key)
                     if spec.search is not None and cell.training is not None:
                         cell = cell.model_copy(update={"search_key": search_key(spec.search, cell)})
                     cells.append(cell)
     return cells
+
+
+def _seeds(spec: ExperimentConfig, setting: str) -> list[int]:
+    """The seeds a setting runs with: all of the grid's, but one for a classical baseline, whose result
+    cannot depend on the seed (an SVC without probability estimates ignores its random_state). The
+    first seed keeps the keys such cells always had; the leaderboard then states its n as the folds."""
+    from mmder.registry import BASELINES
+
+    return spec.grid.seeds[:1] if setting in BASELINES else list(spec.grid.seeds)
 
 
 def _train_cell(

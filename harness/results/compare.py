@@ -48,6 +48,34 @@ def _finished(exp: ExperimentRuns, dataset: str, setting: str) -> pd.DataFrame:
     return runs[(runs["dataset"] == dataset) & (runs["setting"] == setting)]
 
 
+def _seedless(setting: str) -> bool:
+    """A classical baseline runs once per fold: its result cannot depend on the seed."""
+    from mmder.registry import BASELINES
+
+    return setting in BASELINES
+
+
+def _pair_runs(runs_a: pd.DataFrame, runs_b: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+    """A's and B's runs side by side per (fold, seed); a seedless baseline's one run per fold stands
+    beside each seed of the other setting (its predictions are the same for every seed)."""
+    if not (_seedless(a) or _seedless(b)):
+        return runs_a.merge(runs_b, on=["fold", "seed"], suffixes=("_a", "_b"))
+    pairs = runs_a.merge(runs_b, on=["fold"], suffixes=("_a", "_b"))
+    pairs["seed"] = pairs["seed_b"] if _seedless(a) and not _seedless(b) else pairs["seed_a"]
+    return pairs
+
+
+def _pair_keys(exp: ExperimentRuns, dataset: str, a: str, b: str) -> tuple[set, set]:
+    """The (fold, seed) each side finished, a seedless side standing for every seed of the other."""
+    keys_a = set(_finished(exp, dataset, a)[["fold", "seed"]].itertuples(index=False, name=None))
+    keys_b = set(_finished(exp, dataset, b)[["fold", "seed"]].itertuples(index=False, name=None))
+    if _seedless(b) and not _seedless(a):
+        keys_b = {(f, s) for f, s in keys_a if any(f == fb for fb, _ in keys_b)} | keys_b
+    if _seedless(a) and not _seedless(b):
+        keys_a = {(f, s) for f, s in keys_b if any(f == fa for fa, _ in keys_a)} | keys_a
+    return keys_a, keys_b
+
+
 def paired_predictions(
     exp: ExperimentRuns, dataset: str, a: str, b: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -59,7 +87,7 @@ def paired_predictions(
     for name, runs in ((a, runs_a), (b, runs_b)):
         if runs.empty:
             raise NotComparable(f"{dataset}: setting {name!r} has no finished runs")
-    pairs = runs_a.merge(runs_b, on=["fold", "seed"], suffixes=("_a", "_b"))
+    pairs = _pair_runs(runs_a, runs_b, a, b)
     if pairs.empty:
         raise NotComparable(f"{dataset}: {a} and {b} have no (fold, seed) finished in common")
     merged = []
@@ -113,8 +141,7 @@ def compare(
     clips, pairs = paired_predictions(exp, dataset, a, b)
     t, pa, pb = clips["true"].to_numpy(), clips["pred_a"].to_numpy(), clips["pred_b"].to_numpy()
     fn = stats.war if metric == "war" else stats.uar
-    keys_a = set(_finished(exp, dataset, a)[["fold", "seed"]].itertuples(index=False, name=None))
-    keys_b = set(_finished(exp, dataset, b)[["fold", "seed"]].itertuples(index=False, name=None))
+    keys_a, keys_b = _pair_keys(exp, dataset, a, b)
     both = keys_a & keys_b
     unpaired = [f"{a} f{f} s{s}" for f, s in sorted(keys_a - both)] + [
         f"{b} f{f} s{s}" for f, s in sorted(keys_b - both)

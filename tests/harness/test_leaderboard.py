@@ -226,3 +226,14 @@ def test_per_class_columns_show_numbers_for_labels_that_are_not_identifiers():
     assert {label: cells[f" {label} "].strip() for label in expected} == expected
     (row,) = [line for line in render(table, "table", exp.datasets).splitlines() if " audio " in line]
     assert all(value in row for value in expected.values()), row
+
+
+def test_a_seedless_baseline_pairs_with_every_seed_of_a_deep_setting():
+    # a classical baseline runs once per fold now; comparing it with a 2-seed setting still uses all 6
+    # (fold, seed) pairs, the baseline's run standing beside each seed, as when it ran once per seed
+    deep = {("audio", f, s): 0.4 for f in range(3) for s in (0, 1)}
+    once = make_experiment(deep | {("audio-egemaps-svm", f, 0): 0.7 for f in range(3)})
+    c = compare(once, "ds", "audio", "audio-egemaps-svm", "war", n_resamples=300)
+    assert len(c.pairs) == 6 and c.folds.n == 6
+    assert not any("left out" in note for note in c.notes), c.notes
+    assert compare(once, "ds", "audio-egemaps-svm", "audio", "war", n_resamples=300).folds.n == 6

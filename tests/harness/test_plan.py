@@ -52,3 +52,20 @@ def test_accepting_stale_keeps_finished_results_but_never_resumes_an_older_cell(
     assert judge_cell(CELL, [record("FINISHED", finished=True)], "d2", accept_stale=True).action == "skip"
     assert judge_cell(CELL, [record("KILLED")], "d2", accept_stale=True).action == "stale"
     assert judge_cell(CELL, [], "d1", accept_stale=False).action == "run"
+
+
+def test_a_classical_baseline_runs_once_per_fold_whatever_the_seeds_and_keeps_its_keys(tmp_path):
+    """Its SVC ignores the seed: three seeds computed the same eGeMAPS SVM three times (issue 22)."""
+    from sweep_helpers import tiny_experiment
+
+    from harness.experiment.config import load_experiment
+    from harness.plan.cells import expand_cells
+
+    settings = {"settings": ["audio", "audio-egemaps-svm"]}
+    one = expand_cells(load_experiment(tiny_experiment(tmp_path, "b", grid={**settings, "seeds": [0]})))
+    three = expand_cells(
+        load_experiment(tiny_experiment(tmp_path, "b", grid={**settings, "seeds": [0, 1, 2]}))
+    )
+    baseline = [c.key for c in three if c.setting == "audio-egemaps-svm"]
+    assert baseline == [c.key for c in one if c.setting == "audio-egemaps-svm"], "once per fold, same keys"
+    assert len([c for c in three if c.setting == "audio"]) == 3 * len(baseline), "deep cells: every seed"

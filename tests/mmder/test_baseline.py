@@ -80,3 +80,12 @@ def test_egemaps_svm_beats_chance_on_unseen_speakers(tmp_path):
     # chance is 1/7 = 14.3 %; eGeMAPS + RBF SVM reaches ~40 % on the full 3-fold split
     assert row.war > 100 / 7 * 1.75, table
     assert row.uar > 100 / 7 * 1.75, table
+
+
+def test_the_svm_ignores_its_seed_so_a_baseline_cell_needs_one():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 5))
+    y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0).astype(int)
+    train, test = np.arange(40), np.arange(40, 60)
+    predictions = [baseline.fit_predict(x, y, train, test, "rbf", 1.0, seed) for seed in (0, 1, 7)]
+    assert all((p == predictions[0]).all() for p in predictions)
