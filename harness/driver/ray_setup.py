@@ -10,7 +10,10 @@ import logging
 import math
 import os
 import signal
+import tempfile
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from harness.experiment.config import ExperimentConfig
@@ -58,17 +61,50 @@ def init_ray(spec: ExperimentConfig, address: str | None, verbose: bool, log_dir
         # controller; without it leaked worker groups keep their CPUs and later trials wait forever.
         # That state API finds "the" local cluster by scanning the machine, which fails when another
         # user's Ray runs there too: every process of this job is pinned to its own cluster first.
-        ray.init(
-            num_cpus=cpus,
-            log_to_driver=verbose,
-            logging_level="WARNING",
-            configure_logging=True,
-            runtime_env={"worker_process_setup_hook": "harness.driver.ray_setup.pin_ray_address"},
+        start_twice(
+            lambda: ray.init(
+                num_cpus=cpus,
+                log_to_driver=verbose,
+                logging_level="WARNING",
+                configure_logging=True,
+                runtime_env={"worker_process_setup_hook": "harness.driver.ray_setup.pin_ray_address"},
+            )
         )
     mark("ray_init_end")
     _restore_sigterm_handler(sweep_sigterm)
     if not verbose:
         ray_logs_to_file(log_dir / RAY_LOG)
+
+
+def ray_session_logs() -> Path:
+    """Where the newest local Ray session keeps its logs (Ray's default temporary folder)."""
+    return Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray" / "session_latest" / "logs"
+
+
+def start_twice(start: Callable[[], object], pause_s: float = 5.0) -> None:
+    """Start a local Ray; when it fails (under load: "The current node timed out during startup"), say
+    so in one line with its logs' folder, take down what half-started, and try once more before giving up.
+
+    Ray's own wait for its raylet is fixed (30 s in Ray 2.x) and cannot be lengthened from here: the
+    second try, after a pause, is what gives a loaded machine the longer time.
+    """
+    import ray
+
+    try:
+        start()
+        return
+    except Exception as err:  # noqa: BLE001 - Ray raises bare Exception for a start-up timeout
+        first = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        print(f"mmder: Ray did not start ({first}); logs: {ray_session_logs()}; trying once more", flush=True)
+        ray.shutdown()
+    time.sleep(pause_s)
+    try:
+        start()
+    except Exception as err:
+        ray.shutdown()
+        raise RuntimeError(
+            f"Ray did not start, twice (last: {type(err).__name__}: {err}); its logs: {ray_session_logs()}"
+        ) from err
 
 
 def ray_env() -> None:

@@ -65,3 +65,24 @@ def test_ray_failing_to_start_exits_4_and_the_parent_says_failed(tmp_path, monke
     assert parent.data.metrics["cells_finished"] == 0
     assert not [r for r in runs if r.info.status == "RUNNING"]
     assert len(plan.todo) == 2, "nothing was recorded as done: a rerun runs every cell"
+
+
+def test_ray_that_fails_to_start_is_tried_once_more_and_then_named_with_its_logs(capsys):
+    from harness.driver.ray_setup import ray_session_logs, start_twice
+
+    tries: list[int] = []
+
+    def flaky() -> None:
+        tries.append(1)
+        if len(tries) == 1:
+            raise Exception("The current node timed out during startup. This could happen because ...")
+
+    start_twice(flaky, pause_s=0)
+    (line,) = capsys.readouterr().out.splitlines()
+    assert len(tries) == 2 and "Ray did not start" in line and str(ray_session_logs()) in line
+
+    def broken() -> None:
+        raise Exception("The current node timed out during startup.")
+
+    with pytest.raises(RuntimeError, match=r"Ray did not start, twice .* its logs: .*session_latest"):
+        start_twice(broken, pause_s=0)
