@@ -80,7 +80,8 @@ def run_grid(driver: Round, cells: list[Cell]) -> None:
             trial_dirname_creator=lambda t: t.config[GRID_PARAM]["cell"]["key"],
         ),
         run_config=tune.RunConfig(
-            name=f"{plan.kind}-{time.strftime('%Y%m%d-%H%M%S')}",
+            # two sweeps (of one experiment or two) may start in the same second on one output folder
+            name=f"{plan.kind}-{plan.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
             storage_path=_tune_storage(plan.places.storage),
             verbose=0,
             callbacks=[progress.callback],

@@ -280,3 +280,41 @@ def test_two_sweeps_at_once_run_each_cell_once_and_a_killed_owner_never_blocks(t
         assert len(found) == 1 and len(finished) == 1, key
         steps = [m.step for m in client.get_metric_history(finished[0].info.run_id, "war")]
         assert sorted(steps) == list(range(20)), key
+
+
+def test_two_experiments_sweep_into_one_output_at_once_and_each_keeps_its_own_cells(tmp_path):
+    """Different experiment files, one --output, started together: each cell of each runs once in its
+    own MLflow experiment (a cell both share, FSLF, is run by one, then by the other), the store holds
+    both intact, and status and leaderboard of each show only its own cells."""
+    import json
+
+    out = tmp_path / "out"
+    experiments = {
+        name: tiny_experiment(tmp_path, name, grid={"settings": settings}, resources=ONE_WORKER)
+        for name, settings in (("expa", ["video", "FSLF"]), ("expb", ["audio", "FSLF"]))
+    }
+    logs = {name: tmp_path / f"{name}.log" for name in experiments}
+    sweeps = {
+        n: _popen("sweep", str(e), "--output", str(out), "--wait", log=logs[n])
+        for n, e in experiments.items()
+    }
+    try:
+        codes = {name: sweep.wait(900) for name, sweep in sweeps.items()}
+    finally:
+        for sweep in sweeps.values():
+            if sweep.poll() is None:
+                sweep.kill()
+    text = "".join(log.read_text() for log in logs.values())
+    assert codes == {"expa": 0, "expb": 0}, text[-5000:]
+    for name, settings in (("expa", {"video", "FSLF"}), ("expb", {"audio", "FSLF"})):
+        runs = _runs_by_key(out, name)
+        assert {found[0].data.tags["setting"] for found in runs.values()} == settings
+        assert all(
+            len(found) == 1 and found[0].data.tags["mmder.status"] == "finished" for found in runs.values()
+        )
+        assert _parent(out, name).info.status == "FINISHED"
+        status = mmder("status", str(experiments[name]), "--output", str(out), "--format", "json")
+        cells = json.loads(status.stdout)["cells"]
+        assert {c["setting"] for c in cells} == settings and all(c["state"] == "done" for c in cells)
+        board = mmder("leaderboard", str(experiments[name]), "--output", str(out), "--format", "csv")
+        assert {line.split(",")[1] for line in board.stdout.splitlines()[1:] if line} == settings
