@@ -48,9 +48,13 @@ def check_data_roots(spec: ExperimentConfig, places: Places) -> None:
 
 
 def check_writable(places: Places, *, existing_only: bool = False) -> None:
-    """A sweep writes its store, checkpoints and cache: a read-only folder is refused before any work
-    (``existing_only``: only folders that exist, for ``mmder validate``, which creates nothing)."""
-    folders = [("--output", places.output), ("$MMDER_CACHE_DIR", places.cache)]
+    """A sweep writes its store and checkpoints: a read-only folder is refused before any work
+    (``existing_only``: only folders that exist, for ``mmder validate``, which creates nothing).
+
+    The cache is left out on purpose: a shared cache prepared ahead may be mounted read-only and is
+    then only read; a cache that must still be written fails its preparation with the folder named.
+    """
+    folders = [("--output", places.output)]
     if not places.remote_storage:
         folders.append(("ray.storage_path", Path(places.storage)))
     for key, folder in folders:
