@@ -36,6 +36,14 @@ def _sub(subs: argparse._SubParsersAction, name: str, help_: str, epilog: str, h
     return parser
 
 
+def _step_shape(parser: argparse.ArgumentParser) -> None:
+    """The model and clip shape a step benchmark (and its compile check) runs."""
+    parser.add_argument("--size", default="base", help="model size (tiny on a CPU)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--image-size", type=int, default=224)
+
+
 def _step(subs: argparse._SubParsersAction) -> None:
     st = _sub(
         subs,
@@ -45,10 +53,7 @@ def _step(subs: argparse._SubParsersAction) -> None:
         "         mmder bench step --size tiny --image-size 64 --batch-size 4   (on a CPU)",
         run_step,
     )
-    st.add_argument("--size", default="base", help="model size (tiny on a CPU)")
-    st.add_argument("--batch-size", type=int, default=8)
-    st.add_argument("--frames", type=int, default=16)
-    st.add_argument("--image-size", type=int, default=224)
+    _step_shape(st)
     st.add_argument("--zero", type=int, default=2, choices=[0, 1, 2, 3], help="DeepSpeed ZeRO stage")
     st.add_argument("--bf16", action="store_true", help="bf16 weights and activations (GPU)")
     st.add_argument("--checkpointing", action="store_true", help="activation checkpointing per block")
@@ -88,10 +93,7 @@ def _compile_check(subs: argparse._SubParsersAction) -> None:
         "example: mmder bench compile-check --size base --batch-size 16 --bf16   (on a GPU)",
         run_compile_check,
     )
-    cc.add_argument("--size", default="base")
-    cc.add_argument("--batch-size", type=int, default=8)
-    cc.add_argument("--frames", type=int, default=16)
-    cc.add_argument("--image-size", type=int, default=224)
+    _step_shape(cc)
     cc.add_argument("--zero", type=int, default=2, choices=[0, 1, 2])
     cc.add_argument("--bf16", action="store_true")
     cc.add_argument("--steps", type=int, default=3)
