@@ -73,7 +73,7 @@ OUTPUT_HELP = "the sweep's output folder (default: runs/<experiment name> under 
 def add_experiment_args(parser: argparse.ArgumentParser, what: str = "experiment YAML file") -> None:
     """The arguments every command that reads an experiment takes."""
     parser.add_argument("experiment", help=what)
-    parser.add_argument("--output", default=argparse.SUPPRESS, help=OUTPUT_HELP)
+    parser.add_argument("--output", help=OUTPUT_HELP)
     add_set_arg(parser)
 
 
@@ -93,11 +93,7 @@ def load(args: argparse.Namespace) -> Any:
     """The experiment the command names, with its ``--set`` overrides, validated."""
     from harness.experiment.config import load_experiment
 
-    return load_experiment(args.experiment, getattr(args, "overrides", []))
-
-
-def output_of(args: argparse.Namespace) -> str | None:
-    return getattr(args, "output", None)
+    return load_experiment(args.experiment, args.overrides)
 
 
 def parse_options(pairs: list[str]) -> dict[str, object]:

@@ -299,13 +299,11 @@ def _overhead(subs: argparse._SubParsersAction) -> None:
     bo.add_argument("--settings", type=int, default=2, help="input settings (x 2 folds = cells)")
     bo.add_argument("--epochs", type=int, default=2)
     bo.add_argument("--concurrency", type=int, default=2, help="cells at a time")
-    bo.add_argument(
-        "--output", default=argparse.SUPPRESS, help="the sweep's output folder (default: a new temp folder)"
-    )
+    bo.add_argument("--output", help="the sweep's output folder (default: a new temp folder)")
 
 
 def run_overhead(args: argparse.Namespace) -> int:
     from harness.bench.overhead import bench_overhead
 
-    print_figures(bench_overhead(args.settings, args.epochs, args.concurrency, getattr(args, "output", None)))
+    print_figures(bench_overhead(args.settings, args.epochs, args.concurrency, args.output))
     return 0

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.cli.base import Add, Handler, add_experiment_args, load, output_of
+from harness.cli.base import Add, Handler, add_experiment_args, load
 
 
 def register(add: Add) -> dict[str, Handler]:
@@ -35,7 +35,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from harness.plan.places import Places
 
     spec = load(args)
-    places = Places.of(spec, output_of(args))
+    places = Places.of(spec, args.output)
     check_writable(places, existing_only=True)  # creates nothing: only folders that exist
     cells = expand_cells(spec)
     print(f"{args.experiment}: valid; {len(cells)} cells")

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from harness.cli.base import Add, Handler, add_experiment_args, load, output_of
+from harness.cli.base import Add, Handler, add_experiment_args, load
 
 
 def register(add: Add) -> dict[str, Handler]:
@@ -48,7 +48,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     from harness.results.where import find_results
 
     spec = load(args)
-    places = find_results(spec, output_of(args))
+    places = find_results(spec, args.output)
     found = holdings(plan_outputs(spec, places.output))
     asked = {
         flag for flag in ("--checkpoints", "--superseded", "--cache", "--tune") if getattr(args, flag[2:])
@@ -84,7 +84,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from harness.tracking.places import sqlite_path
 
     spec = load(args)
-    places = find_results(spec, output_of(args))
+    places = find_results(spec, args.output)
     if sqlite_path(places.tracking_uri) is None:  # a tracking server serves its own UI
         experiment = spec.mlflow_experiment
         print(f"MLflow UI: {places.tracking_uri} (served by the tracking server; experiment {experiment!r})")

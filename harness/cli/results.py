@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.cli.base import Add, Handler, add_experiment_args, load, output_of
+from harness.cli.base import Add, Handler, add_experiment_args, load
 from harness.tracking.tags import BEST_OBJECTIVE, KIND_SEARCH, TAG_CHOSEN, TAG_KIND, TAG_SEARCH, tag_filter
 
 EXAMPLES = {
@@ -62,7 +62,6 @@ def register(add: Add) -> dict[str, Handler]:
     cp.add_argument("--metric", choices=["war", "uar"], default="war")
     cp.add_argument(
         "--dataset",
-        default=argparse.SUPPRESS,
         help="dataset name (default: every dataset holding both settings)",
     )
     cp.add_argument("--all", action="store_true", help="every pair per dataset, Benjamini-Hochberg corrected")
@@ -142,7 +141,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-    datasets = [args.dataset] if getattr(args, "dataset", None) else list(exp.runs["dataset"].unique())
+    datasets = [args.dataset] if args.dataset else list(exp.runs["dataset"].unique())
     status = 0
     for dataset in datasets:
         try:
@@ -175,4 +174,4 @@ def _collect(args: argparse.Namespace) -> Any:
     from harness.results.where import find_results
 
     spec = load(args)
-    return collect_runs(spec, find_results(spec, output_of(args)).output)
+    return collect_runs(spec, find_results(spec, args.output).output)

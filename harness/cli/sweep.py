@@ -11,7 +11,7 @@ import time
 import traceback
 from typing import Any
 
-from harness.cli.base import Add, Handler, add_experiment_args, load, output_of
+from harness.cli.base import Add, Handler, add_experiment_args, load
 
 EXIT_CODES = (
     "exit codes: 0 all cells finished, 1 a cell failed, 2 bad experiment or command line, 3 cells\n"
@@ -75,12 +75,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     spec = load(args)
     if args.dry_run:
-        print(format_plan(plan_sweep(spec, output_of(args), accept_stale=args.accept_stale)))
+        print(format_plan(plan_sweep(spec, args.output, accept_stale=args.accept_stale)))
         return 0
     from harness.driver.sweep import SweepDriver
 
     t0 = time.monotonic()
-    plan = plan_run(spec, output_of(args), kind="train", accept_stale=args.accept_stale, echo=print)
+    plan = plan_run(spec, args.output, kind="train", accept_stale=args.accept_stale, echo=print)
     driver = SweepDriver(plan, address=args.address, verbose=args.verbose, wait=args.wait)
     output = plan.places.output
     again = " ".join(
@@ -158,7 +158,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from harness.results.where import find_results
 
     spec = load(args)
-    places = find_results(spec, output_of(args))
+    places = find_results(spec, args.output)
     return show(spec, places.output, args.format, args.every if args.watch else None)
 
 
@@ -167,11 +167,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     spec = load(args)
     if args.dry_run:
-        print(format_plan(plan_sweep(spec, output_of(args), kind="pretrain")))
+        print(format_plan(plan_sweep(spec, args.output, kind="pretrain")))
         return 0
     from harness.driver.sweep import SweepDriver
 
-    plan = plan_run(spec, output_of(args), kind="pretrain", accept_stale=False, echo=print)
+    plan = plan_run(spec, args.output, kind="pretrain", accept_stale=False, echo=print)
     again = f"mmder pretrain {shlex.quote(args.experiment)} --output {shlex.quote(str(plan.places.output))}"
     outcome = _run(SweepDriver(plan, address=args.address, verbose=args.verbose), again)
     if outcome is None:
