@@ -41,9 +41,7 @@ def run_grid(driver: Round, cells: list[Cell]) -> None:
     """Run ``cells`` (owned by ``driver``) as one Tune grid; failed cells go to ``driver.outcome``."""
     plan, stop = driver.plan, driver.stop
     assert driver.tracker is not None
-    caches = prepare_datasets(
-        plan, plan.needed_datasets if plan.kind == "pretrain" else {c.dataset for c in cells}, driver.echo
-    )
+    caches = prepare_datasets(plan, plan.datasets_read_by(cells), driver.echo)
     # Tune's own SIGINT handler prints its Tuner.restore hint; ours stops the grid and says how to resume
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     # with --wait, a second round of cells reuses this Ray; Ray is not imported before init_ray set

@@ -60,9 +60,8 @@ class SweepPlan:
     runs: dict[str, list[Any]] = field(default_factory=dict)  # key -> its runs, newest first
     parent: Any = None  # the sweep's parent run as planning read it (SQLite store only), else None
     weights: dict[str, str | None] = field(default_factory=dict)  # key -> checkpoint it starts from
-    elsewhere: dict[str, int] = field(
-        default_factory=dict
-    )  # other experiment of the store -> cells finished there
+    # another MLflow experiment of the same store -> how many of these cells it holds finished
+    elsewhere: dict[str, int] = field(default_factory=dict)
 
     @property
     def todo(self) -> list[Cell]:
@@ -78,12 +77,11 @@ class SweepPlan:
             return None if any(p is None for p in parts) else "+".join(p or "" for p in parts)
         return self.digests.get(cell.dataset)
 
-    @property
-    def needed_datasets(self) -> set[str]:
-        """The datasets the cells left to run read (a pre-training reads them all)."""
+    def datasets_read_by(self, cells: list[Cell]) -> set[str]:
+        """The datasets ``cells`` read (a pre-training reads them all)."""
         if self.kind == "pretrain":
             return {ds.label for ds in self.spec.datasets}
-        return {c.dataset for c in self.todo}
+        return {c.dataset for c in cells}
 
 
 def plan_sweep(
