@@ -56,7 +56,8 @@ def run_grid(driver: Round, cells: list[Cell]) -> None:
         from harness.search.driver import apply_searches
 
         cells = apply_searches(plan, cells, caches, driver.tracker, driver.parent, driver.echo)
-    jobs = [cell_job(plan, cell, caches, driver.tracker, driver.parent) for cell in cells]
+    provenance = {**recorded_tags(), **code_versions(plan.kind)}  # the same for every cell of the round
+    jobs = [cell_job(plan, cell, caches, driver.tracker, driver.parent, provenance) for cell in cells]
     res = plan.spec.resources
     progress = Progress(len(cells), res.max_concurrent_trials, driver.echo)
 
@@ -104,11 +105,13 @@ def _tune_storage(storage: str) -> str:
     return str(Path(storage) / "tune") if "://" not in storage else f"{storage}/tune"
 
 
-def cell_job(plan: SweepPlan, cell: Cell, caches: dict[str, str], tracker: Tracker, parent: str) -> dict:
+def cell_job(
+    plan: SweepPlan, cell: Cell, caches: dict[str, str], tracker: Tracker, parent: str, provenance: dict
+) -> dict:
     """What the cell's trial receives, as JSON: the cell, where everything is, its provenance tags."""
     places = plan.places
     digest = plan.digest(cell)
-    tags = {**recorded_tags(), **code_versions(plan.kind), **({TAG_DATA_DIGEST: digest} if digest else {})}
+    tags = {**provenance, **({TAG_DATA_DIGEST: digest} if digest else {})}
     weights: dict[str, Any] = (
         {"pretrained_path": plan.weights.get(cell.key)}
         if plan.kind == "train"
