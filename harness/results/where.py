@@ -21,9 +21,9 @@ def find_results(spec: Any, output: str | Path | None) -> Places:
     places = Places.of(spec, output)
     path = sqlite_path(places.tracking_uri)
     if path is not None:
-        from harness.tracking.runs import read_sqlite_runs
+        from harness.tracking.runs import sqlite_has_experiment
 
-        found = path.exists() and read_sqlite_runs(path, spec.mlflow_experiment) is not None
+        found = sqlite_has_experiment(path, spec.mlflow_experiment)
         where = f"no MLflow store of experiment {spec.mlflow_experiment!r} at {path}"
     else:
         from harness.tracking.store import Tracker

@@ -36,16 +36,9 @@ def read_sqlite_runs(path: Path, experiment: str) -> list[Any] | None:
         return None
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
-        try:
-            row = db.execute(
-                "select experiment_id from experiments where name = ? and lifecycle_stage = 'active'",
-                (experiment,),
-            ).fetchone()
-        except sqlite3.OperationalError:  # the file exists but MLflow is still creating its tables
+        exp_id = _experiment_id(db, experiment)
+        if exp_id is None:
             return None
-        if row is None:
-            return None
-        exp_id = row[0]
         runs = db.execute(
             "select run_uuid, status, start_time, end_time, artifact_uri from runs "
             "where experiment_id = ? and lifecycle_stage = 'active'",
@@ -75,6 +68,33 @@ def read_sqlite_runs(path: Path, experiment: str) -> list[Any] | None:
         )
         for r, st, start, end, art in runs
     ]
+
+
+def _experiment_id(db: Any, experiment: str) -> str | None:
+    """The active experiment's id in an open MLflow SQLite store; None when it is not there (yet)."""
+    import sqlite3
+
+    try:
+        row = db.execute(
+            "select experiment_id from experiments where name = ? and lifecycle_stage = 'active'",
+            (experiment,),
+        ).fetchone()
+    except sqlite3.OperationalError:  # the file exists but MLflow is still creating its tables
+        return None
+    return row[0] if row else None
+
+
+def sqlite_has_experiment(path: Path, experiment: str) -> bool:
+    """Whether the SQLite store holds the experiment, without reading its runs."""
+    import sqlite3
+
+    if not path.exists():
+        return False
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        return _experiment_id(db, experiment) is not None
+    finally:
+        db.close()
 
 
 def read_client_runs(uri: str, experiment: str) -> list[Any] | None:
