@@ -13,9 +13,11 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from harness.driver.owners import read_owner
+from harness.experiment.config import ExperimentConfig
 from harness.plan.sweep_plan import SweepPlan, plan_sweep
 from harness.worker.resume import attempts
 
@@ -51,8 +53,8 @@ class Holding:
     paths: list[Path] = field(default_factory=list)
     removable: str | None = None  # the clean flag that removes it; None: never removed
 
-    @property
-    def size(self) -> int:
+    @cached_property
+    def size(self) -> int:  # walked once: listed, then (dry run or removal) reported
         return sum(size_of(p) for p in self.paths)
 
 
@@ -113,11 +115,11 @@ def _store_keys(plan: SweepPlan) -> set[str]:
     return {k for r in runs if (k := r.data.tags.get(TAG_CELL))}
 
 
-def plan_outputs(spec: object, output: str | Path | None) -> list[SweepPlan]:
+def plan_outputs(spec: ExperimentConfig, output: str | Path | None) -> list[SweepPlan]:
     """The plans whose cells own checkpoints in the output: the grid's and, with `mae`, the pre-training's."""
-    plans = [plan_sweep(spec, output)]  # type: ignore[arg-type]
-    if getattr(getattr(spec, "model", None), "pretrained", None) == "mae":
-        plans.append(plan_sweep(spec, output, kind="pretrain"))  # type: ignore[arg-type]
+    plans = [plan_sweep(spec, output)]
+    if spec.model.pretrained == "mae":
+        plans.append(plan_sweep(spec, output, kind="pretrain"))
     return plans
 
 
