@@ -4,8 +4,8 @@ A finished run counts for a cell only when its *identity* matches today's: the c
 the data digest of its dataset (:func:`mmder.data.preprocess.data_digest`) and the declared versions
 (:data:`mmder.data.preprocess.CACHE_VERSION`, :data:`mmder.versions.RESULTS_VERSION`). The git commit
 and the mmder version are recorded on every run but are not identity: a README edit never reruns a
-grid. Every value here is an MLflow tag, so the UI can filter on it
-(``tags."mmder.data_digest" = '...'``).
+grid. Every value here is an MLflow tag (named in :mod:`harness.tracking.tags`), so the UI can filter
+on it, e.g. on ``TAG_DATA_DIGEST``.
 """
 
 from __future__ import annotations

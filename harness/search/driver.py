@@ -8,10 +8,10 @@ killed search resumes without repeating finished trials and a finished one is ne
 chosen configuration is then trained once per cell on all training speakers; its test number is what
 the leaderboard shows.
 
-Tracking: a search run (``mmder.kind=search``) under the sweep's parent run; each trial a run nested
-under it, with its parameters, validation curve, speakers, and ``mmder.trial_state`` complete or
-pruned. The chosen parameters are the search run's ``mmder.search_chosen`` tag and, once applied,
-params of every cell run it served (``search.chosen.*``).
+Tracking (tag names in :mod:`harness.tracking.tags`): a search run (``TAG_KIND`` ``KIND_SEARCH``) under
+the sweep's parent run; each trial a run nested under it, with its parameters, validation curve,
+speakers, and ``TAG_TRIAL_STATE`` complete or pruned. The chosen parameters are the search run's
+``TAG_CHOSEN`` tag and, once applied, params of every cell run it served (``search.chosen.*``).
 """
 
 from __future__ import annotations
