@@ -309,7 +309,7 @@ def write_report(exp: ExperimentRuns, path: Path, log_to_mlflow: bool = True) ->
 
 
 def sweep_run_id(exp: ExperimentRuns) -> str | None:
-    """The parent run (tag mmder.kind=sweep) of the experiment, if the store has one."""
+    """The parent run (``TAG_KIND`` ``KIND_SWEEP``) of the experiment, if the store has one."""
     if exp.tracking_uri is None or exp.experiment_id is None:
         return None
     from mlflow.tracking import MlflowClient
