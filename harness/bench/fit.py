@@ -17,7 +17,7 @@ from typing import Any
 
 from harness.experiment.config import load_experiment
 from harness.plan.cells import Cell, expand_cells
-from harness.worker.cell_data import build_cell
+from harness.worker.cell_data import build_cell, fit_cell
 from mmder.config import TrainingConfig
 
 
@@ -127,9 +127,8 @@ def _fit_once(
     cell: Cell, cache: str, output: Path, resume_from: str | None, echo: Callable[[str], None]
 ) -> tuple[list[Any], Any, float]:
     """One run of the cell (from ``resume_from`` if given); the first keeps its epoch checkpoints."""
-    from mmder.train.loop import EpochResult, fit
+    from mmder.train.loop import EpochResult
 
-    assert cell.training is not None
     parts = build_cell(cell, cache)
     seen: list[EpochResult] = []
 
@@ -146,15 +145,5 @@ def _fit_once(
             shutil.copytree(checkpoint_dir, target)
 
     t0 = time.perf_counter()
-    last = fit(
-        parts["model"],
-        parts["train"],
-        parts["test"],
-        len(parts["cache"].classes),
-        cell.training,
-        report=keep,
-        resume_from=resume_from,
-        seed=cell.seed,
-        val_set=parts["val"],
-    )
+    last = fit_cell(cell, parts, keep, resume_from)
     return seen, last, time.perf_counter() - t0

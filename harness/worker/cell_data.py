@@ -74,3 +74,22 @@ def build_cell(cell: Cell, cache_path: str, pretrained_path: str | None = None) 
         "model": model,
         "pretrained_digest": digest,
     }
+
+
+def fit_cell(cell: Cell, parts: dict[str, Any], report: Any, resume_from: str | None = None) -> Any:
+    """``mmder.train.loop.fit`` on what :func:`build_cell` made: the Train worker and ``bench fit``
+    train a cell the same way (test set, class count, validation rows, seed)."""
+    from mmder.train.loop import fit
+
+    assert cell.training is not None, "a train cell carries its training section"
+    return fit(
+        parts["model"],
+        parts["train"],
+        parts["test"],
+        len(parts["cache"].classes),
+        cell.training,
+        report=report,
+        resume_from=resume_from,
+        seed=cell.seed,
+        val_set=parts["val"],
+    )

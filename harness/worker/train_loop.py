@@ -36,7 +36,7 @@ from harness.tracking.tags import (
     WALL_SECONDS,
     WAR,
 )
-from harness.worker.cell_data import build_cell, tensor_digest
+from harness.worker.cell_data import build_cell, fit_cell, tensor_digest
 from harness.worker.faults import maybe_crash, maybe_fail
 from harness.worker.resume import resume_from
 from harness.worker.run_info import (
@@ -53,8 +53,6 @@ from mmder.timing import mark, mark_process_start
 
 def train_cell(config: dict[str, Any]) -> dict[str, Any]:
     """Ray Train loop for one cell; ``config`` is the trial's :class:`CellJob` as JSON."""
-    from mmder.train.loop import fit
-
     job = CellJob.model_validate(config)
     cell = job.cell
     mark_process_start("worker_process", cell.key)
@@ -70,17 +68,7 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
 
     t0 = time.monotonic()
     with resume_from(job.storage_path, cell.key, cell.world_size) as resume_dir:
-        result = fit(
-            parts["model"],
-            parts["train"],
-            parts["test"],
-            len(parts["cache"].classes),
-            cell.training,
-            report=_epoch_reporter(job, epochs),
-            resume_from=resume_dir,
-            seed=cell.seed,
-            val_set=parts["val"],
-        )
+        result = fit_cell(cell, parts, _epoch_reporter(job, epochs), resume_dir)
     if tracker is not None and run_id is not None and epochs is not None:
         _finish_train_run(tracker, run_id, epochs, parts["cache"], result, time.monotonic() - t0)
     mark("worker_end", cell.key)
