@@ -139,6 +139,13 @@ class ResourcesConfig(Strict):
     cpus_per_worker: float = operational(1.0, "CPUs per worker (also its torch threads)", ge=0.0)
     max_concurrent_trials: int = operational(1, "cells running at once", ge=1)
     max_failures: int = operational(2, "worker-group restarts per cell (-1: unlimited)", ge=-1)
+    memory_per_worker_gb: float | None = operational(
+        None,
+        "memory one Train worker may use (GiB): reserved with Ray's scheduler and, where the node lets a "
+        "process make a memory cgroup, enforced by the kernel, so a runaway cell is killed alone and "
+        "fails saying out of memory; none when left out",
+        gt=0.0,
+    )
     keep_checkpoints: Literal["last", "none"] = operational(
         "last",
         "what a finished cell keeps of its epoch checkpoints: last (its newest, to inspect or continue "

@@ -7,6 +7,7 @@ from pathlib import Path
 
 FAIL_ENV = "MMDER_CHAOS_FAIL_CELL"
 CHAOS_ENV = "MMDER_CHAOS_EXIT_AFTER_EPOCH"
+OOM_ENV = "MMDER_CHAOS_OOM_CELL"
 
 
 def maybe_fail(key: str) -> None:
@@ -33,3 +34,20 @@ def maybe_crash(storage_path: str, key: str, epoch: int) -> None:
     marker.touch()
     print(f"[{key}] {CHAOS_ENV}={target}: rank {ctx.get_world_rank()} exits after epoch {epoch}", flush=True)
     os._exit(1)
+
+
+def maybe_exhaust_memory(key: str, rank: int, world_size: int, limit_bytes: int | None) -> None:
+    """With $MMDER_CHAOS_OOM_CELL=TEXT the last rank of a cell whose key contains TEXT allocates (and
+    touches) memory until the kernel kills it at its limit, as a leak or a too-large batch would. It
+    never runs without a limit it can hit (``limit_bytes`` below what the machine has free): it raises
+    instead of taking the machine down."""
+    target = os.environ.get(OOM_ENV)
+    if not target or target not in key or rank != world_size - 1:
+        return
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if limit_bytes is None or limit_bytes >= free // 2:
+        raise RuntimeError(f"{OOM_ENV}={target}: no memory limit below half the free memory; not allocating")
+    print(f"[{key}] {OOM_ENV}={target}: rank {rank} allocates until it is stopped", flush=True)
+    held = []
+    while True:
+        held.append(bytearray(64 << 20))  # zero-filled: every page is touched

@@ -37,7 +37,8 @@ from harness.tracking.tags import (
     WAR,
 )
 from harness.worker.cell_data import build_cell, fit_cell, tensor_digest
-from harness.worker.faults import maybe_crash, maybe_fail
+from harness.worker.faults import maybe_crash, maybe_exhaust_memory, maybe_fail
+from harness.worker.memory import WorkerMemory, records_dir, watch_worker
 from harness.worker.resume import resume_from
 from harness.worker.run_info import (
     cell_tags,
@@ -58,13 +59,13 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
     mark_process_start("worker_process", cell.key)
     mark("worker_entry", cell.key)
     assert cell.training is not None, "a train cell carries its training section"
-    torch.set_num_threads(job.threads)
-    rank = ray.train.get_context().get_world_rank()
+    rank, memory = _start_worker(job)
     parts = build_cell(cell, job.cache_paths[cell.dataset], job.pretrained_path)
     mark("cell_built", cell.key)
     tracker, run_id, epochs = _open_train_run(job, parts) if rank == 0 else (None, None, None)
     mark("tracking_ready", cell.key)
     maybe_fail(cell.key)
+    maybe_exhaust_memory(cell.key, rank, cell.world_size, memory.limit_bytes)
 
     t0 = time.monotonic()
     with resume_from(job.storage_path, cell.key, cell.world_size) as resume_dir:
@@ -79,6 +80,14 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
         "test_clips": len(parts["fold"].test_idx),
         "resumed_from_epoch": result.resumed_from_epoch,
     }
+
+
+def _start_worker(job: CellJob) -> tuple[int, WorkerMemory]:
+    """This worker's rank, its torch threads set and its memory watched (and limited, when asked)."""
+    torch.set_num_threads(job.threads)
+    rank = ray.train.get_context().get_world_rank()
+    name = f"mmder-{job.cell.key}-r{rank}"
+    return rank, watch_worker(records_dir(job.cell.key), rank, job.resources.memory_per_worker_gb, name)
 
 
 def _open_train_run(job: CellJob, parts: dict[str, Any]) -> tuple[Tracker, str, EpochLog]:
@@ -163,8 +172,7 @@ def pretrain_cell(config: dict[str, Any]) -> dict[str, Any]:
     job = CellJob.model_validate(config)
     cell = job.cell
     assert cell.pretrain is not None and job.encoder_path, "a pre-training cell carries its recipe"
-    torch.set_num_threads(job.threads)
-    rank = ray.train.get_context().get_world_rank()
+    rank, _ = _start_worker(job)
     cache = ClipCache.open(job.cache_paths[cell.dataset])
     norm = cell.preprocess.speaker_norm
     folds = make_folds(cell.dataset_config.protocol, cache.speakers, [c.group for c in cache.clips])

@@ -20,6 +20,7 @@ from ray.train.torch import TorchTrainer
 
 from harness.experiment.config import ResourcesConfig
 from harness.plan.cells import GRID_PARAM
+from harness.worker.memory import GIB, memory_verdict, records_dir, release_records
 from harness.worker.placement import fit_watched
 from harness.worker.resume import attempt_run, discard_attempts, is_remote, prune_cell
 from harness.worker.train_actors import NoDatasetActor
@@ -30,11 +31,33 @@ class CellTrainer(NoDatasetActor, TorchTrainer):
     """A ``TorchTrainer`` that starts no Ray Data actor when it is given no Ray Dataset."""
 
 
+class CellOutOfMemory(RuntimeError):
+    """A worker of the cell was killed for memory: the message says by whom and at which limit."""
+
+
+def fit_cell_watched(trainer: TorchTrainer, key: str, world_size: int, per_worker: dict[str, float]) -> Any:
+    """``trainer.fit`` under the placement watchdog; a failure that was a memory kill says so."""
+    records = records_dir(key)
+    release_records(records)  # what a dead earlier attempt on this node left
+    try:
+        return fit_watched(trainer.fit, key, world_size, per_worker)
+    except Exception as err:
+        verdict = memory_verdict(f"{type(err).__name__}: {err}\n{err.__cause__ or ''}", records)
+        if verdict is None:
+            raise
+        print(f"[{key}] {verdict}", flush=True)
+        raise CellOutOfMemory(verdict) from err
+    finally:
+        release_records(records)
+
+
 def worker_resources(resources: ResourcesConfig) -> dict[str, float]:
     """What one Train worker of a cell (or of a search trial) asks the cluster for."""
     per_worker: dict[str, float] = {"CPU": resources.cpus_per_worker}
     if resources.use_gpu:
         per_worker["GPU"] = 1
+    if resources.memory_per_worker_gb is not None:  # Ray counts memory in bytes
+        per_worker["memory"] = resources.memory_per_worker_gb * GIB
     return per_worker
 
 
@@ -90,7 +113,7 @@ def run_cell(trial_config: dict[str, Any]) -> dict[str, Any]:
     )
     # says which resources are missing, instead of Train's silent wait for a group that cannot fit
     mark("train_fit_start", key)
-    result = fit_watched(trainer.fit, key, world_size, per_worker)
+    result = fit_cell_watched(trainer, key, world_size, per_worker)
     mark("train_fit_end", key)
     if not is_remote(storage):  # the run is over: its strays and the older attempts can go
         prune_cell(Path(storage) / key, world_size, current=run_config.name)

@@ -124,27 +124,47 @@ def test_a_data_change_reruns_its_cells_in_new_runs_and_an_operational_knob_reru
     assert war == pytest.approx(new.data.metrics["final_war"], abs=0.06), board.stdout
 
 
-def test_a_failing_cell_ends_failed_and_only_it_is_retried_and_a_damaged_cache_is_rebuilt(tmp_path):
-    exp = tiny_experiment(tmp_path, "fail", resources=ONE_WORKER)
+def test_a_failing_and_an_out_of_memory_cell_fail_alone_are_retried_and_a_damaged_cache_is_rebuilt(
+    tmp_path,
+):
+    """One sweep, two faults: FSLF raises; CFAS's worker outgrows its memory limit and the kernel kills it
+    (where this node lets a worker make a memory cgroup; elsewhere it fails saying there is no limit)."""
+    from harness.worker.memory import confinable
+
+    limited = confinable() is None
+    resources = dict(ONE_WORKER, memory_per_worker_gb=2.0)
+    exp = tiny_experiment(tmp_path, "fail", resources=resources, grid={"settings": ["video", "FSLF", "CFAS"]})
     out = tmp_path / "out"
-    first = mmder_env({"MMDER_CHAOS_FAIL_CELL": "FSLF"}, "sweep", str(exp), "--output", str(out))
+    faults = {"MMDER_CHAOS_FAIL_CELL": "FSLF", "MMDER_CHAOS_OOM_CELL": "CFAS"}
+    first = mmder_env(faults, "sweep", str(exp), "--output", str(out))
     assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-5000:]
     runs = _runs_by_key(out, "fail")
     (failed_key,) = [k for k in runs if "FSLF" in k]
-    (video_key,) = [k for k in runs if k != failed_key]
+    (oom_key,) = [k for k in runs if "CFAS" in k]
+    (video_key,) = [k for k in runs if k not in (failed_key, oom_key)]
     (failed,) = runs[failed_key]
     assert failed.info.status == "FAILED"
     assert "injected failure" in failed.data.tags["mmder.error"]
     assert "traceback.txt" in {a.path for a in client_for(out).list_artifacts(failed.info.run_id)}
+    (oom,) = runs[oom_key]
+    assert oom.info.status == "FAILED"
+    said = "at its limit of 2.00 GiB (resources.memory_per_worker_gb)"
+    if limited:
+        assert "out of memory: the kernel's OOM killer killed rank 0" in oom.data.tags["mmder.error"]
+        assert said in oom.data.tags["mmder.error"]
+        assert "out of memory" in first.stdout + first.stderr
+    else:
+        assert "no memory limit" in oom.data.tags["mmder.error"]
     assert runs[video_key][0].info.status == "FINISHED"
     parent = _parent(out, "fail")
     assert parent.info.status == "FAILED"
-    assert parent.data.metrics["cells_failed"] == 1 and parent.data.metrics["cells_finished"] == 1
+    assert parent.data.metrics["cells_failed"] == 2 and parent.data.metrics["cells_finished"] == 1
 
     status = mmder("status", str(exp), "--output", str(out))
     lines = {ln.split()[1]: ln for ln in status.stdout.splitlines() if ln.startswith("  ")}
     assert lines[video_key].split()[0] == "done" and "WAR" in lines[video_key]
     assert lines[failed_key].split()[0] == "failed" and "injected failure" in lines[failed_key]
+    assert lines[oom_key].split()[0] == "failed" and ("out of memory" in lines[oom_key] or not limited)
 
     (array,) = [p for p in out.glob("cache/*/video16.npy")]
     with array.open("r+b") as fh:
@@ -152,12 +172,13 @@ def test_a_failing_cell_ends_failed_and_only_it_is_retried_and_a_damaged_cache_i
     second = mmder("sweep", str(exp), "--output", str(out))
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-5000:]
     assert "is damaged" in second.stdout and "preparing" in second.stdout
-    assert "1 already finished, 1 to run" in second.stdout and "retried in a fresh attempt" in second.stdout
+    assert "1 already finished, 2 to run" in second.stdout and "retried in a fresh attempt" in second.stdout
     runs = _runs_by_key(out, "fail")
     assert len(runs[video_key]) == 1, "the finished cell is not run again"
-    old, retry = runs[failed_key]
-    assert old.info.status == "FAILED" and retry.info.status == "FINISHED"
-    assert retry.data.tags["mmder.attempt"] == "2"
+    for key in (failed_key, oom_key):
+        old, retry = runs[key]
+        assert old.info.status == "FAILED" and retry.info.status == "FINISHED"
+        assert retry.data.tags["mmder.attempt"] == "2"
     assert _parent(out, "fail").info.status == "FINISHED"
 
 
