@@ -39,7 +39,7 @@ from harness.tracking.tags import (
 from harness.worker.cell_data import build_cell, fit_cell, tensor_digest
 from harness.worker.faults import maybe_crash, maybe_exhaust_memory, maybe_fail
 from harness.worker.memory import WorkerMemory, records_dir, watch_worker
-from harness.worker.resume import resume_from
+from harness.worker.resume import is_remote, resume_from
 from harness.worker.run_info import (
     cell_tags,
     device_kind,
@@ -49,6 +49,7 @@ from harness.worker.run_info import (
     predictions_rows,
     run_tags,
 )
+from mmder.disk import folder_bytes, require_space
 from mmder.timing import mark, mark_process_start
 
 
@@ -113,6 +114,26 @@ def _open_train_run(job: CellJob, parts: dict[str, Any]) -> tuple[Tracker, str, 
     return tracker, run_id, EpochLog(tracker, run_id, done=tracker.logged_steps(run_id, WAR))
 
 
+def _checkpoint(job: CellJob, checkpoint_dir: str | None, epoch: int) -> ray.train.Checkpoint | None:
+    """The epoch's checkpoint for Ray Train to copy into the storage, once the storage can hold it.
+
+    Every rank asks for room for all ranks' shards (they copy at once); the previous checkpoint is
+    removed only after the new one is registered, so both must fit.
+    """
+    if checkpoint_dir is None:
+        return None
+    if not is_remote(job.storage_path):
+        need = folder_bytes(checkpoint_dir) * job.cell.world_size
+        require_space(
+            job.storage_path,
+            need,
+            f"the checkpoint of epoch {epoch} of {job.cell.key}",
+            "Free some space or set ray.storage_path to a larger disk; a rerun resumes from the last "
+            "checkpoint that was written",
+        )
+    return ray.train.Checkpoint.from_directory(checkpoint_dir)
+
+
 def _epoch_reporter(job: CellJob, epochs: EpochLog | None) -> Any:
     """``fit``'s per-epoch callback: the epoch's metrics to MLflow (rank 0), then to Ray Train."""
 
@@ -135,8 +156,7 @@ def _epoch_reporter(job: CellJob, epochs: EpochLog | None) -> Any:
         # (logged after, a kill in between lost the epoch's metrics for good). Never raises.
         if epochs is not None:
             epochs.log(result.epoch, {k: v for k, v in metrics.items() if k != "epoch"})
-        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(metrics, checkpoint=checkpoint)
+        ray.train.report(metrics, checkpoint=_checkpoint(job, checkpoint_dir, result.epoch))
         maybe_crash(job.storage_path, job.cell.key, result.epoch)
 
     return report
@@ -211,8 +231,7 @@ def pretrain_cell(config: dict[str, Any]) -> dict[str, Any]:
         metrics = {"epoch": result.epoch, LOSS: result.loss, "lr": result.lr}
         if epochs is not None:  # before the checkpoint, as in train_cell: each epoch logged exactly once
             epochs.log(result.epoch, {LOSS: result.loss, "lr": result.lr})
-        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(metrics, checkpoint=checkpoint)
+        ray.train.report(metrics, checkpoint=_checkpoint(job, checkpoint_dir, result.epoch))
 
     with resume_from(job.storage_path, cell.key, cell.world_size) as resume_dir:
         result = pretrain(model, clips, cell.pretrain, report=report, resume_from=resume_dir, seed=cell.seed)

@@ -23,6 +23,7 @@ from mmder.data import decode
 from mmder.data.corpora import Clip
 from mmder.data.extract import present_arrays, process_clip_with_faces
 from mmder.data.preprocess import ARRAY_NAMES, ARRAY_STEPS, PreprocessConfig
+from mmder.disk import NoSpaceError
 
 try:  # POSIX only; without it two processes preparing the same cache just both do the work
     import fcntl
@@ -157,10 +158,6 @@ def open_partial(partial: Path, n: int, s: int, clips: list[Clip]) -> dict[int, 
         ).flush()
     reserve([partial / f"{name}.npy" for name in ARRAY_NAMES])
     return {}
-
-
-class NoSpaceError(OSError):
-    """The cache's folder cannot hold the arrays: raised before a clip is written into them."""
 
 
 def reserve(paths: list[Path]) -> None:

@@ -10,13 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sweep_helpers import tiny_experiment
+from sweep_helpers import mmder, tiny_experiment
 
 from harness.cli.main import main
 from harness.experiment.config import load_experiment
 from harness.plan.sweep_plan import plan_run
 from harness.tracking.runs import read_sqlite_runs
-from harness.tracking.tags import KIND_SWEEP, TAG_ERROR, TAG_KIND
+from harness.tracking.tags import KIND_SWEEP, TAG_CELL, TAG_ERROR, TAG_KIND
 from mmder.data.partial import NoSpaceError
 from mmder.data.preprocess import PreprocessConfig
 from mmder.data.store import prepare_corpus
@@ -102,3 +102,43 @@ def test_reserving_the_arrays_raises_instead_of_a_bus_error(tmp_path, mounts):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 3, (done.returncode, done.stderr)
     assert "not enough space for the clip cache" in done.stdout
+
+
+def test_a_checkpoint_that_does_not_fit_fails_its_cell_naming_the_folder_and_the_rerun_finishes(
+    tmp_path, mounts
+):
+    """The storage's file system is checked before each epoch's checkpoint is copied into it: a cell
+    whose checkpoint does not fit fails saying where and how much, nothing half-written is left, and
+    once there is room the rerun retries it to the end."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    storage = tmp_path / "small-storage"
+    _mount(storage, "size=1m")  # a checkpoint of the micro model takes several MB
+    mounts.append(storage)
+    exp = tiny_experiment(
+        tmp_path,
+        "ckfull",
+        grid={"settings": ["video"], "seeds": [0]},
+        resources={"num_workers": 1, "max_failures": 0},
+        ray={"storage_path": str(storage)},
+    )
+    out = tmp_path / "out"
+    first = mmder("sweep", str(exp), "--output", str(out))
+    assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
+    spec = load_experiment(exp)
+    runs = read_sqlite_runs(out / "mlflow.db", spec.mlflow_experiment) or []
+    (cell,) = [r for r in runs if r.data.tags.get(TAG_KIND) != KIND_SWEEP]
+    assert cell.info.status == "FAILED"
+    error = cell.data.tags[TAG_ERROR]
+    assert f"not enough space for the checkpoint of epoch 0 of {cell.data.tags[TAG_CELL]}" in error
+    assert f"in {storage}: it needs" in error and "MB are free there" in error, error
+    assert "not enough space for the checkpoint" in first.stdout + first.stderr
+    assert not list(storage.rglob("*.pt")), "no shard was copied half-way"
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+
+    subprocess.run(["mount", "-o", "remount,size=256m", str(storage)], check=True)
+    second = mmder("sweep", str(exp), "--output", str(out))
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    runs = read_sqlite_runs(out / "mlflow.db", spec.mlflow_experiment) or []
+    cells = [r for r in runs if r.data.tags.get(TAG_KIND) != KIND_SWEEP]
+    assert sorted(r.info.status for r in cells) == ["FAILED", "FINISHED"]
