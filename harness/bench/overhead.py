@@ -87,6 +87,36 @@ def cell_stages(marks: list[dict]) -> dict[str, dict[str, float]]:
     return stages
 
 
+def epoch_seconds(marks: list[dict]) -> dict[int, float]:
+    """Per worker process, the wall seconds it spent inside the epoch loop (epoch_start -> epoch_end)."""
+    spent: dict[int, float] = {}
+    open_at: dict[int, float] = {}
+    for m in sorted(marks, key=lambda m: m["t"]):
+        if m["stage"] == "epoch_start":
+            open_at[m["pid"]] = m["t"]
+        elif m["stage"] == "epoch_end" and m["pid"] in open_at:
+            spent[m["pid"]] = spent.get(m["pid"], 0.0) + m["t"] - open_at.pop(m["pid"])
+    return spent
+
+
+def training_share(marks: list[dict], cpus_per_worker: float, cores: float, wall: float) -> float:
+    """Core-seconds spent inside the epoch loop / (cores x sweep wall): how much of the machine trained."""
+    busy = sum(epoch_seconds(marks).values()) * cpus_per_worker
+    return busy / (cores * wall) if cores > 0 and wall > 0 else 0.0
+
+
+def startup_seconds(marks: list[dict]) -> dict[str, float]:
+    """Per cell, from its trial's start to its first epoch's start (in any of its workers)."""
+    by_pid: dict[int, str] = {m["pid"]: m["key"] for m in marks if m["key"]}
+    starts = {m["key"]: m["t"] for m in reversed(marks) if m["stage"] == "trial_start" and m["key"]}
+    first: dict[str, float] = {}
+    for m in marks:
+        key = by_pid.get(m["pid"], "")
+        if m["stage"] == "epoch_start" and key in starts:
+            first[key] = min(first.get(key, m["t"]), m["t"])
+    return {key: first[key] - starts[key] for key in first}
+
+
 def time_imports(modules: list[str] = IMPORTS) -> dict[str, float]:
     """Seconds each import adds in a fresh interpreter, importing ``modules`` in order (cumulative)."""
     code = (
@@ -152,6 +182,16 @@ def bench_overhead(
     if totals:
         share = 1 - sum(trained) / sum(totals)
         figures["cell: share of a cell's time not training"] = f"{100 * share:.0f} %"
+    cores = float(os.cpu_count() or 1)
+    share = training_share(marks, spec.resources.cpus_per_worker, cores, wall)
+    figures["sweep: training share (core-s in the epoch loop / cores x wall)"] = (
+        f"{100 * share:.0f} % ({cores:g} cores, {wall:.0f} s)"
+    )
+    startup = list(startup_seconds(marks).values())
+    if startup:
+        figures[f"cell: start-up, trial start -> first epoch (s, median of {len(startup)})"] = (
+            f"{statistics.median(startup):.1f} (max {max(startup):.1f})"
+        )
     for name, seconds in time_imports().items():
         figures[f"import {name} (s, fresh interpreter, in order)"] = f"{seconds:.2f}"
     figures["marks"] = str(timing)

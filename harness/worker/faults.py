@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 FAIL_ENV = "MMDER_CHAOS_FAIL_CELL"
 CHAOS_ENV = "MMDER_CHAOS_EXIT_AFTER_EPOCH"
 OOM_ENV = "MMDER_CHAOS_OOM_CELL"
+PAUSE_DIR_ENV = "MMDER_CHAOS_PAUSE_DIR"  # test-only: hold a cell still at a known epoch
+PAUSE_CELL_ENV = "MMDER_CHAOS_PAUSE_CELL"
+PAUSE_EPOCH_ENV = "MMDER_CHAOS_PAUSE_AFTER_EPOCH"
 
 
 def maybe_fail(key: str) -> None:
@@ -51,3 +55,25 @@ def maybe_exhaust_memory(key: str, rank: int, world_size: int, limit_bytes: int 
     held = []
     while True:
         held.append(bytearray(64 << 20))  # zero-filled: every page is touched
+
+
+def maybe_pause(key: str, epoch: int, rank: int) -> None:
+    """With $MMDER_CHAOS_PAUSE_DIR=DIR, $MMDER_CHAOS_PAUSE_CELL=TEXT and $MMDER_CHAOS_PAUSE_AFTER_EPOCH=N,
+    a cell whose key contains TEXT stops after epoch N was reported (its checkpoint registered): rank 0
+    writes ``DIR/<key>.paused-N`` and every rank waits while ``DIR/hold`` exists.
+
+    Why: a drill that kills or signals a sweep mid-cell waits for the marker instead of racing the
+    clock with extra epochs, so it cuts the same place on a fast machine and a slow one.
+    """
+    folder, target = os.environ.get(PAUSE_DIR_ENV), os.environ.get(PAUSE_CELL_ENV, "")
+    at = os.environ.get(PAUSE_EPOCH_ENV)
+    if not folder or at is None or int(at) != epoch or target not in key:
+        return
+    hold = Path(folder) / "hold"
+    if not hold.exists():
+        return
+    if rank == 0:
+        (Path(folder) / f"{key}.paused-{epoch}").touch()
+    print(f"[{key}] paused after epoch {epoch} while {hold} exists", flush=True)
+    while hold.exists():
+        time.sleep(0.1)

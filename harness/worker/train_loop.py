@@ -37,7 +37,7 @@ from harness.tracking.tags import (
     WAR,
 )
 from harness.worker.cell_data import build_cell, fit_cell, tensor_digest
-from harness.worker.faults import maybe_crash, maybe_exhaust_memory, maybe_fail
+from harness.worker.faults import maybe_crash, maybe_exhaust_memory, maybe_fail, maybe_pause
 from harness.worker.memory import WorkerMemory, records_dir, watch_worker
 from harness.worker.resume import is_remote, resume_from
 from harness.worker.run_info import (
@@ -158,6 +158,7 @@ def _epoch_reporter(job: CellJob, epochs: EpochLog | None) -> Any:
             epochs.log(result.epoch, {k: v for k, v in metrics.items() if k != "epoch"})
         ray.train.report(metrics, checkpoint=_checkpoint(job, checkpoint_dir, result.epoch))
         maybe_crash(job.storage_path, job.cell.key, result.epoch)
+        maybe_pause(job.cell.key, result.epoch, ray.train.get_context().get_world_rank())
 
     return report
 

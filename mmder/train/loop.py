@@ -293,6 +293,7 @@ def _run_epochs(
     result: EpochResult | None = None
     first_step = True
     for epoch in range(start_epoch, cfg.epochs):
+        mark("epoch_start")
         t0 = time.perf_counter()
         engine.train()
         for m in frozen_modules:

@@ -66,3 +66,18 @@ def client_for(output: Path):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=f"sqlite:///{output / 'mlflow.db'}")
+
+
+def pause_env(folder: Path, cell: str, after_epoch: int) -> dict[str, str]:
+    """Environment that holds a cell still after ``after_epoch`` (see harness.worker.faults.maybe_pause)
+    while ``folder/hold`` exists: drills cut a sweep at a marker, not at a moment."""
+    from harness.worker.faults import PAUSE_CELL_ENV, PAUSE_DIR_ENV, PAUSE_EPOCH_ENV
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "hold").touch()
+    return {PAUSE_DIR_ENV: str(folder), PAUSE_CELL_ENV: cell, PAUSE_EPOCH_ENV: str(after_epoch)}
+
+
+def paused(folder: Path, epoch: int) -> list[str]:
+    """Keys of the cells that are holding still after ``epoch``."""
+    return [p.name.rsplit(".paused-", 1)[0] for p in folder.glob(f"*.paused-{epoch}")]

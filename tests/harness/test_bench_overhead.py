@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.bench.overhead import cell_stages, overhead_experiment
+from harness.bench.overhead import cell_stages, overhead_experiment, startup_seconds, training_share
 from harness.experiment.config import parse_experiment
 
 
@@ -19,8 +19,10 @@ def _marks() -> list[dict]:
         {"stage": "tracking_ready", "key": "a", "t": 22.5, "pid": worker},
         # the training loop knows no key: joined to the cell by its process
         {"stage": "engine_ready", "key": "", "t": 25.0, "pid": worker},
+        {"stage": "epoch_start", "key": "", "t": 25.5, "pid": worker},
         {"stage": "first_step", "key": "", "t": 26.0, "pid": worker},
         {"stage": "epoch_end", "key": "", "t": 30.0, "pid": worker},
+        {"stage": "epoch_start", "key": "", "t": 31.0, "pid": worker},
         {"stage": "epoch_end", "key": "", "t": 36.0, "pid": worker},
         {"stage": "worker_end", "key": "a", "t": 37.0, "pid": worker},
         {"stage": "train_fit_end", "key": "a", "t": 40.0, "pid": trial},
@@ -50,6 +52,17 @@ def test_a_reused_trial_actor_does_not_blur_two_cells():
     stages = cell_stages(marks)
     assert stages["a"]["total"] == pytest.approx(30.5)
     assert stages["b"]["total"] == pytest.approx(19.0)
+
+
+def test_the_training_share_counts_core_seconds_inside_epochs_against_the_whole_machine():
+    marks = _marks()  # one 1-CPU worker in its epochs for 4.5 + 5 s
+    assert training_share(marks, cpus_per_worker=1, cores=2, wall=19.0) == pytest.approx(9.5 / 38.0)
+    assert training_share(marks, cpus_per_worker=2, cores=2, wall=9.5) == pytest.approx(1.0)
+    assert training_share([], cpus_per_worker=1, cores=2, wall=10.0) == 0.0
+
+
+def test_a_cells_start_up_runs_from_its_trial_to_its_first_epoch():
+    assert startup_seconds(_marks()) == {"a": pytest.approx(15.5)}
 
 
 def test_the_benchmark_experiment_is_a_valid_quickstart_shaped_grid():

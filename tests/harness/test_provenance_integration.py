@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sweep_helpers import ROOT, child_runs, client_for, mmder, tiny_experiment
+from sweep_helpers import ROOT, child_runs, client_for, mmder, pause_env, paused, tiny_experiment
 
 pytestmark = pytest.mark.slow
 
@@ -211,25 +211,25 @@ def test_sigint_sigterm_sighup_end_runs_killed_and_each_rerun_resumes_each_epoch
     from harness.experiment.config import load_experiment
     from harness.plan.cells import expand_cells
 
-    epochs = 30
+    epochs = 5
     exp = tiny_experiment(
         tmp_path, "sig", training={"epochs": epochs}, resources=dict(ONE_WORKER, max_failures=1)
     )
     out = tmp_path / "out"
     first_key, second_key = (c.key for c in expand_cells(load_experiment(exp)))
-    cut_at = 0
+    hold = tmp_path / "pause"
     for round_, signum in enumerate([signal.SIGINT, signal.SIGTERM, signal.SIGHUP]):
         log = tmp_path / f"sweep-{round_}.log"
         before = _ray_sessions()
-        sweep = _popen("sweep", str(exp), "--output", str(out), log=log)
+        at = round_ + 1  # each round's run (the same run, resumed) is cut one epoch later
+        sweep = _popen("sweep", str(exp), "--output", str(out), env=pause_env(hold, first_key, at), log=log)
         try:
-            target = cut_at + 2
-            _wait_for(lambda t=target: _epochs_logged(out, "sig", first_key) >= t, sweep, log)
+            _wait_for(lambda at=at: first_key in paused(hold, at), sweep, log)
             if signum == signal.SIGINT:  # `mmder status` while the sweep runs
                 status = mmder("status", str(exp), "--output", str(out), "--format", "json")
                 cells = {c["key"]: c for c in json.loads(status.stdout)["cells"]}
                 assert cells[first_key]["state"] == "running" and cells[first_key]["epochs"] == epochs
-                assert cells[first_key]["epoch"] >= 2 and cells[first_key]["owner"]
+                assert cells[first_key]["epoch"] == 2 and cells[first_key]["owner"]
                 assert cells[second_key]["state"] == "pending"
             sweep.send_signal(signum)
             code = sweep.wait(120)
@@ -242,9 +242,10 @@ def test_sigint_sigterm_sighup_end_runs_killed_and_each_rerun_resumes_each_epoch
         (run,) = _runs_by_key(out, "sig")[first_key]  # the resumed run is the same run
         assert run.info.status == "KILLED", signum
         assert _parent(out, "sig").info.status == "KILLED"
-        previous, cut_at = cut_at, _epochs_logged(out, "sig", first_key)
-        assert previous < cut_at < epochs
-        (session,) = _ray_sessions() - before  # the sweep's own local Ray
+        assert _epochs_logged(out, "sig", first_key) == at + 1, "cut where the marker said"
+        # the sweep's own local Ray: its session folder ends with the driver's pid (other tests' sweeps
+        # may start sessions of their own meanwhile)
+        (session,) = [s for s in _ray_sessions() - before if s.endswith(f"_{sweep.pid}")]
         deadline = time.monotonic() + 30
         while _processes_of(session) and time.monotonic() < deadline:
             time.sleep(1)
@@ -262,27 +263,25 @@ def test_sigint_sigterm_sighup_end_runs_killed_and_each_rerun_resumes_each_epoch
 
 
 def test_two_sweeps_at_once_run_each_cell_once_and_a_killed_owner_never_blocks(tmp_path):
+    epochs = 3
     exp = tiny_experiment(
-        tmp_path, "twice", training={"epochs": 20}, resources=dict(ONE_WORKER, max_failures=1)
+        tmp_path, "twice", training={"epochs": epochs}, resources=dict(ONE_WORKER, max_failures=1)
     )
     out = tmp_path / "out"
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
-    sweeps = [_popen("sweep", str(exp), "--output", str(out), "--wait", log=log) for log in logs]
+    hold = tmp_path / "pause"
+    env = pause_env(hold, "", 1)  # every cell holds still after epoch 1 until the owner is killed
+    sweeps = [_popen("sweep", str(exp), "--output", str(out), "--wait", env=env, log=log) for log in logs]
     try:
         # once a cell is being trained, kill whichever sweep owns it: the other one must take it over
         from harness.driver.owners import read_owner
 
-        def owned_and_training() -> int | None:
-            for cell_dir in (out / "ray").glob("synthetic-*"):
-                owner = read_owner(cell_dir)
-                if owner and _epochs_logged(out, "twice", cell_dir.name) >= 2:
-                    return owner.pid
-            return None
-
-        _wait_for(lambda: owned_and_training() is not None, sweeps[0], logs[0])
-        victim = owned_and_training()
-        (killed,) = [s for s in sweeps if s.pid == victim]
+        _wait_for(lambda: paused(hold, 1), sweeps[0], logs[0])
+        owner = read_owner(out / "ray" / paused(hold, 1)[0])
+        assert owner is not None
+        (killed,) = [s for s in sweeps if s.pid == owner.pid]
         killed.send_signal(signal.SIGKILL)
+        (hold / "hold").unlink()
         (survivor,) = [s for s in sweeps if s is not killed]
         code = survivor.wait(600)
     finally:
@@ -300,7 +299,7 @@ def test_two_sweeps_at_once_run_each_cell_once_and_a_killed_owner_never_blocks(t
         finished = [r for r in found if r.data.tags.get("mmder.status") == "finished"]
         assert len(found) == 1 and len(finished) == 1, key
         steps = [m.step for m in client.get_metric_history(finished[0].info.run_id, "war")]
-        assert sorted(steps) == list(range(20)), key
+        assert sorted(steps) == list(range(epochs)), key
 
 
 def test_two_experiments_sweep_into_one_output_at_once_and_each_keeps_its_own_cells(tmp_path):
