@@ -86,7 +86,7 @@ def read_env(path: Path) -> dict[str, str]:
     return out
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # up only while its tests run: idle, it would slow the rest of the suite
 def stack():
     if pg_ctl() is None:
         pytest.skip("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")

@@ -17,7 +17,7 @@ from sweep_helpers import ROOT, tiny_experiment
 from harness.worker.resume import newest_complete_checkpoint
 from mmder.train.checkpoint_files import checkpoint_epoch
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.xdist_group("cluster-stack")]
 EPOCHS = 8
 WORLD = 2  # tiny_experiment's workers per cell
 

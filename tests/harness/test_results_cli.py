@@ -20,7 +20,7 @@ from harness.cli.main import main
 
 EMOTIONS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
 ACCURACY = {"audio": 0.45, "FSLF": 0.7}
-pytestmark = pytest.mark.slow  # MLflow's SQLite migrations take a few seconds
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("results-store")]  # one store: one worker
 
 
 def write_experiment(tmp_path: Path) -> Path:
