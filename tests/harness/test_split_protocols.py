@@ -267,3 +267,78 @@ def test_cross_corpus_keys_hash_the_test_corpus_and_label_map_not_its_name(tmp_p
     other_options = cross_datasets("other")
     other_options[1]["options"] = {"classes": list(OTHER.values())}
     assert key(other_options) != base, "so does what the test corpus is"
+
+
+# ------------------------------------------------------------------------------------------ a sweep
+
+
+def other_corpus(root: Path) -> Path:
+    """A second small corpus with its own class names, speakers and clip ids: the synthetic generator's
+    media written as a manifest, then renamed (``bored`` has no counterpart in the first corpus)."""
+    from sweep_helpers import mmder
+
+    done = mmder("synth", str(root), "--clips-per-class", "1", "--speakers", "2", "--seed", "1")
+    assert done.returncode == 0, done.stderr
+    manifest = root / "manifest.csv"
+    rows = list(csv.DictReader(manifest.open()))
+    with manifest.open("w", newline="") as fh:
+        w = csv.DictWriter(
+            fh, fieldnames=["clip_id", "speaker", "label", "video", "audio"], extrasaction="ignore"
+        )
+        w.writeheader()
+        for r in rows:
+            w.writerow(
+                {
+                    **r,
+                    "clip_id": f"x-{r['clip_id']}",
+                    "speaker": f"x-{r['speaker']}",
+                    "label": OTHER[r["label"]],
+                }
+            )
+    return root
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_split_files_and_cross_corpus_cells_through_the_cli(tmp_path):
+    from sweep_helpers import child_runs, client_for, mmder
+
+    from harness.tracking.tags import SELECTED_EPOCH, TAG_TEST_SPEAKERS
+
+    emobox_lists(tmp_path / "exp" / "splits", FOLDS)
+    synthetic = {"clips_per_class": 1, "speakers": 4, "seed": 0}
+    split = {"corpus": "synthetic", "name": "split", "synthetic": synthetic, "folds": [0]}
+    split["protocol"] = {"kind": "split_files", "dir": "splits"}
+    cross = cross_datasets(str(other_corpus(tmp_path / "other")))
+    cross[0]["synthetic"] = synthetic
+    exp, out = experiment(tmp_path, [split, *cross]), tmp_path / "out"
+    done = mmder("sweep", str(exp), "--output", str(out))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (
+        "synth: cross_corpus: 2 test clip(s) of 'other' dropped, their class is not in 'labels': bored (2)"
+        in done.stdout
+    )
+    runs = {r.data.tags["dataset"]: r for r in child_runs(out, "protocols")}
+    assert sorted(runs) == ["split", "synth"] and all(
+        r.data.tags["mmder.status"] == "finished" for r in runs.values()
+    )
+    client = client_for(out)
+
+    def predictions(run) -> list[dict]:
+        path = client.download_artifacts(run.info.run_id, "predictions.csv", str(tmp_path / run.info.run_id))
+        return list(csv.DictReader(open(path)))
+
+    # split files: fold_1 tests spk01 and chooses its epoch on the valid list (spk04)
+    assert (
+        runs["split"].data.tags[TAG_TEST_SPEAKERS] == "spk01" and SELECTED_EPOCH in runs["split"].data.metrics
+    )
+    assert {p["speaker"] for p in predictions(runs["split"])} == {"spk01"} and len(
+        predictions(runs["split"])
+    ) == 6
+    # cross-corpus: trained on synth, tested on other's clips of the 5 mapped classes, in synth's names
+    tested = predictions(runs["synth"])
+    assert len(tested) == 10 and all(p["clip_id"].startswith("x-spk") for p in tested)
+    assert {p["true"] for p in tested} == set(LABEL_MAP.values())
+    assert runs["synth"].data.tags["fold"] == "cross-other"
+    # a rerun finds both finished: their keys and data digests (both corpora for the cross cell) hold
+    again = mmder("sweep", str(exp), "--output", str(out), "--dry-run")
+    assert again.returncode == 0 and "0 to run, 2 finished" in again.stdout, again.stdout
