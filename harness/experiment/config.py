@@ -66,7 +66,7 @@ class DatasetConfig(Strict):
         default_factory=lambda: {"kind": "speaker_kfold", "folds": 5},
         description="{kind: ..., and that kind's keys}: speaker_kfold (folds), explicit (train, test), "
         "ravdess_paper, leave_one_group_out (groups), split_files (dir: the folder of fold_N/ lists, "
-        "relative to the experiment file), cross_corpus (test: another dataset's name, labels: "
+        "relative to the experiment file; rename), cross_corpus (test: another dataset's name, labels: "
         "{test class: training class})",
     )
     folds: list[int] | None = Field(

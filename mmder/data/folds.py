@@ -16,7 +16,8 @@ without any data; :func:`make_folds` then applies it to the clips of a cache, de
 * ``{"kind": "leave_one_group_out", "groups": [...]}``: one fold per listed group (IEMOCAP sessions:
   ``Session1`` ... ``Session5``), testing the clips whose ``group`` is that value.
 * ``{"kind": "split_files", "dir": DIR}``: fixed lists read from files (:mod:`mmder.data.split_files`;
-  EmoBox's layout ``DIR/fold_N/<corpus>_{train,valid,test}_fold_N.jsonl``), one fold per ``fold_N``.
+  EmoBox's layout ``DIR/fold_N/<corpus>_{train,valid,test}_fold_N.jsonl``), one fold per ``fold_N``;
+  ``rename: {pattern: replacement}`` rewrites the lists' names before they are looked up.
 * ``{"kind": "cross_corpus", "test": LABEL, "labels": {test class: training class}}``: train on every
   clip of this dataset, test on the clips of dataset ``LABEL`` whose class is mapped (the others are
   dropped and counted); ``test_idx`` then indexes that dataset's cache (``Fold.test_source``).
@@ -322,8 +323,23 @@ def _split_root(protocol: dict) -> Path:
     return Path(value).expanduser()
 
 
+def _rename(protocol: dict) -> list[tuple[re.Pattern, str]]:
+    """``rename: {pattern: replacement}``: regular expressions applied to a line's names before they
+    are looked up (RAVDESS's full-AV clips for EmoBox's audio-only names: ``{"^03-": "01-"}``)."""
+    value = protocol.get("rename", {})
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError(f"protocol 'split_files': 'rename' must map patterns to replacements, got {value!r}")
+    try:
+        return [(re.compile(k), v) for k, v in value.items()]
+    except re.error as err:
+        raise ValueError(f"protocol 'split_files': 'rename' holds a bad pattern: {err}") from None
+
+
 def _split_files_names(protocol: dict) -> list[str]:
     root = _split_root(protocol)
+    _rename(protocol)
     folders = split_files.fold_folders(root)
     for n, folder in folders:
         split_files.fold_files(folder, n)  # each fold has its train and test list
@@ -347,73 +363,88 @@ def split_files_have_validation(protocol: dict) -> bool:
 
 
 @register_protocol(
-    "split_files", keys=("dir",), names=_split_files_names, inputs=("clips",), identity=_split_files_identity
+    "split_files",
+    keys=("dir", "rename"),
+    names=_split_files_names,
+    inputs=("clips",),
+    identity=_split_files_identity,
 )
 def _split_files(
     protocol: dict, speakers: Sequence[str], groups: Sequence[str | None], *, clips: Sequence[ClipRow]
 ) -> list[Fold]:
     root = _split_root(protocol)
     rows = {c.clip_id: i for i, c in enumerate(clips)}
+    rename = _rename(protocol)
     label_map = split_files.read_label_map(root)
     folds = []
     for name, (n, folder) in zip(_split_files_names(protocol), split_files.fold_folders(root), strict=True):
-        lists = {
-            role: split_files.read_entries(path) for role, path in split_files.fold_files(folder, n).items()
+        files = split_files.fold_files(folder, n)
+        named = {  # role -> (entry, its row or None)
+            role: [(e, _row_of(e, rows, rename)) for e in split_files.read_entries(path)]
+            for role, path in files.items()
         }
-        found = {role: _listed_rows(entries, rows, clips) for role, entries in lists.items()}
-        idx = {role: np.unique(np.asarray(f, dtype=np.int64)) for role, f in found.items()}
+        _no_missing(named, clips)
+        idx = {
+            role: np.unique(np.asarray([r for _, r in pairs], dtype=np.int64))
+            for role, pairs in named.items()
+        }
         spk = {role: {speakers[i] for i in ix} for role, ix in idx.items()}
         for role in ("train", "valid"):
             shared = sorted(spk.get(role, set()) & spk["test"], key=natural_key)
             if shared:
                 raise ValueError(
                     f"protocol 'split_files': {folder.name}: test speaker(s) {shared} also appear in its "
-                    f"{role} list ({split_files.fold_files(folder, n)[role].name}); a test speaker must be "
-                    "held out of training and validation"
+                    f"{role} list ({files[role].name}); a test speaker must be held out of training and "
+                    "validation"
                 )
-        notes = _label_notes(folder.name, lists, rows, clips, label_map)
+        notes = _label_notes(folder.name, named, clips, label_map)
         test_speakers = sorted(spk["test"], key=natural_key)
         folds.append(Fold(name, idx["train"], idx["test"], test_speakers, idx.get("valid"), notes=notes))
     return folds
 
 
-def _listed_rows(entries: list, rows: dict[str, int], clips: Sequence[ClipRow]) -> list[int]:
-    """The rows a list names; any entry the corpus lacks is an error that names it."""
-    out, missing = [], []
-    for e in entries:
-        row = rows.get(e.key) if e.key in rows else rows.get(e.stem)
-        if row is None:
-            missing.append(e.shown)
-        else:
-            out.append(row)
+def _row_of(
+    entry: split_files.Entry, rows: dict[str, int], rename: list[tuple[re.Pattern, str]]
+) -> int | None:
+    """The row a line names: the clip whose id is its ``key``, else its ``wav``'s stem (renamed first)."""
+    for name in (entry.key, entry.stem):
+        if name is None:
+            continue
+        for pattern, replacement in rename:
+            name = pattern.sub(replacement, name)
+        if name in rows:
+            return rows[name]
+    return None
+
+
+def _no_missing(named: dict[str, list], clips: Sequence[ClipRow]) -> None:
+    """Every line names a clip of the corpus; the error names the lines that do not."""
+    missing = [e.shown for pairs in named.values() for e, row in pairs if row is None]
     if missing:
         like = ", ".join(c.clip_id for c in list(clips)[:3])
         raise ValueError(
             f"protocol 'split_files': {len(missing)} clip(s) named in the lists are not in the corpus, e.g. "
             f"{'; '.join(missing[:3])}. A line names the clip whose id is its 'key', else its 'wav' file "
-            f"name without extension; this corpus's clip ids look like {like}"
+            f"name without extension (after 'rename'); this corpus's clip ids look like {like}"
         )
-    return out
 
 
 def _label_notes(
-    fold: str, lists: dict, rows: dict[str, int], clips: Sequence[ClipRow], label_map: dict[str, str]
+    fold: str, named: dict[str, list], clips: Sequence[ClipRow], label_map: dict[str, str]
 ) -> tuple[str, ...]:
     """A note when listed ``emo`` values disagree with the corpus's labels (which are the ones used)."""
     differ: dict[tuple[str, str], int] = {}
-    for entries in lists.values():
-        for e in entries:
+    for pairs in named.values():
+        for e, row in pairs:
             if e.emo is None:
                 continue
-            label = clips[rows[e.key] if e.key in rows else rows[e.stem]].label  # type: ignore[index]
+            label = clips[row].label
             said = {e.emo.lower(), label_map.get(e.emo, e.emo).lower()}
             if label.lower() not in said:
                 differ[(e.emo, label)] = differ.get((e.emo, label), 0) + 1
     if not differ:
         return ()
-    pairs = ", ".join(
-        f"{emo!r} on {n} clip(s) labelled {label!r}" for (emo, label), n in sorted(differ.items())
-    )
+    pairs = ", ".join(f"{emo!r} on {n} clip(s) labelled {lab!r}" for (emo, lab), n in sorted(differ.items()))
     return (
         f"{fold}: the lists' emo differs from the corpus's label ({pairs}); the corpus's labels are used",
     )

@@ -165,3 +165,16 @@ def test_cross_corpus_label_map_is_checked_against_both_corpora(labels, needle):
 def test_malformed_new_protocols_name_the_key(protocol, needle):
     with pytest.raises(ValueError, match=needle):
         fold_names(protocol)
+
+
+def test_split_files_rename_maps_a_list_onto_other_clip_names(tmp_path):
+    """EmoBox lists RAVDESS's audio-only files (03-...); the full-AV clips (01-...) are the same takes."""
+    audio = rows(prefix="03-01")
+    root = write_lists(tmp_path / "s", {1: {"train": SPEAKERS[1:], "test": SPEAKERS[:1]}}, audio)
+    av = rows(prefix="01-01")
+    with pytest.raises(ValueError, match="not in the corpus"):
+        make({"kind": "split_files", "dir": str(root)}, av)
+    (fold,) = make({"kind": "split_files", "dir": str(root), "rename": {"^03-": "01-"}}, av)
+    assert fold.test_speakers == SPEAKERS[:1] and len(fold.test_idx) == 3
+    with pytest.raises(ValueError, match="'rename' holds a bad pattern"):
+        fold_names({"kind": "split_files", "dir": str(root), "rename": {"(": ""}})
