@@ -178,3 +178,24 @@ def test_split_files_rename_maps_a_list_onto_other_clip_names(tmp_path):
     assert fold.test_speakers == SPEAKERS[:1] and len(fold.test_idx) == 3
     with pytest.raises(ValueError, match="'rename' holds a bad pattern"):
         fold_names({"kind": "split_files", "dir": str(root), "rename": {"(": ""}})
+
+
+def test_fold_files_take_emobox_names_and_plain_ones_and_refuse_two_of_a_role(tmp_path):
+    from mmder.data.split_files import fold_files
+
+    folder = tmp_path / "fold_1"
+    folder.mkdir()
+    for name in ("emodb_train_fold_1.jsonl", "emodb_train_fold1.jsonl", "emodb_test_fold_1.jsonl", "x.json"):
+        (folder / name).write_text("")  # EmoBox's emodb holds both spellings; the .json copies are not lists
+    assert {r: p.name for r, p in fold_files(folder, 1).items()} == {
+        "train": "emodb_train_fold_1.jsonl",
+        "test": "emodb_test_fold_1.jsonl",
+    }
+    plain = tmp_path / "fold_2"
+    plain.mkdir()
+    for name in ("train.jsonl", "valid.jsonl", "test.jsonl"):
+        (plain / name).write_text("")
+    assert sorted(fold_files(plain, 2)) == ["test", "train", "valid"]
+    (plain / "other_test_fold_2.jsonl").write_text("")
+    with pytest.raises(ValueError, match="holds 2 test lists"):
+        fold_files(plain, 2)
