@@ -132,6 +132,7 @@ def expand_pretrain_cells(spec: ExperimentConfig) -> list[Cell]:
     for ds, fold, names, setting in (
         (d, fold, fold_names(d.protocol), setting)
         for d in spec.datasets
+        if d.protocol.get("kind") != "cross_corpus"  # its cells may not start from MAE (refused)
         for fold in (d.folds if d.folds is not None else range(len(fold_names(d.protocol))))
         for setting in spec.pretrain_settings
     ):

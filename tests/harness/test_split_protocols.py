@@ -13,7 +13,7 @@ import yaml
 
 from harness.cli.main import main
 from harness.experiment.config import load_experiment
-from harness.plan.cells import expand_cells
+from harness.plan.cells import expand_cells, expand_pretrain_cells
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEAKERS = ["spk01", "spk02", "spk03", "spk04"]
@@ -196,6 +196,7 @@ def test_cross_corpus_is_checked_and_says_what_it_drops(tmp_path, capsys):
     assert code == 0, err
     (cell,) = expand_cells(load_experiment(path))  # the test-only dataset has no cells of its own
     assert cell.fold_name == "cross-other" and [d.label for d in cell.datasets] == ["synth", "other"]
+    assert expand_pretrain_cells(load_experiment(path)) == [], "nothing may start from an MAE encoder"
 
 
 def test_cross_corpus_notes_dropped_classes_when_both_corpora_are_listed(tmp_path, capsys):
