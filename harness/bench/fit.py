@@ -60,6 +60,8 @@ def bench_fit(
     if precision:
         changes["precision"] = precision
     cell = with_training(pick_cell(spec, setting, fold, seed), **changes)
+    if len(cell.datasets) > 1:
+        raise ValueError(f"bench fit reads one cache; {cell.key} is a cross_corpus cell (two corpora)")
     if not 0 <= resume_after < epochs - 1:
         raise ValueError(f"resume_after must leave an epoch to train: 0 <= it < {epochs - 1}")
     output.mkdir(parents=True, exist_ok=True)

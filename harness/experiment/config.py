@@ -16,7 +16,15 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from harness.experiment.errors import ConfigError, ConfigErrors
 from harness.experiment.overrides import apply_overrides, parse_path
@@ -57,9 +65,15 @@ class DatasetConfig(Strict):
     protocol: dict[str, Any] = Field(
         default_factory=lambda: {"kind": "speaker_kfold", "folds": 5},
         description="{kind: ..., and that kind's keys}: speaker_kfold (folds), explicit (train, test), "
-        "ravdess_paper, leave_one_group_out (groups)",
+        "ravdess_paper, leave_one_group_out (groups), split_files (dir: the folder of fold_N/ lists, "
+        "relative to the experiment file; rename), cross_corpus (test: another dataset's name, labels: "
+        "{test class: training class})",
     )
-    folds: list[int] | None = Field(None, description="run only these folds (by index); all when left out")
+    folds: list[int] | None = Field(
+        None,
+        description="run only these folds (by index); all when left out; [] runs none (a dataset only "
+        "tested on, by another's cross_corpus protocol)",
+    )
 
     @property
     def label(self) -> str:
@@ -76,7 +90,7 @@ class DatasetConfig(Strict):
         return value
 
     @model_validator(mode="after")
-    def _options_and_protocol(self) -> DatasetConfig:
+    def _options_and_protocol(self, info: ValidationInfo) -> DatasetConfig:
         from mmder.data.corpora import corpus_options_model
         from mmder.data.folds import fold_names
 
@@ -86,6 +100,7 @@ class DatasetConfig(Strict):
             raise _nested(err, "options") from None
         # keep what the user wrote (keys stay minimal), but in the adapter's types
         self.__dict__["options"] = checked.model_dump(include=set(self.options))
+        self.__dict__["protocol"] = _absolute_dir(self.protocol, (info.context or {}).get("base_dir"))
         try:
             names = fold_names(self.protocol)
         except ValueError as err:
@@ -94,6 +109,16 @@ class DatasetConfig(Strict):
             if not 0 <= f < len(names):
                 raise _LocatedError(("folds",), f"fold {f} does not exist; allowed: 0..{len(names) - 1}")
         return self
+
+
+def _absolute_dir(protocol: dict[str, Any], base_dir: Path | None) -> dict[str, Any]:
+    """A protocol's ``dir`` (split files) relative to the experiment file, made absolute once: the
+    cells carry it to workers that run elsewhere. Not part of any key (the files' digest is)."""
+    value = protocol.get("dir")
+    if not isinstance(value, str) or not value:
+        return protocol
+    path = Path(value).expanduser()
+    return {**protocol, "dir": str(path if path.is_absolute() else (base_dir or Path.cwd()) / path)}
 
 
 class GridConfig(Strict):
@@ -254,6 +279,7 @@ class ExperimentConfig(Strict):
     @model_validator(mode="after")
     def _cross_checks(self) -> ExperimentConfig:
         _check_datasets(self)
+        _check_protocols(self)
         _check_model(self)
         if self.search is not None:
             _check_search(self)
@@ -309,6 +335,44 @@ def _check_datasets(spec: ExperimentConfig) -> None:
                     ("grid", "settings"),
                     f"{setting!r} needs {' and '.join(sorted(needs))}, but dataset {ds.label!r} "
                     f"({ds.corpus}, options {ds.options}) has only {', '.join(sorted(fed))}",
+                )
+
+
+def _check_protocols(spec: ExperimentConfig) -> None:
+    """What a protocol needs of the rest of the file: a cross_corpus test dataset that is another
+    dataset of it (and what that protocol does not run yet); split files' validation lists or
+    ``training.validation_speakers``, not both."""
+    from mmder.data.folds import split_files_have_validation
+
+    labels = [d.label for d in spec.datasets]
+    for i, ds in enumerate(spec.datasets):
+        kind = ds.protocol.get("kind")
+        if kind == "split_files" and spec.training.validation_speakers:
+            if split_files_have_validation(ds.protocol):
+                raise _error(
+                    ("training", "validation_speakers"),
+                    f"dataset {ds.label!r}'s split files hold validation lists, which choose the epoch; "
+                    "leave validation_speakers out (or remove the valid lists)",
+                )
+        if kind != "cross_corpus":
+            continue
+        test = ds.protocol["test"]
+        if test == ds.label or test not in labels:
+            others = [label for label in labels if label != ds.label]
+            raise _error(
+                ("datasets", i, "protocol", "test"),
+                f"{test!r} is not another dataset of this experiment; allowed: {', '.join(others) or 'none'} "
+                "(list the test corpus under datasets, with folds: [] to give it no cells of its own)",
+            )
+        unsupported = [
+            (("grid", "settings"), "a classical baseline setting", set(spec.grid.settings) & set(BASELINES)),
+            (("search",), "a search: block", spec.search is not None),
+            (("model", "pretrained"), "model.pretrained: mae", spec.model.pretrained == "mae"),
+        ]
+        for loc, what, present in unsupported:
+            if present:
+                raise _error(
+                    loc, f"{what} does not run with dataset {ds.label!r}'s cross_corpus protocol yet"
                 )
 
 
@@ -479,17 +543,22 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
 
 
 def parse_experiment(
-    data: Any, source: str | None = None, lines: dict | None = None, overrides: list[str] | None = None
+    data: Any,
+    source: str | None = None,
+    lines: dict | None = None,
+    overrides: list[str] | None = None,
+    base_dir: Path | None = None,
 ) -> ExperimentConfig:
     """Validate a mapping as an experiment; every problem found becomes a ConfigError naming its key
-    (one :class:`ConfigErrors` when there are several). ``overrides`` (``KEY=VALUE``) are set first."""
+    (one :class:`ConfigErrors` when there are several). ``overrides`` (``KEY=VALUE``) are set first;
+    relative folders the file names (split files) are read from ``base_dir`` (default: here)."""
     if not isinstance(data, dict):
         raise ConfigError("experiment", "the file must hold a mapping of keys", source)
     overrides = list(overrides or [])
     if overrides:
         data = apply_overrides(copy.deepcopy(data), overrides)
     try:
-        spec = ExperimentConfig.model_validate(data)
+        spec = ExperimentConfig.model_validate(data, context={"base_dir": base_dir or Path.cwd()})
     except ValidationError as err:
         problems = [_problem(error, data, source, lines or {}, overrides) for error in err.errors()]
         raise (problems[0] if len(problems) == 1 else ConfigErrors(problems)) from None
@@ -530,7 +599,7 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     if not path.is_file():
         raise ConfigError("experiment", f"no such file: {path}")
     data, lines = _read_yaml(path)
-    spec = parse_experiment(data, str(path), lines, overrides)
+    spec = parse_experiment(data, str(path), lines, overrides, base_dir=path.resolve().parent)
     spec._base_dir = path.resolve().parent
     return spec
 

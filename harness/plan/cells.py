@@ -40,7 +40,10 @@ class Cell(BaseModel):
     fold: int = Field(description="fold index (a pre-training's: it saw that fold's training clips only)")
     fold_name: str
     seed: int
-    datasets: list[DatasetConfig] = Field(description="the cell's dataset (one, for a pre-training too)")
+    datasets: list[DatasetConfig] = Field(
+        description="the cell's dataset (one, for a pre-training too); a cross_corpus cell's second is the "
+        "dataset it tests on"
+    )
     preprocess: PreprocessConfig
     model: ModelConfig
     training: TrainingConfig | None = None
@@ -83,13 +86,33 @@ def _digest(payload: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def dataset_identity(ds: DatasetConfig) -> dict[str, Any]:
-    """What of a dataset changes a result: not its display name, nor where its files lie."""
+def dataset_identity(ds: DatasetConfig, test: DatasetConfig | None = None) -> dict[str, Any]:
+    """What of a dataset changes a result: not its display name, nor where its files lie.
+
+    The protocol as its kind keys it (split files: their digest, not their folder; the kinds before
+    those: as written, so their keys never moved). ``test``: the dataset a ``cross_corpus`` protocol
+    tests on, hashed by what it is (corpus, options, generator), not by its display name.
+    """
     identity = result_fields(ds)
     if ds.corpus != "synthetic":
         identity.pop("synthetic")
     identity.pop("folds")  # which folds run selects cells; it does not change any one of them
+    if "protocol" in identity:
+        from mmder.data.folds import protocol_identity
+
+        identity["protocol"] = protocol_identity(ds.protocol)
+    if test is not None:
+        tested = dataset_identity(test)
+        tested.pop("protocol", None)  # its own folds are not this cell's
+        identity["protocol"] = {**identity["protocol"], "test_dataset": tested}
     return identity
+
+
+def tested_dataset(spec: ExperimentConfig, ds: DatasetConfig) -> DatasetConfig | None:
+    """The dataset a ``cross_corpus`` protocol tests on (validated to be another of the experiment)."""
+    if ds.protocol.get("kind") != "cross_corpus":
+        return None
+    return next(d for d in spec.datasets if d.label == ds.protocol["test"])
 
 
 def _resolved(spec: ExperimentConfig, section: TrainingConfig | PretrainConfig) -> Any:
@@ -109,6 +132,7 @@ def expand_pretrain_cells(spec: ExperimentConfig) -> list[Cell]:
     for ds, fold, names, setting in (
         (d, fold, fold_names(d.protocol), setting)
         for d in spec.datasets
+        if d.protocol.get("kind") != "cross_corpus"  # its cells may not start from MAE (refused)
         for fold in (d.folds if d.folds is not None else range(len(fold_names(d.protocol))))
         for setting in spec.pretrain_settings
     ):
@@ -189,6 +213,7 @@ def _train_cell(
     from mmder.registry import BASELINES
 
     baseline = BASELINES.get(setting)
+    tested = tested_dataset(spec, ds)
     identity = (
         _baseline_identity(spec, ds, fold, setting, seed)
         if baseline is not None  # reads the audio files: no model, no training, no cache
@@ -202,7 +227,7 @@ def _train_cell(
         fold=fold,
         fold_name=fold_name,
         seed=seed,
-        datasets=[ds],
+        datasets=[ds] if tested is None else [ds, tested],
         preprocess=spec.preprocess,
         model=spec.model,
         training=None if baseline else training,
@@ -225,7 +250,7 @@ def _cell_identity(
     # with `mae`, the pre-training's key: a new pre-training makes new cells
     model["pretrained"] = pretrain_key or spec.model.pretrained
     identity: dict[str, Any] = {
-        "dataset": dataset_identity(ds),
+        "dataset": dataset_identity(ds, tested_dataset(spec, ds)),
         "fold": fold,
         "setting": setting,
         "seed": seed,

@@ -2,7 +2,9 @@
 
 ``harness/experiment/config.py`` checks everything a file alone can say. What is left needs the disk:
 that the corpus folders and checkpoints exist, and what a corpus lists: a root that lists no usable
-clip, an ``explicit`` protocol naming a speaker the corpus does not have, more folds than speakers.
+clip, an ``explicit`` protocol naming a speaker the corpus does not have, more folds than speakers,
+split files naming a clip the corpus lacks or a test speaker who also trains, a cross-corpus label map
+naming a class either corpus lacks.
 Each corpus is listed once here (stat calls, seconds) and the listing is kept in the plan: its digest,
 its folds and the cache's preparation all read that one listing.
 """
@@ -107,6 +109,9 @@ def read_listings(
             listings[ds.label] = None
             continue
         listings[ds.label] = _checked_listing(i, ds, root, echo) if strict else _listing_or_none(ds, root)
+    if strict:  # every corpus listed: a cross_corpus protocol reads its test corpus's listing too
+        for i, ds in enumerate(spec.datasets):
+            _check_folds(i, ds, places.dataset_roots[ds.label], listings, echo)
     return listings
 
 
@@ -121,7 +126,6 @@ def _listing_or_none(ds: DatasetConfig, root: Path) -> CorpusListing | None:
 
 def _checked_listing(i: int, ds: DatasetConfig, root: Path, echo: Echo) -> CorpusListing:
     from mmder.data.corpora import EmptyCorpusError, list_corpus
-    from mmder.data.folds import make_folds
 
     try:
         listing = list_corpus(ds.corpus, root, **ds.options)
@@ -131,11 +135,36 @@ def _checked_listing(i: int, ds: DatasetConfig, root: Path, echo: Echo) -> Corpu
         raise ConfigError(f"datasets[{i}].root", f"corpus {ds.corpus!r} at {root} lists no usable clip")
     for note in listing.notes:
         echo(f"{ds.label}: {note}")
+    return listing
+
+
+def _check_folds(
+    i: int, ds: DatasetConfig, root: Path, listings: dict[str, CorpusListing | None], echo: Echo
+) -> None:
+    """The dataset's folds built on its listing (a dataset with ``folds: []`` has none to build): an
+    impossible protocol, a split file naming a clip the corpus lacks or a test speaker who trains, a
+    label map a corpus contradicts, all stop here; what a protocol leaves out is said."""
+    from mmder.data.folds import make_folds
+
+    listing = listings[ds.label]
+    if listing is None or ds.folds == []:
+        return
+    test = ds.protocol.get("test") if ds.protocol.get("kind") == "cross_corpus" else None
+    tested = listings.get(test) if test else None
+    if test and tested is None:
+        return  # the test corpus is not here (a synthetic one not generated yet): checked when it is
     try:
-        make_folds(ds.protocol, [c.speaker for c in listing.clips], [c.group for c in listing.clips])
+        folds = make_folds(
+            ds.protocol,
+            [c.speaker for c in listing.clips],
+            [c.group for c in listing.clips],
+            clips=listing.clips,
+            test_clips=tested.clips if tested is not None else None,
+        )
     except ValueError as err:
         speakers = sorted({c.speaker for c in listing.clips})
         raise ConfigError(
             f"datasets[{i}].protocol", f"{err} (the corpus at {root} has speakers {', '.join(speakers)})"
         ) from None
-    return listing
+    for note in dict.fromkeys(n for f in folds for n in f.notes):
+        echo(f"{ds.label}: {note}")

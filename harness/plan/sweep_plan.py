@@ -71,17 +71,18 @@ class SweepPlan:
         return self.states.get(key) or CellPlan("skip" if key in self.finished else "run")
 
     def digest(self, cell: Cell) -> str | None:
-        """A cell's data digest: its dataset's, or for a pre-training all its datasets' together."""
-        if cell.kind == "pretrain":
+        """A cell's data digest: its dataset's, or all its datasets' together (a pre-training's, a
+        cross-corpus cell's training and test corpus)."""
+        if cell.kind == "pretrain" or len(cell.datasets) > 1:
             parts = [self.digests.get(ds.label) for ds in cell.datasets]
             return None if any(p is None for p in parts) else "+".join(p or "" for p in parts)
         return self.digests.get(cell.dataset)
 
     def datasets_read_by(self, cells: list[Cell]) -> set[str]:
-        """The datasets ``cells`` read (a pre-training reads them all)."""
+        """The datasets ``cells`` read (a pre-training reads them all; a cross-corpus cell two)."""
         if self.kind == "pretrain":
             return {ds.label for ds in self.spec.datasets}
-        return {c.dataset for c in cells}
+        return {ds.label for c in cells for ds in c.datasets}
 
 
 def plan_sweep(

@@ -89,6 +89,8 @@ class DatasetInfo:
     folds: int
     training: str  # "frozen" or "fine-tuned"
     speaker_norm: str = "none"  # preprocess.speaker_norm: test speakers standardised on their own clips
+    # cross_corpus: the dataset tested on; published rows are in-corpus, so none is set beside these
+    tested_on: str | None = None
 
 
 @dataclass
@@ -206,7 +208,12 @@ def collect_runs(experiment: str | Path | Any, output: str | Path | None = None)
         n_folds = len(ds.folds) if ds.folds is not None else len(fold_names(ds.protocol))
         classes = corpus_classes(ds.corpus, ds.options)
         datasets[ds.label] = DatasetInfo(
-            ds.corpus, classes, n_folds, _training_kind(spec.training.recipe), spec.preprocess.speaker_norm
+            ds.corpus,
+            classes,
+            n_folds,
+            _training_kind(spec.training.recipe),
+            spec.preprocess.speaker_norm,
+            ds.protocol.get("test") if ds.protocol.get("kind") == "cross_corpus" else None,
         )
     return ExperimentRuns(
         name=spec.name,
@@ -322,7 +329,7 @@ def reference_rows(table: pd.DataFrame, datasets: dict[str, DatasetInfo]) -> pd.
     rows = []
     for dataset in table["dataset"].unique():
         info = datasets.get(dataset)
-        if info is None:
+        if info is None or info.tested_on:  # a cross-corpus row is no in-corpus row's peer
             continue
         ours = table[table["dataset"] == dataset].set_index("setting")
         for ref in refs.for_dataset(info.corpus):
@@ -506,6 +513,8 @@ def _table_text(
             head += f"  ({info.corpus}, {info.classes or '?'} classes, {info.folds} folds, {info.training}"
             if info.speaker_norm != "none":  # a transductive protocol is said where the numbers are
                 head += f", speaker-normalised ({info.speaker_norm}, transductive)"
+            if info.tested_on:
+                head += f", tested on {info.tested_on}"
             head += ")"
         lines.append(head)
         lines.append(_indent(part.drop(columns="dataset").to_string(index=False)))

@@ -84,7 +84,8 @@ def _fit_and_test(job: CellJob) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
     baseline = BASELINES[cell.setting]
     cache_path = Path(job.cache_paths[cell.dataset])
     cache = ClipCache.open(cache_path)
-    folds = make_folds(cell.dataset_config.protocol, cache.speakers, [c.group for c in cache.clips])
+    groups = [c.group for c in cache.clips]
+    folds = make_folds(cell.dataset_config.protocol, cache.speakers, groups, clips=cache.clips)
     fold = folds[cell.fold]
     listing = list_corpus(cell.dataset_config.corpus, cache.meta["root"], **cell.dataset_config.options)
     audio = {c.clip_id: c.audio for c in listing.clips}

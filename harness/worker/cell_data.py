@@ -24,26 +24,50 @@ def tensor_digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def build_cell(cell: Cell, cache_path: str, pretrained_path: str | None = None) -> dict[str, Any]:
-    """Datasets of the cell's fold and a fresh model, as plain objects (also used by tests)."""
+def tested_cache_path(cell: Cell, cache_paths: dict[str, str]) -> str | None:
+    """The cache a cross-corpus cell tests on (its second dataset's); None for every other cell."""
+    return cache_paths[cell.datasets[1].label] if len(cell.datasets) > 1 else None
+
+
+def build_cell(
+    cell: Cell, cache_path: str, pretrained_path: str | None = None, test_cache_path: str | None = None
+) -> dict[str, Any]:
+    """Datasets of the cell's fold and a fresh model, as plain objects (also used by tests).
+
+    A cross-corpus cell (two datasets) tests on the clips of ``test_cache_path``, its second
+    dataset's cache, their labels read through the protocol's map onto the training classes.
+    """
     from mmder.data.cache import ClipCache
     from mmder.data.dataset import FusedClipDataset
-    from mmder.data.folds import make_folds, validation_split
+    from mmder.data.folds import cross_corpus_targets, make_folds, validation_split
     from mmder.models.classifier import build_model
 
     cache = ClipCache.open(cache_path)
+    test_cache = ClipCache.open(test_cache_path) if test_cache_path else cache
     norm = cell.preprocess.speaker_norm
-    folds = make_folds(cell.dataset_config.protocol, cache.speakers, [c.group for c in cache.clips])
+    protocol = cell.dataset_config.protocol
+    folds = make_folds(
+        protocol,
+        cache.speakers,
+        [c.group for c in cache.clips],
+        clips=cache.clips,
+        test_clips=test_cache.clips if test_cache_path else None,
+    )
     fold = folds[cell.fold]
     train_idx, val_set = fold.train_idx, None
-    if cell.training is not None and cell.training.validation_speakers:
+    if fold.val_idx is not None:  # the split files' validation list: the epoch is chosen on it
+        val_set = FusedClipDataset(cache, fold.val_idx, cell.setting, seed=cell.seed, speaker_norm=norm)
+    elif cell.training is not None and cell.training.validation_speakers:
         # speaker-disjoint validation rows inside the training fold: the epoch is chosen on them
         train_idx, val_idx = validation_split(
             cache.speakers, fold.train_idx, cell.training.validation_speakers, seed=cell.seed
         )
         val_set = FusedClipDataset(cache, val_idx, cell.setting, seed=cell.seed, speaker_norm=norm)
     train_set = FusedClipDataset(cache, train_idx, cell.setting, seed=cell.seed, speaker_norm=norm)
-    test_set = FusedClipDataset(cache, fold.test_idx, cell.setting, seed=cell.seed, speaker_norm=norm)
+    targets = cross_corpus_targets(protocol, cache.classes, test_cache.classes) if fold.test_source else None
+    test_set = FusedClipDataset(
+        test_cache, fold.test_idx, cell.setting, seed=cell.seed, speaker_norm=norm, targets=targets
+    )
     torch.manual_seed(cell.seed)
     model = build_model(
         cell.model.size,
@@ -67,6 +91,7 @@ def build_cell(cell: Cell, cache_path: str, pretrained_path: str | None = None) 
         digest = tensor_digest({k: state[k] for k in report.loaded})
     return {
         "cache": cache,
+        "test_cache": test_cache,
         "fold": fold,
         "train": train_set,
         "test": test_set,

@@ -60,22 +60,37 @@ def device_kind(job: CellJob) -> str:
     return "cpu"
 
 
-def log_cell_dataset(tracker: Any, run_id: str, job: CellJob, cache: Any, fold: Any) -> None:
-    """The clips the cell saw (its split marked) as an MLflow dataset input named by the data digest."""
+def log_cell_dataset(tracker: Any, run_id: str, job: CellJob, parts: dict[str, Any], fold: Any) -> None:
+    """The clips the cell saw (its split marked) as an MLflow dataset input named by the data digest;
+    a cross-corpus cell's test clips follow its training corpus's, from their own corpus."""
     import pandas as pd
 
+    cache, test_cache = parts["cache"], parts["test_cache"]
     test = set(int(i) for i in fold.test_idx)
-    frame = pd.DataFrame(
-        [
+    val = set(int(i) for i in fold.val_idx) if fold.val_idx is not None else set()
+
+    def split(i: int) -> str:
+        if fold.test_source is None and i in test:
+            return "test"
+        return "validation" if i in val else "train"
+
+    rows = [
+        {"clip_id": c.clip_id, "label": c.label, "speaker": c.speaker, "split": split(i)}
+        for i, c in enumerate(cache.clips)
+    ]
+    if fold.test_source is not None:
+        rows += [
             {
                 "clip_id": c.clip_id,
                 "label": c.label,
                 "speaker": c.speaker,
-                "split": "test" if i in test else "train",
+                "split": "test",
+                "corpus": fold.test_source,
             }
-            for i, c in enumerate(cache.clips)
+            for i, c in enumerate(test_cache.clips)
+            if i in test
         ]
-    )
+    frame = pd.DataFrame(rows)
     cell = job.cell
     source = job.dataset_roots.get(cell.dataset, job.cache_paths[cell.dataset])
     tracker.log_dataset(run_id, frame, cell.dataset, job.tags[TAG_DATA_DIGEST], source)
@@ -99,9 +114,12 @@ def flat_params(cell: Cell) -> dict[str, Any]:
     return flat
 
 
-def predictions_rows(cache: Any, rows: list[tuple[int, int, int]]) -> list[dict[str, Any]]:
-    """``(clip index, true, predicted)`` triples as the rows of a run's ``predictions.csv``."""
-    clips, classes = cache.clips, cache.classes
+def predictions_rows(
+    cache: Any, rows: list[tuple[int, int, int]], test_cache: Any = None
+) -> list[dict[str, Any]]:
+    """``(clip index, true, predicted)`` triples as the rows of a run's ``predictions.csv``; the clip
+    index is a row of ``test_cache`` (a cross-corpus cell's test corpus), the classes ``cache``'s."""
+    clips, classes = (test_cache or cache).clips, cache.classes
     return [
         {
             "clip_id": clips[i].clip_id,

@@ -36,7 +36,7 @@ from harness.tracking.tags import (
     WALL_SECONDS,
     WAR,
 )
-from harness.worker.cell_data import build_cell, fit_cell, tensor_digest
+from harness.worker.cell_data import build_cell, fit_cell, tensor_digest, tested_cache_path
 from harness.worker.faults import maybe_crash, maybe_exhaust_memory, maybe_fail, maybe_pause
 from harness.worker.memory import WorkerMemory, records_dir, watch_worker
 from harness.worker.resume import is_remote, resume_from
@@ -61,7 +61,9 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
     mark("worker_entry", cell.key)
     assert cell.training is not None, "a train cell carries its training section"
     rank, memory = _start_worker(job)
-    parts = build_cell(cell, job.cache_paths[cell.dataset], job.pretrained_path)
+    parts = build_cell(
+        cell, job.cache_paths[cell.dataset], job.pretrained_path, tested_cache_path(cell, job.cache_paths)
+    )
     mark("cell_built", cell.key)
     tracker, run_id, epochs = _open_train_run(job, parts) if rank == 0 else (None, None, None)
     mark("tracking_ready", cell.key)
@@ -72,7 +74,7 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
     with resume_from(job.storage_path, cell.key, cell.world_size) as resume_dir:
         result = fit_cell(cell, parts, _epoch_reporter(job, epochs), resume_dir)
     if tracker is not None and run_id is not None and epochs is not None:
-        _finish_train_run(tracker, run_id, epochs, parts["cache"], result, time.monotonic() - t0)
+        _finish_train_run(tracker, run_id, epochs, parts, result, time.monotonic() - t0)
     mark("worker_end", cell.key)
     return {
         "war": 100.0 * result.war,
@@ -109,7 +111,7 @@ def _open_train_run(job: CellJob, parts: dict[str, Any]) -> tuple[Tracker, str, 
     if parts["pretrained_digest"]:
         tracker.tag(run_id, TAG_PRETRAINED, parts["pretrained_digest"])
     if created and TAG_DATA_DIGEST in job.tags:
-        log_cell_dataset(tracker, run_id, job, parts["cache"], fold)
+        log_cell_dataset(tracker, run_id, job, parts, fold)
     # a resumed run holds the epochs logged before the cut: they are not logged again
     return tracker, run_id, EpochLog(tracker, run_id, done=tracker.logged_steps(run_id, WAR))
 
@@ -164,7 +166,7 @@ def _epoch_reporter(job: CellJob, epochs: EpochLog | None) -> Any:
 
 
 def _finish_train_run(
-    tracker: Tracker, run_id: str, epochs: EpochLog, cache: Any, result: Any, seconds: float
+    tracker: Tracker, run_id: str, epochs: EpochLog, parts: dict[str, Any], result: Any, seconds: float
 ) -> None:
     """The cell's final metrics, confusion matrix and predictions; the finished tag last."""
     epochs.flush()
@@ -177,8 +179,8 @@ def _finish_train_run(
         run_id,
         final=final,
         confusion=result.confusion,
-        class_names=list(cache.classes),
-        predictions=predictions_rows(cache, result.predictions),
+        class_names=list(parts["cache"].classes),
+        predictions=predictions_rows(parts["cache"], result.predictions, parts["test_cache"]),
     )
 
 
@@ -196,7 +198,8 @@ def pretrain_cell(config: dict[str, Any]) -> dict[str, Any]:
     rank, _ = _start_worker(job)
     cache = ClipCache.open(job.cache_paths[cell.dataset])
     norm = cell.preprocess.speaker_norm
-    folds = make_folds(cell.dataset_config.protocol, cache.speakers, [c.group for c in cache.clips])
+    groups = [c.group for c in cache.clips]
+    folds = make_folds(cell.dataset_config.protocol, cache.speakers, groups, clips=cache.clips)
     fold = folds[cell.fold]  # never the fold's test speakers: its cells are evaluated on them
     clips = FusedClipDataset(cache, fold.train_idx, cell.setting, seed=cell.seed, speaker_norm=norm)
     seen = sorted({cache.speakers[i] for i in fold.train_idx}, key=natural_key)

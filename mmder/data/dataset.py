@@ -100,6 +100,10 @@ class FusedClipDataset(Dataset):
     frames as ``(C, T, H, W)`` uint8, unnormalised: a quarter of the bytes to collate and ship, to be
     normalised on the device with :func:`normalize_uint8`.
 
+    ``targets`` reads each item's label through a table (the cache's label index -> the class index
+    the model was trained with), for clips of another corpus whose classes are mapped onto the
+    training corpus's; their rows must all map (``-1`` marks a class left out).
+
     ``speaker_norm`` (``band`` or ``window_band``, see :mod:`mmder.data.speaker_norm`) standardises
     the spectrogram images of every speaker with the statistics of that speaker's clips among
     ``indices``; the pixel-summing fast paths (SFAS, CFAS) then take the float path.
@@ -117,6 +121,7 @@ class FusedClipDataset(Dataset):
         redraw_each_epoch: bool = False,
         output: str = "float32",
         speaker_norm: SpeakerNorm = "none",
+        targets: Sequence[int] | None = None,
     ) -> None:
         if output not in ("float32", "uint8"):
             raise ValueError(f"output must be 'float32' or 'uint8', got {output!r}")
@@ -127,6 +132,8 @@ class FusedClipDataset(Dataset):
             )
         self.output = output
         self.cache = cache
+        # another corpus's classes (cross-corpus testing): cache label index -> the model's class index
+        self.targets = None if targets is None else [int(t) for t in targets]
         self.indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= len(cache)):
             lo, hi = self.indices.min(), self.indices.max()
@@ -284,16 +291,25 @@ class FusedClipDataset(Dataset):
         out[:, :, [0, h - 1]] = self._normalize_(edges, 7 * 255.0)
         return out
 
+    def _label(self, label_index: int) -> int:
+        if self.targets is None:
+            return label_index
+        target = self.targets[label_index]
+        if target < 0:
+            raise ValueError(f"class {self.cache.classes[label_index]!r} maps to no trained class")
+        return target
+
     def __getitem__(self, i: int) -> tuple[Tensor, int, int]:
         row = int(self.indices[i])
         clip = self.cache.clips[row]
+        label = self._label(clip.label_index)
         if self._layout:
-            return self._layout_item(row, clip.clip_id), clip.label_index, row
+            return self._layout_item(row, clip.clip_id), label, row
         fast = self._speaker_stats is None  # the integer fast paths read the cache's uint8 audio
         if fast and self.setting in ("SFAS", "SFAS-raw") and self.modalities == ("visual", "audio"):
-            return self._sum_item(row), clip.label_index, row
+            return self._sum_item(row), label, row
         if fast and self.setting == "CFAS" and self.cache.image_size >= 2:
-            return self._stack_item(row), clip.label_index, row
+            return self._stack_item(row), label, row
         visual = self._images(f"video{self.steps}", row) if "visual" in self.modalities else None
         audio = self._images(f"audio{self.steps}", row) if "audio" in self.modalities else None
         x = fusion.fuse(
@@ -308,4 +324,4 @@ class FusedClipDataset(Dataset):
         del visual, audio  # their buffers go back to the pool
         out = torch.from_numpy(self._pool.get((x.shape[1], x.shape[0], *x.shape[2:])))
         out.copy_(x.permute(1, 0, 2, 3))  # (C, T, H, W)
-        return self._normalize_(out, 1.0), clip.label_index, row
+        return self._normalize_(out, 1.0), label, row

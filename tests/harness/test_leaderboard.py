@@ -183,6 +183,14 @@ def test_references_show_deltas_and_protocol_differences():
     ).all()
 
 
+def test_a_cross_corpus_row_says_what_it_was_tested_on_and_gets_no_in_corpus_references():
+    exp = make_experiment({("audio", 0, 0): 0.5, ("FSLF", 0, 0): 0.8}, folds=1)
+    table = leaderboard(exp.runs, exp.loader, exp.settings)
+    crossed = {k: dataclasses.replace(v, tested_on="cremad") for k, v in exp.datasets.items()}
+    assert reference_rows(table, crossed).empty
+    assert "1 folds, fine-tuned, tested on cremad)" in render(table, "table", crossed, references=True)
+
+
 def test_compare_pairs_runs_and_refuses_different_test_sets():
     exp = make_experiment(
         {("audio", f, s): 0.4 for f in range(3) for s in (0, 1)}
