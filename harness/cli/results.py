@@ -18,11 +18,13 @@ EXAMPLES = {
     "leaderboard": "example: mmder leaderboard experiments/quickstart.yaml --format markdown\n"
     "         mmder leaderboard experiments/ravdess-audio.yaml --references --per-class",
     "compare": "example: mmder compare experiments/quickstart.yaml FSLF video\n"
-    "         mmder compare experiments/quickstart.yaml --all --metric uar",
+    "         mmder compare experiments/quickstart.yaml --all --metric uar --format csv",
     "report": "example: mmder report experiments/quickstart.yaml   (writes runs/quickstart/report.html)",
 }
 
 LEADERBOARD_FORMATS = ("table", "csv", "markdown", "json", "latex")
+COMPARE_FORMATS = ("table", "csv", "json")
+RESAMPLES = 2000  # mmder.eval.stats.RESAMPLES, repeated so `--help` imports no scipy; a test keeps them equal
 
 
 def register(add: Add) -> dict[str, Handler]:
@@ -51,8 +53,9 @@ def register(add: Add) -> dict[str, Handler]:
 
     cp = add(
         "compare",
-        "Paired comparison of two settings on the same folds, seeds and test clips: McNemar exact, "
-        "paired bootstrap interval, paired t and Wilcoxon over folds x seeds.",
+        "Paired comparison of two settings on the same folds, seeds and test clips: a paired bootstrap "
+        "resampling test speakers (interval and p), paired t and Wilcoxon over folds x seeds, and McNemar "
+        "exact per clip (which assumes independent clips).",
         cmd_compare,
         EXAMPLES["compare"],
     )
@@ -65,7 +68,13 @@ def register(add: Add) -> dict[str, Handler]:
         help="dataset name (default: every dataset holding both settings)",
     )
     cp.add_argument("--all", action="store_true", help="every pair per dataset, Benjamini-Hochberg corrected")
-    cp.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    cp.add_argument("--format", choices=list(COMPARE_FORMATS), default="table")
+    cp.add_argument(
+        "--resamples",
+        type=int,
+        default=RESAMPLES,
+        help="bootstrap resamples (the report and the leaderboard use the default, with seed 0)",
+    )
 
     rp = add(
         "report",
@@ -125,11 +134,12 @@ def chosen_params_table(exp: Any) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.results.compare import NotComparable, compare, compare_all, format_all, format_comparison
+    from harness.results.compare import NotComparable, compare, compare_all
+    from harness.results.compare_text import render_all, render_comparisons
 
     exp = _collect(args)
     if args.all:
-        print(format_all(compare_all(exp, args.metric, n_resamples=args.resamples)))
+        print(render_all(compare_all(exp, args.metric, n_resamples=args.resamples), args.format))
         return 0
     if not (args.a and args.b):
         print("mmder: error: compare needs two settings A B, or --all", file=sys.stderr)
@@ -142,17 +152,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
             )
             return 2
     datasets = [args.dataset] if args.dataset else list(exp.runs["dataset"].unique())
-    status = 0
+    status, done = 0, []
     for dataset in datasets:
         try:
-            print(
-                format_comparison(
-                    compare(exp, dataset, args.a, args.b, args.metric, n_resamples=args.resamples)
-                )
-            )
+            done.append(compare(exp, dataset, args.a, args.b, args.metric, n_resamples=args.resamples))
         except NotComparable as err:
             print(f"mmder: cannot compare: {err}", file=sys.stderr)
             status = 2
+    if done:
+        print(render_comparisons(done, args.format))
     return status
 
 

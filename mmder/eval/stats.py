@@ -227,6 +227,12 @@ class ClusterInterval:
     unit: str = "speaker"
     pvalue: float = float("nan")
     note: str = ""
+    resamples: int = 0
+
+    @property
+    def smallest_p(self) -> bool:
+        """No resample reached 0: p is only bounded, by 2 / (resamples + 1)."""
+        return self.resamples > 0 and self.pvalue <= 2.0 / (self.resamples + 1.0) + 1e-12
 
     @property
     def has_interval(self) -> bool:
@@ -310,7 +316,7 @@ def _cluster_bootstrap(
         dist = res.bootstrap_distribution
         tail = min(np.sum(dist <= 0.0), np.sum(dist >= 0.0))
         p = min(1.0, 2.0 * (1.0 + float(tail)) / (n_resamples + 1.0))
-    return ClusterInterval(estimate, lo, hi, n, unit, p)
+    return ClusterInterval(estimate, lo, hi, n, unit, p, resamples=n_resamples)
 
 
 def speaker_bootstrap(

@@ -148,11 +148,17 @@ def test_compare_two_settings_and_all_pairs(store, capsys):
         == 0
     )
     text = capsys.readouterr().out
-    assert "5 (fold, seed) pairs, 320 paired test predictions" in text
+    assert "5 (fold, seed) pairs, 12 test speakers, 320 paired test predictions" in text
+    assert "speaker level: paired bootstrap over 12 test speakers: 95 % [" in text
     assert "left out (finished for one setting only): FSLF f2 s1" in text
-    assert "McNemar exact" in text and "paired t p" in text
+    assert "clip level, assumes independent clips: McNemar exact" in text and "paired t p" in text
     assert main(["compare", str(experiment), "--all", "--output", str(output), "--resamples", "200"]) == 0
-    assert "BH-corrected McNemar p" in capsys.readouterr().out
+    assert "BH-corrected speaker-level p" in capsys.readouterr().out
+    assert (
+        main(["compare", str(experiment), "FSLF", "audio", "--output", str(output), "--format", "json"]) == 0
+    )
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
+    assert (row["a"], row["b"], row["clusters"], row["unit"]) == ("FSLF", "audio", 12, "speaker")
     assert main(["compare", str(experiment), "FSLF", "video", "--output", str(output)]) == 2
 
 
