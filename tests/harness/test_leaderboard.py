@@ -217,6 +217,13 @@ def test_per_class_columns_show_numbers_for_labels_that_are_not_identifiers():
     assert {label: cells[f" {label} "].strip() for label in expected} == expected
     (row,) = [line for line in render(table, "table", exp.datasets).splitlines() if " audio " in line]
     assert all(value in row for value in expected.values()), row
+    exact = {c: table[f"recall_{c}"].iloc[0] for c in ("frown-ee", "colère")}
+    back = pd.read_csv(io.StringIO(render(table, "csv", exp.datasets)), comment="#")
+    assert {c: back[f"recall_{c}"].iloc[0] for c in exact} == exact
+    (first,) = json.loads(render(table, "json", exp.datasets))["rows"]
+    assert {c: first[f"recall_{c}"] for c in exact} == pytest.approx(exact, rel=1e-14)
+    latex = render(table, "latex", exp.datasets)
+    assert "frown-ee" in latex and "colère" in latex and expected["colère"] in latex
 
 
 def test_a_seedless_baseline_pairs_with_every_seed_of_a_deep_setting():
