@@ -90,10 +90,10 @@ def register(add: Add) -> dict[str, Handler]:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from harness.results.leaderboard import leaderboard, render
+    from harness.results.leaderboard import experiment_leaderboard, render
 
     exp = _collect(args)
-    table = leaderboard(exp.runs, exp.loader, exp.settings, per_class=args.per_class)
+    table = experiment_leaderboard(exp, per_class=args.per_class)  # the report shows this same table
     print(render(table, args.format, exp.datasets, references=args.references))
     if args.show_params:
         print(chosen_params_table(exp))
@@ -171,6 +171,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(exp.output or ".")
     path, parent = write_report(exp, out / "report.html", log_to_mlflow=not args.no_mlflow)
     print(f"report: {path}")
+    print(f"figures (SVG and PNG): {path.parent / 'figures'}")
     if parent:
         print(f"figures logged to the sweep's MLflow run {parent} (artifacts/report)")
     return 0
