@@ -169,13 +169,18 @@ def test_report_is_written_and_logged_to_the_sweep_run(store, capsys):
     assert main(["report", str(experiment), "--output", str(output)]) == 0
     report = output / "report.html"
     page = report.read_text()
-    assert page.count("data:image/png;base64,") >= 4  # bars, confusion, curves, compare matrix
+    assert page.count("data:image/svg+xml;base64,") >= 4  # bars, confusion, curves, compare matrix
     assert "Provenance" in page and "mmder.device_count=2" in page and "(not finished)" in page
     client = MlflowClient(tracking_uri=f"sqlite:///{output / 'mlflow.db'}")
     exp = client.get_experiment_by_name("results-e2e")
     parent = client.search_runs([exp.experiment_id], "tags.`mmder.kind` = 'sweep'")[0]
     logged = {Path(f.path).name for f in client.list_artifacts(parent.info.run_id, "report")}
-    assert {"report.html", "ravdess-speech_bars.png", "ravdess-speech_confusion.png"} <= logged
+    assert {
+        "report.html",
+        "ravdess-speech_bars.svg",
+        "ravdess-speech_bars.png",
+        "ravdess-speech_confusion.svg",
+    } <= logged
     assert "figures logged" in capsys.readouterr().out
 
 
