@@ -218,3 +218,27 @@ def test_report_renders_in_a_headless_browser(store, tmp_path):
     pixels = mpimg.imread(shot)
     assert pixels.shape[0] >= 2000 and pixels.shape[1] >= 1000
     assert float(pixels[..., :3].std()) > 0.05, "the screenshot is blank"
+
+
+def test_results_in_python_as_dataframes(store, capsys):
+    from harness.results import api
+
+    experiment, output = store
+    cells = api.cells(experiment, output)
+    assert len(cells) == 12 and cells["key"].is_unique  # 2 settings x 3 folds x 2 seeds
+    missing = cells[~cells["finished"]]
+    assert list(zip(missing["setting"], missing["fold"], missing["seed"], strict=True)) == [("audio", 2, 1)]
+    assert missing["war"].isna().all() and missing["run_id"].isna().all()
+    done = cells[cells["finished"]]
+    assert (done["config/training.epochs"] == 3).all() and (done["mmder.device_count"] == "2").all()
+    assert "config/setting" not in cells  # the grid keys are columns of their own
+    expected = [_predictions(r.fold, r.setting, r.seed) for r in done.itertuples()]
+    wars = [100 * np.mean([p["true"] == p["predicted"] for p in e]) for e in expected]
+    np.testing.assert_allclose(done["war"].to_numpy(dtype=float), wars)
+    pred = api.predictions(experiment, output)
+    assert len(pred) == 11 * 64 and list(pred.columns[:5]) == ["key", "dataset", "setting", "fold", "seed"]
+    assert set(pred["speaker"]) == {f"Actor_{a:02d}" for a in range(1, 13)}
+    board = api.leaderboard(experiment, output)
+    assert main(["leaderboard", str(experiment), "--output", str(output), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert board["war_spk_lo"].tolist() == pytest.approx([r["war_spk_lo"] for r in rows], rel=1e-12)
