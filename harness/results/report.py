@@ -222,7 +222,7 @@ def matrix_figure(
     is p (darker = smaller; white from 0.1 up); the diagonal and untestable pairs are grey, so neither
     reads as p >= 0.1."""
     n = len(matrix)
-    fig, ax = plt.subplots(figsize=(1.15 * n + 2.8, 0.85 * n + 1.9))
+    fig, ax = plt.subplots(figsize=(0.9 * n + 2.6, 0.65 * n + 1.6))
     values = matrix.to_numpy(dtype=float)
     cmap = plt.get_cmap("Blues_r").with_extremes(bad="0.8")
     im = ax.imshow(np.ma.masked_invalid(values), vmin=0, vmax=0.1, cmap=cmap)
