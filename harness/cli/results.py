@@ -68,7 +68,12 @@ def register(add: Add) -> dict[str, Handler]:
         help="dataset name (default: every dataset holding both settings)",
     )
     cp.add_argument("--all", action="store_true", help="every pair per dataset, Benjamini-Hochberg corrected")
-    cp.add_argument("--format", choices=list(COMPARE_FORMATS), default="table")
+    cp.add_argument(
+        "--format",
+        choices=list(COMPARE_FORMATS),
+        default="table",
+        help="table (speaker level first), or csv/json at full precision with the method note",
+    )
     cp.add_argument(
         "--resamples",
         type=int,
