@@ -28,7 +28,8 @@ def scaled_lr(base_lr: float, total_batch: int) -> float:
     return base_lr * total_batch / 256
 
 
-# paper.md section 4. "training" maps onto TrainConfig fields, "model" onto build_model options.
+# The MultiMAE-DER paper's training set-up (Xiang et al., ICPRS 2024, arXiv:2404.18327) and the
+# authors' code. "training" maps onto TrainConfig fields, "model" onto build_model options.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "linear_probe": {  # the authors' code: AdamW 1e-2, wd 0.05, 100 epochs, batch 16, constant lr
         "training": {
@@ -96,7 +97,7 @@ _SMALL_TRAINING: dict[str, Any] = {
 }
 
 
-# Named recipes for ``training.preset`` (paper.md section 4, and the CPU recipe of
+# Named recipes for ``training.preset`` (the paper's set-up, arXiv:2404.18327, and the CPU recipe of
 # docs/ablation-ravdess-audio.md). ``training`` fills the TrainingConfig fields an experiment leaves
 # unset; ``model`` the ModelConfig ones (filled by the experiment model, which sees both sections);
 # ``base_lr`` is per 256 clips of global batch (VideoMAE's linear scaling rule,

@@ -18,11 +18,13 @@ EXAMPLES = {
     "leaderboard": "example: mmder leaderboard experiments/quickstart.yaml --format markdown\n"
     "         mmder leaderboard experiments/ravdess-audio.yaml --references --per-class",
     "compare": "example: mmder compare experiments/quickstart.yaml FSLF video\n"
-    "         mmder compare experiments/quickstart.yaml --all --metric uar",
+    "         mmder compare experiments/quickstart.yaml --all --metric uar --format csv",
     "report": "example: mmder report experiments/quickstart.yaml   (writes runs/quickstart/report.html)",
 }
 
 LEADERBOARD_FORMATS = ("table", "csv", "markdown", "json", "latex")
+COMPARE_FORMATS = ("table", "csv", "json")
+RESAMPLES = 2000  # mmder.eval.stats.RESAMPLES, repeated so `--help` imports no scipy; a test keeps them equal
 
 
 def register(add: Add) -> dict[str, Handler]:
@@ -51,8 +53,9 @@ def register(add: Add) -> dict[str, Handler]:
 
     cp = add(
         "compare",
-        "Paired comparison of two settings on the same folds, seeds and test clips: McNemar exact, "
-        "paired bootstrap interval, paired t and Wilcoxon over folds x seeds.",
+        "Paired comparison of two settings on the same folds, seeds and test clips: a paired bootstrap "
+        "resampling test speakers (interval and p), paired t and Wilcoxon over folds x seeds, and McNemar "
+        "exact per clip (which assumes independent clips).",
         cmd_compare,
         EXAMPLES["compare"],
     )
@@ -65,7 +68,18 @@ def register(add: Add) -> dict[str, Handler]:
         help="dataset name (default: every dataset holding both settings)",
     )
     cp.add_argument("--all", action="store_true", help="every pair per dataset, Benjamini-Hochberg corrected")
-    cp.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    cp.add_argument(
+        "--format",
+        choices=list(COMPARE_FORMATS),
+        default="table",
+        help="table (speaker level first), or csv/json at full precision with the method note",
+    )
+    cp.add_argument(
+        "--resamples",
+        type=int,
+        default=RESAMPLES,
+        help="bootstrap resamples (the report and the leaderboard use the default, with seed 0)",
+    )
 
     rp = add(
         "report",
@@ -81,10 +95,10 @@ def register(add: Add) -> dict[str, Handler]:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from harness.results.leaderboard import leaderboard, render
+    from harness.results.leaderboard import experiment_leaderboard, render
 
     exp = _collect(args)
-    table = leaderboard(exp.runs, exp.loader, exp.settings, per_class=args.per_class)
+    table = experiment_leaderboard(exp, per_class=args.per_class)  # the report shows this same table
     print(render(table, args.format, exp.datasets, references=args.references))
     if args.show_params:
         print(chosen_params_table(exp))
@@ -125,11 +139,12 @@ def chosen_params_table(exp: Any) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.results.compare import NotComparable, compare, compare_all, format_all, format_comparison
+    from harness.results.compare import NotComparable, compare, compare_all
+    from harness.results.compare_text import render_all, render_comparisons
 
     exp = _collect(args)
     if args.all:
-        print(format_all(compare_all(exp, args.metric, n_resamples=args.resamples)))
+        print(render_all(compare_all(exp, args.metric, n_resamples=args.resamples), args.format))
         return 0
     if not (args.a and args.b):
         print("mmder: error: compare needs two settings A B, or --all", file=sys.stderr)
@@ -142,17 +157,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
             )
             return 2
     datasets = [args.dataset] if args.dataset else list(exp.runs["dataset"].unique())
-    status = 0
+    status, done = 0, []
     for dataset in datasets:
         try:
-            print(
-                format_comparison(
-                    compare(exp, dataset, args.a, args.b, args.metric, n_resamples=args.resamples)
-                )
-            )
+            done.append(compare(exp, dataset, args.a, args.b, args.metric, n_resamples=args.resamples))
         except NotComparable as err:
             print(f"mmder: cannot compare: {err}", file=sys.stderr)
             status = 2
+    if done:
+        print(render_comparisons(done, args.format))
     return status
 
 
@@ -163,6 +176,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(exp.output or ".")
     path, parent = write_report(exp, out / "report.html", log_to_mlflow=not args.no_mlflow)
     print(f"report: {path}")
+    print(f"figures (SVG and PNG): {path.parent / 'figures'}")
     if parent:
         print(f"figures logged to the sweep's MLflow run {parent} (artifacts/report)")
     return 0

@@ -146,9 +146,10 @@ def _leaderboard(plan: Any) -> str:
     signature = board_signature(plan)
     board = cached_board(output, signature)
     if board is None:
-        from harness.results.leaderboard import experiment_leaderboard, render
+        from harness.results.leaderboard import collect_runs, experiment_leaderboard, render
 
-        board = render(experiment_leaderboard(plan.spec, output))
+        exp = collect_runs(plan.spec, output)  # its datasets give the table its protocol line
+        board = render(experiment_leaderboard(exp), "table", exp.datasets)
         store_board(output, signature, board)
     return board
 

@@ -1,20 +1,24 @@
-"""``mmder compare``: is setting A really better than B on the same folds, seeds and test clips?
+"""``mmder compare``: is setting A really better than B on the same folds, seeds and test speakers?
 
 Glue only: pairs the finished runs of two settings by (fold, seed), loads their predictions.csv,
 checks the test sets are identical, and hands arrays to ``mmder.eval.stats``. Runs whose test clips
 differ are refused: a paired test over different clips answers a different question.
+
+The headline is speaker-level: a paired bootstrap that resamples test speakers (the folds are
+speaker-independent, so speakers are what was sampled), then the paired tests over folds x seeds.
+McNemar on single clips is kept as a secondary line and says that it assumes independent clips.
+Rendering (text, CSV, JSON) is in ``harness.results.compare_text``.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from harness.results.leaderboard import ExperimentRuns
+from harness.results.leaderboard import ExperimentRuns, speaker_clusters
 from mmder.eval import stats
 
 
@@ -33,8 +37,8 @@ class Comparison:
     n_clips: int
     value_a: float  # pooled metric of A over the paired runs
     value_b: float
-    bootstrap: stats.Interval
-    mcnemar: stats.McNemar
+    speaker: stats.ClusterInterval  # A-B, resampling test speakers (the headline)
+    mcnemar: stats.McNemar  # per clip: assumes independent clips
     folds: stats.PairedTests
     notes: list[str] = field(default_factory=list)
 
@@ -111,12 +115,14 @@ def paired_predictions(
             raise NotComparable(
                 f"{dataset} fold {p.fold}: the same clips carry different labels in {a} and {b}"
             )
+        speaker = next((m[c] for c in ("speaker_a", "speaker_b", "speaker") if c in m), np.nan)
         merged.append(
             pd.DataFrame(
                 {
                     "fold": p.fold,
                     "seed": p.seed,
                     "clip_id": m["clip_id"],
+                    "speaker": speaker,
                     "true": m["true_a"],
                     "pred_a": m["predicted_a"],
                     "pred_b": m["predicted_b"],
@@ -132,10 +138,10 @@ def compare(
     a: str,
     b: str,
     metric: str = "war",
-    n_resamples: int = 2000,
-    seed: int = 0,
+    n_resamples: int = stats.RESAMPLES,
+    seed: int = stats.SEED,
 ) -> Comparison:
-    """McNemar on pooled paired predictions, a paired bootstrap of the difference, fold-level tests."""
+    """A speaker-level paired bootstrap of the difference, fold-level tests, and McNemar per clip."""
     if metric not in stats.METRICS:
         raise ValueError(f"metric {metric!r} is not allowed; allowed: {', '.join(stats.METRICS)}")
     clips, pairs = paired_predictions(exp, dataset, a, b)
@@ -146,11 +152,13 @@ def compare(
     unpaired = [f"{a} f{f} s{s}" for f, s in sorted(keys_a - both)] + [
         f"{b} f{f} s{s}" for f, s in sorted(keys_b - both)
     ]
-    notes = []
+    clusters, unit, unit_note = speaker_clusters(clips)
+    notes = [unit_note] if unit_note else []
     if unpaired:
         notes.append(f"left out (finished for one setting only): {', '.join(unpaired)}")
     if metric == "uar":
         notes.append("McNemar tests per-clip correctness, i.e. WAR; the bootstrap and fold tests use UAR")
+    speaker = stats.paired_speaker_bootstrap(t, pa, pb, clusters, metric, unit, n_resamples, seed)
     return Comparison(
         dataset=dataset,
         a=a,
@@ -161,26 +169,74 @@ def compare(
         n_clips=len(clips),
         value_a=fn(t, pa),
         value_b=fn(t, pb),
-        bootstrap=stats.paired_bootstrap(t, pa, pb, metric, n_resamples=n_resamples, seed=seed),
+        speaker=speaker,
         mcnemar=stats.mcnemar_exact(pa == t, pb == t),
         folds=stats.paired_fold_tests(pairs[f"{metric}_a"].astype(float), pairs[f"{metric}_b"].astype(float)),
         notes=notes,
     )
 
 
+def record(c: Comparison) -> dict[str, object]:
+    """One comparison as a flat row, full precision: what CSV, JSON and the --all table are made of."""
+    sp, mc, ft = c.speaker, c.mcnemar, c.folds
+    return {
+        "dataset": c.dataset,
+        "a": c.a,
+        "b": c.b,
+        "metric": c.metric,
+        "value_a": c.value_a,
+        "value_b": c.value_b,
+        "diff": sp.estimate,
+        "diff_lo": sp.lo,
+        "diff_hi": sp.hi,
+        "speaker_p": sp.pvalue,
+        "unit": sp.unit,
+        "clusters": sp.clusters,
+        "pairs": len(c.pairs),
+        "fold_mean_diff": ft.mean_diff,
+        "t_p": ft.t_pvalue,
+        "wilcoxon_p": ft.wilcoxon_pvalue,
+        "clips": c.n_clips,
+        "mcnemar_only_a": mc.b,
+        "mcnemar_only_b": mc.c,
+        "mcnemar_p": mc.pvalue,
+        "notes": "; ".join(notes(c)),
+    }
+
+
+def notes(c: Comparison) -> list[str]:
+    """Everything a reader must know before trusting a number of this comparison, worst first."""
+    out = []
+    sp, mc = c.speaker, c.mcnemar
+    clip_sig = mc.pvalue < 0.05
+    if clip_sig and not sp.pvalue < 0.05:
+        why = "its interval includes 0" if sp.has_interval else "it cannot be computed"
+        out.append(
+            f"clip-level McNemar is significant (p = {format_p(mc.pvalue)}) but the speaker-level "
+            f"bootstrap is not ({why}): the clips of one speaker are not independent, so the difference "
+            "is not established"
+        )
+    out += [n for n in (sp.note, c.folds.note) if n]
+    return out + c.notes
+
+
 @dataclass
 class AllPairs:
-    """Every pair of settings of one dataset, with BH-corrected McNemar p-values as a matrix."""
+    """Every pair of settings of one dataset; BH-corrected speaker-level p-values as a matrix."""
 
     dataset: str
     comparisons: list[Comparison]
     refused: list[str]
-    matrix: pd.DataFrame  # settings x settings, corrected p (upper and lower triangle alike)
-    table: pd.DataFrame
+    matrix: pd.DataFrame  # settings x settings: BH-corrected speaker-level p (NaN on the diagonal)
+    diff: pd.DataFrame  # settings x settings: row minus column, in points
+    table: pd.DataFrame  # one ``record`` per pair, with the *_bh columns
 
 
-def compare_all(exp: ExperimentRuns, metric: str = "war", n_resamples: int = 2000) -> list[AllPairs]:
-    """All pairs of settings per dataset; the p-values are corrected for the number of pairs (fdr_bh)."""
+def compare_all(
+    exp: ExperimentRuns, metric: str = "war", n_resamples: int = stats.RESAMPLES, seed: int = stats.SEED
+) -> list[AllPairs]:
+    """All pairs of settings per dataset; each family of p-values is corrected for the number of pairs
+    (Benjamini-Hochberg): speaker-level bootstrap, paired t over folds x seeds, McNemar per clip."""
     out = []
     finished = exp.finished
     for dataset in finished["dataset"].unique():
@@ -189,76 +245,23 @@ def compare_all(exp: ExperimentRuns, metric: str = "war", n_resamples: int = 200
         comps, refused = [], []
         for a, b in itertools.combinations(settings, 2):
             try:
-                comps.append(compare(exp, dataset, a, b, metric, n_resamples=n_resamples))
+                comps.append(compare(exp, dataset, a, b, metric, n_resamples, seed))
             except NotComparable as err:
                 refused.append(str(err))
-        corrected = stats.bh_adjust([c.mcnemar.pvalue for c in comps]) if comps else np.array([])
-        t_corrected = stats.bh_adjust([c.folds.t_pvalue for c in comps]) if comps else np.array([])
+        table = pd.DataFrame([record(c) for c in comps])
         matrix = pd.DataFrame(np.nan, index=settings, columns=settings)
-        rows = []
-        for c, p_adj, t_adj in zip(comps, corrected, t_corrected, strict=True):
-            matrix.loc[c.a, c.b] = matrix.loc[c.b, c.a] = p_adj
-            rows.append(
-                {
-                    "a": c.a,
-                    "b": c.b,
-                    f"{metric}_a": c.value_a,
-                    f"{metric}_b": c.value_b,
-                    "diff": c.bootstrap.estimate,
-                    "diff_lo": c.bootstrap.lo,
-                    "diff_hi": c.bootstrap.hi,
-                    "mcnemar_p": c.mcnemar.pvalue,
-                    "mcnemar_p_bh": p_adj,
-                    "t_p": c.folds.t_pvalue,
-                    "t_p_bh": t_adj,
-                    "wilcoxon_p": c.folds.wilcoxon_pvalue,
-                    "pairs": len(c.pairs),
-                }
-            )
-        out.append(AllPairs(dataset, comps, refused, matrix, pd.DataFrame(rows)))
+        diff = matrix.copy()
+        if comps:
+            for col in ("speaker_p", "t_p", "mcnemar_p"):
+                table.insert(table.columns.get_loc(col) + 1, f"{col}_bh", stats.bh_adjust(table[col]))
+            for c, p_adj in zip(comps, table["speaker_p_bh"], strict=True):
+                matrix.loc[c.a, c.b] = matrix.loc[c.b, c.a] = p_adj
+                diff.loc[c.a, c.b], diff.loc[c.b, c.a] = c.speaker.estimate, -c.speaker.estimate
+        out.append(AllPairs(dataset, comps, refused, matrix, diff, table))
     return out
 
 
-def format_p(p: float) -> str:
-    if p is None or math.isnan(p):
+def format_p(p: float | None) -> str:
+    if p is None or p != p:  # NaN: untestable, the notes say why
         return "n/a"
     return f"{p:.2g}" if p < 0.001 else f"{p:.4f}"
-
-
-def format_comparison(c: Comparison) -> str:
-    m = c.metric.upper()
-    bs, mc, ft = c.bootstrap, c.mcnemar, c.folds
-    ci = "no interval" if math.isnan(bs.lo) else f"95 % paired bootstrap [{bs.lo:+.2f}, {bs.hi:+.2f}]"
-    lines = [
-        f"{c.dataset}: {c.a} (A) vs {c.b} (B), {m}; {len(c.pairs)} (fold, seed) pairs, "
-        f"{c.n_clips} paired test predictions",
-        f"  pooled {m}: A {c.value_a:.2f}  B {c.value_b:.2f}  A-B {bs.estimate:+.2f} points, {ci}",
-        f"  McNemar exact: {mc.b} clips only A right, {mc.c} only B right, p = {format_p(mc.pvalue)}",
-        f"  over folds x seeds (n={ft.n}): mean A-B {ft.mean_diff:+.2f}, "
-        f"paired t p = {format_p(ft.t_pvalue)}, "
-        f"Wilcoxon p = {format_p(ft.wilcoxon_pvalue)}",
-    ]
-    for note in ([ft.note] if ft.note else []) + ([bs.note] if bs.note else []) + c.notes:
-        lines.append(f"  note: {note}")
-    return "\n".join(lines)
-
-
-def format_all(results: list[AllPairs]) -> str:
-    lines = []
-    for r in results:
-        lines.append(f"{r.dataset}: all pairs, Benjamini-Hochberg over {len(r.comparisons)} comparisons")
-        if not r.table.empty:
-            shown = r.table.copy()
-            for col in shown.columns:
-                if col.endswith("_p") or col.endswith("_bh"):
-                    shown[col] = shown[col].map(format_p)
-            lines.append(
-                "\n".join("  " + ln for ln in shown.to_string(index=False, float_format="%.2f").splitlines())
-            )
-            lines.append("  BH-corrected McNemar p (row vs column):")
-            matrix = r.matrix.map(lambda v: "" if math.isnan(v) else format_p(v))
-            lines.append("\n".join("    " + ln for ln in matrix.to_string().splitlines()))
-        for msg in r.refused:
-            lines.append(f"  refused: {msg}")
-        lines.append("")
-    return "\n".join(lines).rstrip() or "(no finished cells yet)"

@@ -1,10 +1,11 @@
 """Finished MLflow runs -> pandas -> a table a reviewer accepts.
 
-Per (dataset, setting): how many folds, seeds and runs it rests on and how many cells are still
-missing; the mean of per-fold UAR/WAR with a 95 % t interval over folds x seeds; UAR/WAR pooled over
-all test predictions (some papers report that instead); optionally per-class recall; and what the
-cells cost (wall time, clips/s, device-hours, MFU). An unfinished row is shown, marked, with its
-missing count: it is never quietly averaged over fewer folds.
+Per (dataset, setting): how many folds, seeds, runs and test speakers it rests on and how many cells
+are still missing; UAR/WAR pooled over all test predictions with a 95 % bootstrap interval that
+resamples test speakers (the headline: the speakers are what was sampled); the mean of per-fold UAR/WAR
+with a 95 % t interval over folds x seeds (none below 3 values); optionally per-class recall; and what
+the cells cost (wall time, clips/s, device-hours, MFU). Every format carries the protocol note. An
+unfinished row is shown, marked, with its missing count: it is never quietly averaged over fewer folds.
 
 Only ``collect_runs`` knows the experiment file and MLflow layout (harness.experiment.config/grid/tracking);
 everything else works on an ``ExperimentRuns`` (a DataFrame of cells + an artifact loader), so it is
@@ -13,6 +14,7 @@ unit-testable with hand-made frames and re-pointable when those modules move.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -37,6 +39,8 @@ COLUMNS = [
     "runs",
     "missing",
     "n",
+    "speakers",
+    "interval_unit",
     "uar_mean",
     "uar_lo",
     "uar_hi",
@@ -46,7 +50,11 @@ COLUMNS = [
     "war_hi",
     "war_std",
     "uar_pooled",
+    "uar_spk_lo",
+    "uar_spk_hi",
     "war_pooled",
+    "war_spk_lo",
+    "war_spk_hi",
     "wall_s_per_cell",
     "train_clips_per_s",
     "device_hours",
@@ -253,6 +261,31 @@ def pooled_predictions(runs: pd.DataFrame, loader: ArtifactLoader) -> pd.DataFra
     return pd.concat(parts, ignore_index=True)
 
 
+FOLD_FALLBACK = (
+    "these predictions name no test speaker (written before predictions.csv had a speaker column): "
+    "the fold, with all its speakers, is the resampled unit instead"
+)
+
+
+def speaker_clusters(pred: pd.DataFrame) -> tuple[Any, str, str]:
+    """The test speaker of each prediction row, the unit's name and a note. Predictions that name no
+    speaker (older runs) are clustered by fold, and the note says so."""
+    if len(pred) and "speaker" in pred.columns and pred["speaker"].notna().all():
+        return pred["speaker"].astype(str).to_numpy(), "speaker", ""
+    return ("fold " + pred["fold"].astype(str)).to_numpy(), "fold", FOLD_FALLBACK
+
+
+def _speaker_intervals(pooled: pd.DataFrame) -> dict[str, Any]:
+    """Pooled UAR/WAR intervals that resample test speakers (NaN below stats.MIN_CLUSTERS)."""
+    clusters, unit, _ = speaker_clusters(pooled)
+    out: dict[str, Any] = {"interval_unit": unit}
+    for metric in ("uar", "war"):
+        ci = stats.speaker_bootstrap(pooled["true"], pooled["predicted"], clusters, metric, unit)
+        out[f"{metric}_spk_lo"], out[f"{metric}_spk_hi"] = ci.lo, ci.hi
+    out["speakers"] = ci.clusters if unit == "speaker" else float("nan")
+    return out
+
+
 def _row(group: pd.DataFrame, loader: ArtifactLoader, per_class: bool) -> dict[str, Any]:
     done = group[group["finished"]]
     uar_i = stats.t_interval(done["uar"].astype(float), bounds=(0.0, 100.0))
@@ -277,6 +310,13 @@ def _row(group: pd.DataFrame, loader: ArtifactLoader, per_class: bool) -> dict[s
     complete = not pooled.empty and pooled["key"].nunique() == len(done)
     row["uar_pooled"] = stats.uar(pooled["true"], pooled["predicted"]) if complete else float("nan")
     row["war_pooled"] = stats.war(pooled["true"], pooled["predicted"]) if complete else float("nan")
+    nan = float("nan")
+    no_pool = {
+        "speakers": nan,
+        "interval_unit": "",
+        **{f"{m}_spk_{e}": nan for m in ("uar", "war") for e in ("lo", "hi")},
+    }
+    row.update(_speaker_intervals(pooled) if complete else no_pool)
     wall = done["wall_seconds"].astype(float)
     row["wall_s_per_cell"] = float(wall.mean()) if wall.notna().any() else float("nan")
     clips = done["train_clips_per_s"].astype(float)
@@ -368,16 +408,46 @@ def _delta(mine: pd.Series | None, column: str, value: float | None) -> float:
 # ---------------------------------------------------------------- rendering
 
 
+def intervals_note() -> str:
+    """What the intervals are, in words every format carries."""
+    return (
+        "UAR/WAR in %; [95% spk]: pooled over test predictions, 95 % percentile bootstrap resampling test "
+        f"speakers ({stats.RESAMPLES} resamples, seed {stats.SEED}); mean [95% t]: mean over folds x "
+        f"seeds, 95 % Student t interval (none below {stats.MIN_T_VALUES} values)"
+    )
+
+
+def protocol_note(dataset: str, info: DatasetInfo | None) -> str:
+    """'synthetic  (synthetic, 6 classes, 2 folds, fine-tuned, ...)': what the numbers were measured on."""
+    if info is None:
+        return str(dataset)
+    head = f"{dataset}  ({info.corpus}, {info.classes or '?'} classes, {info.folds} folds, {info.training}"
+    if info.speaker_norm != "none":  # a transductive protocol is said where the numbers are
+        head += f", speaker-normalised ({info.speaker_norm}, transductive)"
+    if info.tested_on:
+        head += f", tested on {info.tested_on}"
+    return head + ")"
+
+
 def _num(x: Any, digits: int = 1) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
 def with_interval(mean: float, lo: float, hi: float, n: int) -> str:
-    """'45.1 [40.2, 50.0]', or '45.1 (n=1, no interval)': the paper's look."""
+    """'45.1 [40.2, 50.0]', or '45.1 (n=2, no interval)' where n cannot carry one: the paper's look."""
     if n == 0 or math.isnan(mean):
         return "-"
     if math.isnan(lo):
-        return f"{mean:.1f} (n=1, no interval)"
+        return f"{mean:.1f} (n={n}, no interval)"
+    return f"{mean:.1f} [{lo:.1f}, {hi:.1f}]"
+
+
+def _speaker_interval(mean: float, lo: float, hi: float, speakers: float, unit: str) -> str:
+    if math.isnan(mean):
+        return "-"
+    if math.isnan(lo):
+        count = f"{int(speakers)} speakers" if unit == "speaker" else "by fold"
+        return f"{mean:.1f} ({count}, no interval)"
     return f"{mean:.1f} [{lo:.1f}, {hi:.1f}]"
 
 
@@ -387,7 +457,7 @@ def _status(r: Any, expected_folds: int | None) -> str:
 
 
 def _display(table: pd.DataFrame, datasets: dict[str, DatasetInfo]) -> pd.DataFrame:
-    """Text cells for table/markdown: intervals, fold status with a visible mark, costs."""
+    """Text cells for table/markdown/LaTeX: intervals, fold status with a visible mark, costs."""
     out = []
     for record in table.to_dict("records"):
         # by name, not itertuples: a class label such as `frown-ee` or `colère` is no identifier and
@@ -400,10 +470,15 @@ def _display(table: pd.DataFrame, datasets: dict[str, DatasetInfo]) -> pd.DataFr
             "folds": _status(r, info.folds if info else None),
             "seeds": r.seeds,
             "n": r.n,
-            "UAR % [95% t]": with_interval(r.uar_mean, r.uar_lo, r.uar_hi, r.n),
-            "WAR % [95% t]": with_interval(r.war_mean, r.war_lo, r.war_hi, r.n),
-            "pooled UAR": _num(r.uar_pooled),
-            "pooled WAR": _num(r.war_pooled),
+            "speakers": _num(r.speakers, 0),
+            "UAR % [95% spk]": _speaker_interval(
+                r.uar_pooled, r.uar_spk_lo, r.uar_spk_hi, r.speakers, r.interval_unit
+            ),
+            "WAR % [95% spk]": _speaker_interval(
+                r.war_pooled, r.war_spk_lo, r.war_spk_hi, r.speakers, r.interval_unit
+            ),
+            "mean UAR [95% t]": with_interval(r.uar_mean, r.uar_lo, r.uar_hi, r.n),
+            "mean WAR [95% t]": with_interval(r.war_mean, r.war_lo, r.war_hi, r.n),
             "wall s/cell": _num(r.wall_s_per_cell, 0),
             "clips/s": _num(r.train_clips_per_s, 1),
             "device-h": _num(r.device_hours, 3),
@@ -416,6 +491,26 @@ def _display(table: pd.DataFrame, datasets: dict[str, DatasetInfo]) -> pd.DataFr
     return pd.DataFrame(out)
 
 
+def _footnotes(raw: pd.DataFrame) -> list[str]:
+    """What a reader must know to read these rows: unfinished cells, missing or cut intervals."""
+    lines = []
+    if (raw["missing"] > 0).any():
+        lines.append("! = cells not finished yet: the figures rest only on the finished ones (see n)")
+    if (raw["war_lo"].isna() & (raw["n"] > 0)).any():
+        lines.append(
+            f"no t interval below n={stats.MIN_T_VALUES} (fold, seed) values: it would span most of 0-100"
+        )
+    if (
+        (raw["war_lo"] == 0.0) | (raw["war_hi"] == 100.0) | (raw["uar_lo"] == 0.0) | (raw["uar_hi"] == 100.0)
+    ).any():
+        lines.append("a t interval reaching past 0 or 100 is cut there")
+    if (raw["war_spk_lo"].isna() & raw["war_pooled"].notna()).any():
+        lines.append(f"no speaker interval below {stats.MIN_CLUSTERS} test speakers")
+    if (raw["interval_unit"] == "fold").any():
+        lines.append(FOLD_FALLBACK)
+    return lines
+
+
 def _markdown(frame: pd.DataFrame) -> str:
     """Markdown by hand: DataFrame.to_markdown needs `tabulate`, which we do not ship."""
     cols = list(frame.columns)
@@ -425,10 +520,16 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _latex(frame: pd.DataFrame, caption: str | None = None) -> str:
+def _latex(frame: pd.DataFrame, caption: str | None = None, label: str | None = None) -> str:
+    """booktabs LaTeX; text columns left, every number column right-aligned so digits line up."""
+    text_cols = {"dataset", "setting", "reference", "protocol", "differs from ours"}
+    align = "".join("l" if c in text_cols else "r" for c in frame.columns)
     styler = frame.style.hide(axis="index").format(precision=2, na_rep="--", escape="latex")
     styler = styler.format_index(escape="latex", axis=1)
-    return styler.to_latex(hrules=True, caption=caption).replace("Δ", "$\\Delta$")  # pdflatex-safe
+    latex = styler.to_latex(
+        hrules=True, caption=caption, label=label, column_format=align, position_float="centering"
+    )
+    return latex.replace("Δ", "$\\Delta$")  # pdflatex-safe
 
 
 def _references_display(ref: pd.DataFrame) -> pd.DataFrame:
@@ -465,35 +566,29 @@ def render(
     datasets: dict[str, DatasetInfo] | None = None,
     references: bool = False,
 ) -> str:
-    """The leaderboard as text in one of FORMATS; with ``references``, published rows follow."""
+    """The leaderboard as text in one of FORMATS; with ``references``, published rows follow. Every
+    format carries the protocol of each dataset and what the intervals are; CSV and JSON keep full
+    precision."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
     datasets = datasets or {}
     ref = reference_rows(table, datasets) if references and not table.empty else pd.DataFrame()
     if fmt == "json":
-        payload: dict[str, Any] = {"rows": json.loads(table.to_json(orient="records"))}
-        if references:
-            payload["references_version"] = refs.REFERENCES_VERSION
-            payload["references"] = json.loads(ref.to_json(orient="records")) if not ref.empty else []
-        return json.dumps(payload, indent=2)
+        return _json(table, datasets, ref if references else None)
+    notes = [protocol_note(d, datasets.get(d)) for d in table["dataset"].unique()] + [intervals_note()]
     if fmt == "csv":
-        text = table.to_csv(index=False, float_format="%.2f")
+        text = "".join(f"# {n}\n" for n in notes) + table.to_csv(index=False)
         if references and not ref.empty:
-            text += f"\n# references {refs.REFERENCES_VERSION}\n" + ref.to_csv(
-                index=False, float_format="%.2f"
-            )
+            text += f"\n# references {refs.REFERENCES_VERSION}\n" + ref.to_csv(index=False)
         return text
     if table.empty:
         return "(no finished cells yet)"
     shown = _display(table, datasets)
+    notes += _footnotes(table)
     if fmt == "latex":
-        text = _latex(shown, caption="UAR/WAR (\\%): mean over folds x seeds [95 \\% t interval]")
-        if references and not ref.empty:
-            caption = f"Published results (references {refs.REFERENCES_VERSION})"
-            text += "\n" + _latex(_references_display(ref), caption=caption)
-        return text
+        return _latex_text(shown, ref, notes)
     if fmt == "markdown":
-        text = _markdown(shown)
+        text = _markdown(shown) + "\n\nTable: " + "; ".join(notes)
         if references and not ref.empty:
             text += f"\n\nPublished results (references {refs.REFERENCES_VERSION}):\n\n" + _markdown(
                 _references_display(ref)
@@ -502,27 +597,66 @@ def render(
     return _table_text(shown, table, ref if references else None, datasets)
 
 
+def _json(table: pd.DataFrame, datasets: dict[str, DatasetInfo], ref: pd.DataFrame | None) -> str:
+    """An object: the protocol of each dataset, what the intervals are, and the rows at full precision."""
+    present = table["dataset"].unique() if not table.empty else list(datasets)
+    payload: dict[str, Any] = {
+        "protocol": {
+            str(d): {**dataclasses.asdict(datasets[d]), "note": protocol_note(d, datasets[d])}
+            for d in present
+            if d in datasets
+        },
+        "note": intervals_note(),
+        "resamples": stats.RESAMPLES,
+        "seed": stats.SEED,
+        "rows": _json_rows(table),
+    }
+    if ref is not None:
+        payload["references_version"] = refs.REFERENCES_VERSION
+        payload["references"] = _json_rows(ref)
+    return json.dumps(payload, indent=2, ensure_ascii=False)
+
+
+def _json_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Records at full precision, NaN as null (json.dumps would write NaN, which is not JSON)."""
+    return json.loads(frame.to_json(orient="records", double_precision=15)) if not frame.empty else []
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\^{}",
+}
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def _latex_text(shown: pd.DataFrame, ref: pd.DataFrame, notes: list[str]) -> str:
+    caption = _latex_escape("; ".join(notes))
+    text = _latex(shown, caption=caption, label="tab:mmder-leaderboard")
+    if not ref.empty:
+        caption = f"Published results (references {refs.REFERENCES_VERSION})"
+        text += "\n" + _latex(_references_display(ref), caption=caption, label="tab:mmder-references")
+    return text
+
+
 def _table_text(
     shown: pd.DataFrame, table: pd.DataFrame, ref: pd.DataFrame | None, datasets: dict[str, DatasetInfo]
 ) -> str:
     lines = []
     for dataset, part in shown.groupby("dataset", sort=False):
-        info = datasets.get(dataset)
-        head = f"{dataset}"
-        if info:
-            head += f"  ({info.corpus}, {info.classes or '?'} classes, {info.folds} folds, {info.training}"
-            if info.speaker_norm != "none":  # a transductive protocol is said where the numbers are
-                head += f", speaker-normalised ({info.speaker_norm}, transductive)"
-            if info.tested_on:
-                head += f", tested on {info.tested_on}"
-            head += ")"
-        lines.append(head)
+        lines.append(protocol_note(dataset, datasets.get(dataset)))
         lines.append(_indent(part.drop(columns="dataset").to_string(index=False)))
-        raw = table[table["dataset"] == dataset]
-        if (raw["missing"] > 0).any():
-            lines.append("  ! = cells not finished yet: the figures rest only on the finished ones (see n)")
-        if (raw["n"] == 1).any():
-            lines.append("  n=1: one run, no interval")
+        lines += [f"  {n}" for n in _footnotes(table[table["dataset"] == dataset])]
         if ref is not None and not ref.empty and dataset in set(ref["dataset"]):
             part_ref = _references_display(ref[ref["dataset"] == dataset]).drop(columns="dataset")
             lines.append(
@@ -530,6 +664,7 @@ def _table_text(
             )
             lines.append(_indent(part_ref.to_string(index=False), 4))
         lines.append("")
+    lines.append(intervals_note())
     return "\n".join(lines).rstrip()
 
 

@@ -1,9 +1,12 @@
 """``mmder report``: one self-contained HTML file a reviewer can open offline, plus its figures in MLflow.
 
-Per dataset: a bar chart of each setting with its 95 % t interval and published values as markers,
-row-normalised confusion matrices summed over the finished runs, per-epoch learning curves, the
-all-pairs comparison matrix, the cost table, and the provenance (run ids, keys, ``mmder.*`` tags)
-of every run the figures rest on. Images are embedded as base64 PNG so the file travels alone.
+Per dataset: the leaderboard exactly as ``mmder leaderboard --per-class`` prints it; a bar chart of
+each setting's pooled UAR/WAR with its 95 % interval over test speakers, the chance level and
+published values as markers, on a fixed 0-100 axis; row-normalised confusion matrices summed over the
+finished runs; per-epoch learning curves; the all-pairs matrix (speaker-level p, BH-corrected, and the
+difference); the cost table; and the provenance (run ids, keys, ``mmder.*`` tags) of every run the
+figures rest on. Every figure is written as SVG (for print) and PNG beside the HTML, which embeds the
+SVGs so the file travels alone.
 """
 
 from __future__ import annotations
@@ -27,63 +30,110 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness.results.compare import compare_all, format_p  # noqa: E402
-from harness.results.leaderboard import ExperimentRuns, folds_text, leaderboard, reference_rows, render  # noqa: E402
+from harness.results.leaderboard import (  # noqa: E402
+    ExperimentRuns,
+    experiment_leaderboard,
+    folds_text,
+    intervals_note,
+    reference_rows,
+    render,
+)
 from mmder.eval import references as refs  # noqa: E402
 
 CURVES = ("train_loss", "test_loss", "war")
 
 
+FIGURE_FORMATS = ("svg", "png")
+
+
 @dataclass
 class Report:
     html: str
-    figures: dict[str, bytes] = field(default_factory=dict)  # file name -> PNG bytes
+    figures: dict[str, bytes] = field(default_factory=dict)  # file name (.svg and .png) -> bytes
 
 
-def _png(fig: plt.Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+def _save(fig: plt.Figure) -> dict[str, bytes]:
+    """The figure as SVG (vector for print, text kept as text so it stays searchable and editable; no
+    date, so a rerun writes the same file) and PNG."""
+    out = {}
+    for fmt in FIGURE_FORMATS:
+        buf = io.BytesIO()
+        with plt.rc_context({"svg.hashsalt": "mmder", "svg.fonttype": "none"}):
+            fig.savefig(
+                buf,
+                format=fmt,
+                dpi=150,
+                bbox_inches="tight",
+                metadata={"Date": None} if fmt == "svg" else None,
+            )
+        out[fmt] = buf.getvalue()
     plt.close(fig)
-    return buf.getvalue()
+    return out
 
 
-def bar_chart(table: pd.DataFrame, dataset: str, ref: pd.DataFrame) -> bytes:
-    """UAR and WAR per setting with t-interval whiskers; published same-setting values as markers."""
+def chance_level(table: pd.DataFrame, dataset: str, exp: ExperimentRuns) -> float | None:
+    """100 / number of classes (from the dataset's protocol, else from the per-class columns)."""
+    info = exp.datasets.get(dataset)
+    classes = info.classes if info is not None else None
+    if not classes:
+        part = table[table["dataset"] == dataset]
+        classes = sum(1 for c in part.columns if c.startswith("recall_") and part[c].notna().any())
+    return 100.0 / classes if classes else None
+
+
+def _whiskers(mean: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Error-bar lengths below and above, kept inside 0-100; none (0) where there is no interval."""
+    lo_c, hi_c = np.clip(lo, 0.0, 100.0), np.clip(hi, 0.0, 100.0)
+    return np.nan_to_num(np.vstack([mean - lo_c, hi_c - mean]))
+
+
+def bar_chart(table: pd.DataFrame, dataset: str, ref: pd.DataFrame, chance: float | None) -> dict[str, bytes]:
+    """Pooled UAR and WAR per setting with 95 % whiskers over test speakers, on a 0-100 axis with the
+    chance level; published same-setting values as markers."""
     part = table[table["dataset"] == dataset]
     x = np.arange(len(part))
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(part) + 2), 3.8))
     for offset, metric, color in ((-0.2, "uar", "#4c72b0"), (0.2, "war", "#dd8452")):
-        mean = part[f"{metric}_mean"].to_numpy(dtype=float)
-        lo = np.nan_to_num(mean - part[f"{metric}_lo"].to_numpy(dtype=float))
-        hi = np.nan_to_num(part[f"{metric}_hi"].to_numpy(dtype=float) - mean)
-        ax.bar(x + offset, mean, width=0.4, color=color, label=f"{metric.upper()} (95 % t)")
-        ax.errorbar(x + offset, mean, yerr=[lo, hi], fmt="none", ecolor="black", capsize=3, lw=1)
-    if not ref.empty:
-        mine = ref[(ref["dataset"] == dataset) & (ref["setting"] != "")]
-        shown = False
-        for i, setting in enumerate(part["setting"]):
-            for r in mine[mine["setting"] == setting].itertuples(index=False):
-                for offset, value in ((-0.2, r.ref_uar), (0.2, r.ref_war)):
-                    if not math.isnan(value):
-                        ax.plot(
-                            i + offset,
-                            value,
-                            marker="D",
-                            color="crimson",
-                            ms=6,
-                            ls="none",
-                            label=None if shown else "published (see references)",
-                        )
-                        shown = True
+        mean = part[f"{metric}_pooled"].to_numpy(dtype=float)
+        lo, hi = (
+            part[f"{metric}_spk_lo"].to_numpy(dtype=float),
+            part[f"{metric}_spk_hi"].to_numpy(dtype=float),
+        )
+        ax.bar(x + offset, mean, width=0.4, color=color, label=f"{metric.upper()} (95 % over speakers)")
+        ax.errorbar(
+            x + offset, mean, yerr=_whiskers(mean, lo, hi), fmt="none", ecolor="black", capsize=3, lw=1
+        )
+        for i in np.flatnonzero(np.isnan(lo) & ~np.isnan(mean)):
+            ax.annotate(
+                "no interval", (i + offset, min(mean[i] + 2, 95)), ha="center", fontsize=6, rotation=90
+            )
+    if chance is not None:
+        ax.axhline(chance, color="0.35", ls="--", lw=1, label=f"chance ({chance:.1f} %)")
+    _published_markers(ax, part, ref, dataset)
     for i, r in enumerate(part.itertuples(index=False)):
         if r.missing:
             ax.annotate(f"{r.missing} missing", (i, 2), ha="center", fontsize=8, color="crimson")
     ax.set_xticks(x, part["setting"])
     ax.set_ylim(0, 100)
     ax.set_ylabel("%")
-    ax.set_title(f"{dataset}: mean over folds x seeds")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(f"{dataset}: pooled over test predictions, 95 % bootstrap over test speakers", fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncols=4, frameon=False)
     ax.grid(axis="y", alpha=0.3)
-    return _png(fig)
+    return _save(fig)
+
+
+def _published_markers(ax: Any, part: pd.DataFrame, ref: pd.DataFrame, dataset: str) -> None:
+    if ref.empty:
+        return
+    mine = ref[(ref["dataset"] == dataset) & (ref["setting"] != "")]
+    shown = False
+    for i, setting in enumerate(part["setting"]):
+        for r in mine[mine["setting"] == setting].itertuples(index=False):
+            for offset, value in ((-0.2, r.ref_uar), (0.2, r.ref_war)):
+                if not math.isnan(value):
+                    label = None if shown else "published (see references)"
+                    ax.plot(i + offset, value, marker="D", color="crimson", ms=6, ls="none", label=label)
+                    shown = True
 
 
 def summed_confusion(exp: ExperimentRuns, dataset: str, setting: str) -> tuple[list[str], np.ndarray] | None:
@@ -103,7 +153,7 @@ def summed_confusion(exp: ExperimentRuns, dataset: str, setting: str) -> tuple[l
     return (classes, total) if classes is not None else None
 
 
-def confusion_figure(exp: ExperimentRuns, dataset: str, settings: list[str]) -> bytes | None:
+def confusion_figure(exp: ExperimentRuns, dataset: str, settings: list[str]) -> dict[str, bytes] | None:
     mats = [(s, summed_confusion(exp, dataset, s)) for s in settings]
     mats = [(s, m) for s, m in mats if m is not None]
     if not mats:
@@ -133,10 +183,10 @@ def confusion_figure(exp: ExperimentRuns, dataset: str, settings: list[str]) -> 
         ax.set_ylabel("true", fontsize=7)
     fig.suptitle(f"{dataset}: row-normalised confusion, summed over finished runs", fontsize=10)
     fig.tight_layout()
-    return _png(fig)
+    return _save(fig)
 
 
-def curves_figure(exp: ExperimentRuns, dataset: str, settings: list[str]) -> bytes | None:
+def curves_figure(exp: ExperimentRuns, dataset: str, settings: list[str]) -> dict[str, bytes] | None:
     """Per-epoch mean over a setting's finished runs of train/test loss and WAR."""
     runs = exp.finished
     runs = runs[runs["dataset"] == dataset]
@@ -159,39 +209,42 @@ def curves_figure(exp: ExperimentRuns, dataset: str, settings: list[str]) -> byt
         ax.set_title(metric)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    next((ax for ax in axes if ax.lines), axes[0]).legend(fontsize=7)  # the first panel with a curve
     fig.suptitle(f"{dataset}: learning curves (mean over folds x seeds)", fontsize=10)
     fig.tight_layout()
-    return _png(fig)
+    return _save(fig)
 
 
-def matrix_figure(matrix: pd.DataFrame, dataset: str) -> bytes:
-    fig, ax = plt.subplots(figsize=(1.0 * len(matrix) + 2.5, 0.8 * len(matrix) + 1.8))
+def matrix_figure(
+    matrix: pd.DataFrame, diff: pd.DataFrame, dataset: str, metric: str = "war"
+) -> dict[str, bytes]:
+    """Each pair's difference (row minus column, points) over its BH-corrected speaker-level p. Colour
+    is p (darker = smaller; white from 0.1 up); the diagonal and untestable pairs are grey, so neither
+    reads as p >= 0.1."""
+    n = len(matrix)
+    fig, ax = plt.subplots(figsize=(0.9 * n + 2.6, 0.65 * n + 1.6))
     values = matrix.to_numpy(dtype=float)
-    im = ax.imshow(np.where(np.isnan(values), 1.0, values), vmin=0, vmax=0.1, cmap="viridis_r")
+    cmap = plt.get_cmap("Blues_r").with_extremes(bad="0.8")
+    im = ax.imshow(np.ma.masked_invalid(values), vmin=0, vmax=0.1, cmap=cmap)
     for i, j in np.ndindex(values.shape):
-        if not np.isnan(values[i, j]):
-            v = values[i, j]
-            color = "black" if v < 0.05 else "white"
-            ax.text(
-                j,
-                i,
-                f"{v:.2g}" if v < 0.001 else f"{v:.3f}",
-                ha="center",
-                va="center",
-                fontsize=8,
-                color=color,
-            )
-    ax.set_xticks(range(len(matrix)), matrix.columns, rotation=45)
-    ax.set_yticks(range(len(matrix)), matrix.index)
-    fig.colorbar(im, ax=ax, label="p (BH), capped at 0.1")
-    ax.set_title(f"{dataset}: McNemar exact p, Benjamini-Hochberg", fontsize=9)
-    return _png(fig)
+        if i == j:
+            ax.text(j, i, "—", ha="center", va="center", fontsize=9, color="0.3")
+            continue
+        d, p = diff.iat[i, j], values[i, j]
+        text = f"{d:+.1f}\n" + ("n/a" if math.isnan(p) else f"p={format_p(p)}")
+        dark = not math.isnan(p) and p < 0.04
+        ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+    ax.set_xticks(range(n), matrix.columns, rotation=45, ha="right")
+    ax.set_yticks(range(n), matrix.index)
+    fig.colorbar(im, ax=ax, label="p (speaker-level bootstrap, BH), capped at 0.1")
+    ax.set_title(f"{dataset}: {metric.upper()} row - column (points) and BH-corrected p", fontsize=9)
+    fig.tight_layout()
+    return _save(fig)
 
 
-def _img(name: str, png: bytes) -> str:
-    data = base64.b64encode(png).decode()
-    return f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+def _img(name: str, svg: bytes) -> str:
+    data = base64.b64encode(svg).decode()
+    return f'<img alt="{html.escape(name)}" src="data:image/svg+xml;base64,{data}">'
 
 
 def _table(frame: pd.DataFrame) -> str:
@@ -209,53 +262,30 @@ table.t th{background:#f3f3f3} pre{font-size:12px;background:#f7f7f7;padding:8px
 """
 
 
-def build_report(exp: ExperimentRuns, n_resamples: int = 1000) -> Report:
+def leaderboard_section(exp: ExperimentRuns) -> tuple[pd.DataFrame, str]:
+    """The table ``mmder leaderboard --per-class`` prints, and that text: the report shows the same."""
+    table = experiment_leaderboard(exp, per_class=True)
+    return table, render(table, "table", exp.datasets)
+
+
+def build_report(exp: ExperimentRuns) -> Report:
     """The HTML text and the figures; nothing is written (see ``write_report``)."""
-    table = leaderboard(exp.runs, exp.loader, exp.settings, per_class=True)
+    table, board = leaderboard_section(exp)
     ref = reference_rows(table, exp.datasets) if not table.empty else pd.DataFrame()
     figures: dict[str, bytes] = {}
     parts = [
         f"<h1>mmder report: {html.escape(exp.name)}</h1>",
         f"<p>{int(exp.runs['finished'].sum())} of {len(exp.runs)} cells finished. "
-        f"Intervals are 95 % Student t over folds x seeds (n shown); references version "
-        f"{html.escape(refs.REFERENCES_VERSION)}.</p>",
+        f"{html.escape(intervals_note())}. References version {html.escape(refs.REFERENCES_VERSION)}; "
+        f"the paper: {html.escape(refs.MULTIMAE_DER)}.</p>",
     ]
     if table.empty:
         parts.append("<p>No finished cells yet.</p>")
     else:
-        parts.append(
-            "<h2>Leaderboard</h2><pre>" + html.escape(render(table, "table", exp.datasets)) + "</pre>"
-        )
-    all_pairs = {r.dataset: r for r in compare_all(exp, n_resamples=n_resamples)} if not table.empty else {}
+        parts.append('<h2>Leaderboard</h2><pre id="leaderboard">' + html.escape(board) + "</pre>")
+    all_pairs = {r.dataset: r for r in compare_all(exp)} if not table.empty else {}
     for dataset in table["dataset"].unique() if not table.empty else []:
-        settings = list(table.loc[table["dataset"] == dataset, "setting"])
-        parts.append(f"<h2>{html.escape(str(dataset))}</h2>")
-        name = f"{dataset}_bars.png"
-        figures[name] = bar_chart(table, dataset, ref)
-        parts.append(_img(name, figures[name]))
-        if not ref.empty:
-            parts.append("<h3>Published results</h3>")
-            shown = ref[ref["dataset"] == dataset].drop(columns="dataset")
-            parts.append(_table(shown.assign(folds=shown["folds"].map(folds_text))))
-        conf = confusion_figure(exp, dataset, settings)
-        if conf is not None:
-            name = f"{dataset}_confusion.png"
-            figures[name] = conf
-            parts.append("<h3>Confusion matrices</h3>" + _img(name, conf))
-        curves = curves_figure(exp, dataset, settings)
-        if curves is not None:
-            name = f"{dataset}_curves.png"
-            figures[name] = curves
-            parts.append("<h3>Learning curves</h3>" + _img(name, curves))
-        pairs = all_pairs.get(dataset)
-        if pairs is not None and not pairs.table.empty:
-            name = f"{dataset}_compare.png"
-            figures[name] = matrix_figure(pairs.matrix, dataset)
-            parts.append("<h3>All pairs (McNemar exact, BH-corrected)</h3>" + _img(name, figures[name]))
-            p_cols = [c for c in pairs.table.columns if c.endswith("_p") or c.endswith("_bh")]
-            parts.append(_table(pairs.table.assign(**{c: pairs.table[c].map(format_p) for c in p_cols})))
-        for msg in pairs.refused if pairs is not None else []:
-            parts.append(f'<p class="note">refused: {html.escape(msg)}</p>')
+        parts += _dataset_section(exp, table, ref, str(dataset), all_pairs.get(dataset), figures)
     if not table.empty:
         cost = table[
             ["dataset", "setting", "runs", "wall_s_per_cell", "train_clips_per_s", "device_hours", "mfu"]
@@ -269,6 +299,49 @@ def build_report(exp: ExperimentRuns, n_resamples: int = 1000) -> Report:
         f"<style>{CSS}</style></head><body>{body}</body></html>"
     )
     return Report(page, figures)
+
+
+def _figure(figures: dict[str, bytes], name: str, saved: dict[str, bytes]) -> str:
+    """Keep both files of a figure under its name; the page embeds the SVG."""
+    for fmt, data in saved.items():
+        figures[f"{name}.{fmt}"] = data
+    return _img(f"{name}.svg", saved["svg"])
+
+
+def _dataset_section(
+    exp: ExperimentRuns,
+    table: pd.DataFrame,
+    ref: pd.DataFrame,
+    dataset: str,
+    pairs: Any,
+    figures: dict[str, bytes],
+) -> list[str]:
+    settings = list(table.loc[table["dataset"] == dataset, "setting"])
+    chance = chance_level(table, dataset, exp)
+    parts = [f"<h2>{html.escape(dataset)}</h2>"]
+    parts.append(_figure(figures, f"{dataset}_bars", bar_chart(table, dataset, ref, chance)))
+    if not ref.empty:
+        parts.append("<h3>Published results</h3>")
+        shown = ref[ref["dataset"] == dataset].drop(columns="dataset")
+        parts.append(_table(shown.assign(folds=shown["folds"].map(folds_text))))
+    conf = confusion_figure(exp, dataset, settings)
+    if conf is not None:
+        parts.append("<h3>Confusion matrices</h3>" + _figure(figures, f"{dataset}_confusion", conf))
+    curves = curves_figure(exp, dataset, settings)
+    if curves is not None:
+        parts.append("<h3>Learning curves</h3>" + _figure(figures, f"{dataset}_curves", curves))
+    if pairs is not None and not pairs.table.empty:
+        parts.append(
+            "<h3>All pairs: paired bootstrap over test speakers, Benjamini-Hochberg</h3>"
+            + _figure(figures, f"{dataset}_compare", matrix_figure(pairs.matrix, pairs.diff, dataset))
+            + "<p>The table adds the fold-level paired t and Wilcoxon and, last, McNemar per clip, which "
+            "assumes independent clips.</p>"
+        )
+        p_cols = [c for c in pairs.table.columns if c.endswith("_p") or c.endswith("_bh")]
+        parts.append(_table(pairs.table.assign(**{c: pairs.table[c].map(format_p) for c in p_cols})))
+    for msg in pairs.refused if pairs is not None else []:
+        parts.append(f'<p class="note">refused: {html.escape(msg)}</p>')
+    return parts
 
 
 def provenance(exp: ExperimentRuns) -> pd.DataFrame:
@@ -291,18 +364,23 @@ def provenance(exp: ExperimentRuns) -> pd.DataFrame:
 
 
 def write_report(exp: ExperimentRuns, path: Path, log_to_mlflow: bool = True) -> tuple[Path, str | None]:
-    """Write the HTML; log it and its figures to the sweep's parent run. Returns (path, parent run id)."""
+    """Write the HTML and its figures (SVG and PNG, in ``figures/`` beside it); log them to the sweep's
+    parent run. Returns (path, parent run id)."""
     report = build_report(exp)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(report.html)
+    folder = path.parent / "figures"
+    folder.mkdir(exist_ok=True)
+    for name, data in report.figures.items():
+        (folder / name).write_bytes(data)
     parent = sweep_run_id(exp) if log_to_mlflow else None
     if parent is not None:
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=exp.tracking_uri)
         with tempfile.TemporaryDirectory() as tmp:
-            for name, png in report.figures.items():
-                Path(tmp, name).write_bytes(png)
+            for name, data in report.figures.items():
+                Path(tmp, name).write_bytes(data)
             Path(tmp, "report.html").write_text(report.html)
             client.log_artifacts(parent, tmp, artifact_path="report")
     return path, parent

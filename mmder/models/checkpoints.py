@@ -1,6 +1,6 @@
 """Load VideoMAE checkpoints of any common layout into our models, and convert them to ours.
 
-Layouts understood (see docs/paper.md section 5):
+Layouts understood (VideoMAE's released checkpoints, which the MultiMAE-DER paper builds on):
 
 * ``official-finetuned``: MCG-NJU fine-tuned names (``patch_embed.proj``, ``blocks.N.attn.qkv`` with
   ``q_bias``/``v_bias``, ``fc_norm``, ``head``). Our classifier uses exactly these names.

@@ -3,102 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
+from results_helpers import CLASSES, make_experiment
 
-from harness.results.compare import NotComparable, compare, compare_all, format_all, format_comparison
+from harness.results.compare import NotComparable, compare, compare_all
+from harness.results.compare_text import format_all, format_comparison
 from harness.results.leaderboard import (
     COLUMNS,
-    RUN_COLUMNS,
-    DatasetInfo,
-    ExperimentRuns,
     leaderboard,
     missing_cells,
     reference_rows,
     render,
     with_interval,
 )
-
-CLASSES = ["neutral", "calm", "happy", "sad"]
-
-
-class DictLoader:
-    """predictions/confusion/history by run id, as MLflow would hand them back."""
-
-    def __init__(self) -> None:
-        self.preds: dict[str, pd.DataFrame] = {}
-        self.hist: dict[tuple[str, str], list[tuple[int, float]]] = {}
-
-    def predictions(self, run_id: str) -> pd.DataFrame | None:
-        return self.preds.get(run_id)
-
-    def confusion(self, run_id: str) -> dict | None:
-        p = self.preds.get(run_id)
-        if p is None:
-            return None
-        m = pd.crosstab(p["true"], p["predicted"]).reindex(index=CLASSES, columns=CLASSES, fill_value=0)
-        return {"classes": CLASSES, "matrix": m.to_numpy().tolist()}
-
-    def history(self, run_id: str, metric: str) -> list[tuple[int, float]]:
-        return self.hist.get((run_id, metric), [])
-
-
-def fake_predictions(fold: int, accuracy: float, seed: int, n: int = 40) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    true = [CLASSES[i % 4] for i in range(n)]
-    right = rng.random(n) < accuracy
-    pred = [t if ok else CLASSES[(CLASSES.index(t) + 1) % 4] for t, ok in zip(true, right, strict=True)]
-    return pd.DataFrame(
-        {
-            "clip_id": [f"f{fold}-c{i}" for i in range(n)],
-            "speaker": f"s{fold}",
-            "true": true,
-            "predicted": pred,
-        }
-    )
-
-
-def make_experiment(spec: dict[tuple[str, int, int], float | None], folds: int = 3) -> ExperimentRuns:
-    """(setting, fold, seed) -> accuracy (None: not finished); WAR/UAR come from the predictions."""
-    loader = DictLoader()
-    rows = []
-    for i, ((setting, fold, seed), acc) in enumerate(spec.items()):
-        row = {
-            "key": f"ds-{setting}-f{fold}-s{seed}",
-            "dataset": "ds",
-            "setting": setting,
-            "fold": fold,
-            "seed": seed,
-        }
-        if acc is None:
-            rows.append({**row, "finished": False})
-            continue
-        run_id = f"run{i}"
-        pred = fake_predictions(fold, acc, seed=i)
-        loader.preds[run_id] = pred
-        correct = pred["true"] == pred["predicted"]
-        uar = 100 * correct.groupby(pred["true"]).mean().mean()
-        rows.append(
-            {
-                **row,
-                "finished": True,
-                "run_id": run_id,
-                "uar": uar,
-                "war": 100 * correct.mean(),
-                "wall_seconds": 3600.0,
-                "train_clips_per_s": 10.0,
-                "device_count": 2.0,
-                "mfu": None,
-                "tags": {"mmder.cell": row["key"]},
-            }
-        )
-    runs = pd.DataFrame(rows, columns=RUN_COLUMNS).astype({"finished": bool})
-    info = {"ds": DatasetInfo("ravdess", 8, folds, "fine-tuned")}
-    return ExperimentRuns("toy", runs, loader, ["audio", "FSLF"], info)
+from mmder.eval import stats
 
 
 def test_interval_over_folds_and_pooled_figures():
@@ -146,9 +70,8 @@ def test_formats_and_per_class():
     exp = make_experiment({("audio", f, 0): 0.5 for f in range(3)})
     table = leaderboard(exp.runs, exp.loader, exp.settings, per_class=True)
     assert {f"recall_{c}" for c in CLASSES} <= set(table.columns)
-    assert (
-        render(table, "csv").splitlines()[0].startswith("dataset,setting,folds,seeds,runs,missing,n,uar_mean")
-    )
+    header = next(ln for ln in render(table, "csv").splitlines() if not ln.startswith("#"))
+    assert header.startswith("dataset,setting,folds,seeds,runs,missing,n,speakers,interval_unit,uar_mean")
     latex = render(table, "latex")
     assert "\\toprule" in latex and "\\midrule" in latex and "\\bottomrule" in latex
     md = render(table, "markdown", exp.datasets)
@@ -156,6 +79,71 @@ def test_formats_and_per_class():
     with pytest.raises(ValueError, match="allowed"):
         render(table, "html")
     assert render(leaderboard(exp.runs.iloc[0:0]), "table") == "(no finished cells yet)"
+
+
+PROTOCOL = "ds  (ravdess, 8 classes, 3 folds, fine-tuned)"
+
+
+def test_every_format_carries_the_protocol_and_csv_json_keep_full_precision():
+    exp = make_experiment(
+        {("audio", f, 0): 0.53 for f in range(3)} | {("FSLF", f, 0): 0.81 for f in range(3)}
+    )
+    table = leaderboard(exp.runs, exp.loader, exp.settings)
+    note = "95 % percentile bootstrap resampling test speakers (2000 resamples, seed 0)"
+    assert render(table, "table", exp.datasets).splitlines()[0] == PROTOCOL
+    csv = render(table, "csv", exp.datasets)
+    assert csv.splitlines()[0] == f"# {PROTOCOL}" and note in csv.splitlines()[1]
+    back = pd.read_csv(io.StringIO(csv), comment="#")
+    for col in ("war_mean", "war_lo", "war_spk_hi", "uar_pooled"):  # not rounded to 2 decimals
+        np.testing.assert_array_equal(back[col].to_numpy(), table[col].to_numpy(dtype=float))
+    payload = json.loads(render(table, "json", exp.datasets))
+    assert payload["protocol"]["ds"]["note"] == PROTOCOL and payload["protocol"]["ds"]["classes"] == 8
+    assert note in payload["note"] and payload["resamples"] == 2000 and payload["seed"] == 0
+    assert [r["war_mean"] for r in payload["rows"]] == table["war_mean"].tolist()
+    md = render(table, "markdown", exp.datasets)
+    assert md.splitlines()[-1].startswith(f"Table: {PROTOCOL}") and note in md.splitlines()[-1]
+    latex = render(table, "latex", exp.datasets)
+    assert "\\caption{ds  (ravdess, 8 classes, 3 folds, fine-tuned); UAR/WAR in \\%" in latex
+    assert "\\label{tab:mmder-leaderboard}" in latex
+    # text columns left, every number column right-aligned
+    assert "\\begin{tabular}{ll" + "r" * (len(_display_columns(latex)) - 2) + "}" in latex
+
+
+def _display_columns(latex: str) -> list[str]:
+    head = latex.split("\\midrule")[0].split("\\toprule")[1]
+    return [c.strip() for c in head.strip().rstrip("\\").split("&")]
+
+
+def test_the_headline_interval_resamples_test_speakers_and_two_folds_print_no_t_interval():
+    exp = make_experiment({("FSLF", f, 0): 0.7 for f in range(2)}, folds=2)
+    table = leaderboard(exp.runs, exp.loader, exp.settings)
+    row = table.iloc[0]
+    pooled = pd.concat([exp.loader.preds[r] for r in exp.runs["run_id"]])
+    ci = stats.speaker_bootstrap(pooled["true"], pooled["predicted"], pooled["speaker"], "war")
+    assert (row.speakers, row.interval_unit) == (8, "speaker")
+    assert (row.war_pooled, row.war_spk_lo, row.war_spk_hi) == pytest.approx((ci.estimate, ci.lo, ci.hi))
+    assert math.isnan(row.war_lo)  # 2 folds: no t interval, rather than one cut to [0, 100]
+    text = render(table, "table", exp.datasets)
+    assert f"{ci.estimate:.1f} [{ci.lo:.1f}, {ci.hi:.1f}]" in text
+    assert f"{row.war_mean:.1f} (n=2, no interval)" in text and "no t interval below n=3" in text
+    assert "[0.0, 100.0]" not in text
+
+
+def test_predictions_without_speakers_fall_back_to_folds_and_say_so():
+    exp = make_experiment({("audio", f, 0): 0.5 for f in range(3)} | {("FSLF", f, 0): 0.8 for f in range(3)})
+    for pred in exp.loader.preds.values():
+        del pred["speaker"]
+    table = leaderboard(exp.runs, exp.loader, exp.settings)
+    assert set(table["interval_unit"]) == {"fold"} and table["war_spk_lo"].isna().all()
+    text = render(table, "table", exp.datasets)
+    assert (
+        "(by fold, no interval)" in text and "the fold, with all its speakers, is the resampled unit" in text
+    )
+    c = compare(exp, "ds", "FSLF", "audio", n_resamples=200)
+    assert c.speaker.unit == "fold" and c.speaker.clusters == 3 and not c.speaker.has_interval
+    out = format_comparison(c)
+    assert "fold level: paired bootstrap over 3 test folds: no interval" in out
+    assert "3 fold(s): too few to resample" in out and "name no test speaker" in out
 
 
 def test_references_show_deltas_and_protocol_differences():
@@ -198,13 +186,16 @@ def test_compare_pairs_runs_and_refuses_different_test_sets():
     )
     c = compare(exp, "ds", "FSLF", "audio", "war", n_resamples=500)
     assert len(c.pairs) == 6 and c.n_clips == 240
-    assert c.bootstrap.lo < c.bootstrap.estimate < c.bootstrap.hi and c.bootstrap.lo > 0
+    assert c.speaker.lo < c.speaker.estimate < c.speaker.hi and c.speaker.lo > 0
+    assert c.speaker.clusters == 12 and c.speaker.unit == "speaker"
     assert c.mcnemar.pvalue < 1e-6 and c.folds.n == 6
     text = format_comparison(c)
-    assert "McNemar exact" in text and "Wilcoxon" in text
-    both = compare_all(exp, n_resamples=200)
-    assert both[0].matrix.loc["FSLF", "audio"] == pytest.approx(c.mcnemar.pvalue)  # one pair: BH = raw
-    assert "BH-corrected McNemar p" in format_all(both)
+    assert "speaker level: paired bootstrap over 12 test speakers" in text
+    assert "clip level, assumes independent clips: McNemar exact" in text and "Wilcoxon" in text
+    both = compare_all(exp, n_resamples=500)
+    assert both[0].matrix.loc["FSLF", "audio"] == pytest.approx(c.speaker.pvalue)  # one pair: BH = raw
+    assert math.isnan(both[0].matrix.loc["FSLF", "FSLF"])
+    assert "BH-corrected speaker-level p" in format_all(both)
 
     # a different clip in one fold of audio: refused, naming the fold and why
     run_id = exp.runs.loc[(exp.runs["setting"] == "audio") & (exp.runs["fold"] == 1), "run_id"].iloc[0]
@@ -234,6 +225,13 @@ def test_per_class_columns_show_numbers_for_labels_that_are_not_identifiers():
     assert {label: cells[f" {label} "].strip() for label in expected} == expected
     (row,) = [line for line in render(table, "table", exp.datasets).splitlines() if " audio " in line]
     assert all(value in row for value in expected.values()), row
+    exact = {c: table[f"recall_{c}"].iloc[0] for c in ("frown-ee", "colère")}
+    back = pd.read_csv(io.StringIO(render(table, "csv", exp.datasets)), comment="#")
+    assert {c: back[f"recall_{c}"].iloc[0] for c in exact} == exact
+    (first,) = json.loads(render(table, "json", exp.datasets))["rows"]
+    assert {c: first[f"recall_{c}"] for c in exact} == pytest.approx(exact, rel=1e-14)
+    latex = render(table, "latex", exp.datasets)
+    assert "frown-ee" in latex and "colère" in latex and expected["colère"] in latex
 
 
 def test_a_seedless_baseline_pairs_with_every_seed_of_a_deep_setting():

@@ -148,11 +148,17 @@ def test_compare_two_settings_and_all_pairs(store, capsys):
         == 0
     )
     text = capsys.readouterr().out
-    assert "5 (fold, seed) pairs, 320 paired test predictions" in text
+    assert "5 (fold, seed) pairs, 12 test speakers, 320 paired test predictions" in text
+    assert "speaker level: paired bootstrap over 12 test speakers: 95 % [" in text
     assert "left out (finished for one setting only): FSLF f2 s1" in text
-    assert "McNemar exact" in text and "paired t p" in text
+    assert "clip level, assumes independent clips: McNemar exact" in text and "paired t p" in text
     assert main(["compare", str(experiment), "--all", "--output", str(output), "--resamples", "200"]) == 0
-    assert "BH-corrected McNemar p" in capsys.readouterr().out
+    assert "BH-corrected speaker-level p" in capsys.readouterr().out
+    assert (
+        main(["compare", str(experiment), "FSLF", "audio", "--output", str(output), "--format", "json"]) == 0
+    )
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
+    assert (row["a"], row["b"], row["clusters"], row["unit"]) == ("FSLF", "audio", 12, "speaker")
     assert main(["compare", str(experiment), "FSLF", "video", "--output", str(output)]) == 2
 
 
@@ -163,13 +169,18 @@ def test_report_is_written_and_logged_to_the_sweep_run(store, capsys):
     assert main(["report", str(experiment), "--output", str(output)]) == 0
     report = output / "report.html"
     page = report.read_text()
-    assert page.count("data:image/png;base64,") >= 4  # bars, confusion, curves, compare matrix
+    assert page.count("data:image/svg+xml;base64,") >= 4  # bars, confusion, curves, compare matrix
     assert "Provenance" in page and "mmder.device_count=2" in page and "(not finished)" in page
     client = MlflowClient(tracking_uri=f"sqlite:///{output / 'mlflow.db'}")
     exp = client.get_experiment_by_name("results-e2e")
     parent = client.search_runs([exp.experiment_id], "tags.`mmder.kind` = 'sweep'")[0]
     logged = {Path(f.path).name for f in client.list_artifacts(parent.info.run_id, "report")}
-    assert {"report.html", "ravdess-speech_bars.png", "ravdess-speech_confusion.png"} <= logged
+    assert {
+        "report.html",
+        "ravdess-speech_bars.svg",
+        "ravdess-speech_bars.png",
+        "ravdess-speech_confusion.svg",
+    } <= logged
     assert "figures logged" in capsys.readouterr().out
 
 
@@ -207,3 +218,27 @@ def test_report_renders_in_a_headless_browser(store, tmp_path):
     pixels = mpimg.imread(shot)
     assert pixels.shape[0] >= 2000 and pixels.shape[1] >= 1000
     assert float(pixels[..., :3].std()) > 0.05, "the screenshot is blank"
+
+
+def test_results_in_python_as_dataframes(store, capsys):
+    from harness.results import api
+
+    experiment, output = store
+    cells = api.cells(experiment, output)
+    assert len(cells) == 12 and cells["key"].is_unique  # 2 settings x 3 folds x 2 seeds
+    missing = cells[~cells["finished"]]
+    assert list(zip(missing["setting"], missing["fold"], missing["seed"], strict=True)) == [("audio", 2, 1)]
+    assert missing["war"].isna().all() and missing["run_id"].isna().all()
+    done = cells[cells["finished"]]
+    assert (done["config/training.epochs"] == 3).all() and (done["mmder.device_count"] == "2").all()
+    assert "config/setting" not in cells  # the grid keys are columns of their own
+    expected = [_predictions(r.fold, r.setting, r.seed) for r in done.itertuples()]
+    wars = [100 * np.mean([p["true"] == p["predicted"] for p in e]) for e in expected]
+    np.testing.assert_allclose(done["war"].to_numpy(dtype=float), wars)
+    pred = api.predictions(experiment, output)
+    assert len(pred) == 11 * 64 and list(pred.columns[:5]) == ["key", "dataset", "setting", "fold", "seed"]
+    assert set(pred["speaker"]) == {f"Actor_{a:02d}" for a in range(1, 13)}
+    board = api.leaderboard(experiment, output)
+    assert main(["leaderboard", str(experiment), "--output", str(output), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert board["war_spk_lo"].tolist() == pytest.approx([r["war_spk_lo"] for r in rows], rel=1e-12)

@@ -1,4 +1,4 @@
-"""The reference table: versioned, typed, and faithful to docs/paper.md section 8."""
+"""The reference table: versioned, typed, faithful to the papers it cites, citing no file we lack."""
 
 from __future__ import annotations
 
@@ -37,3 +37,9 @@ def test_protocol_differences_in_words():
     assert refs.protocol_differences(fslf, 7, 1, "frozen", speaker_normalised=True) == [
         "speaker-normalised (transductive) vs not"
     ]
+
+
+def test_sources_cite_the_paper_itself_not_a_file_the_repository_lacks():
+    paper = next(r for r in refs.REFERENCES if r.method == "MultiMAE-DER FSLF")
+    assert "arXiv:2404.18327" in paper.source and "Peihao Xiang" in paper.source
+    assert not any(".md" in r.source or ".md" in r.protocol for r in refs.REFERENCES)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
-from scipy.stats import binom
+from scipy.stats import binom, binomtest, ttest_rel, wilcoxon
 
 from mmder.eval import stats
 
@@ -19,14 +20,22 @@ def test_t_interval_matches_a_hand_computation():
     assert (got.lo, got.hi) == pytest.approx((45.0 - half, 45.0 + half), rel=1e-9)
 
 
-def test_a_percentage_interval_over_two_folds_stays_within_0_and_100_and_says_it_was_cut():
-    # the quickstart's CFAS folds: 91.7 and 94.4; the bare t interval reaches past 100 %
-    bare = stats.t_interval([91.7, 94.4])
+def test_a_percentage_interval_stays_within_0_and_100_and_says_it_was_cut():
+    # three folds near the top: the bare t interval reaches past 100 %
+    bare = stats.t_interval([91.7, 94.4, 99.5])
     assert bare.hi > 100.0
-    cut = stats.t_interval([91.7, 94.4], bounds=(0.0, 100.0))
+    cut = stats.t_interval([91.7, 94.4, 99.5], bounds=(0.0, 100.0))
     assert cut.lo == pytest.approx(bare.lo) and cut.hi == 100.0 and "cut" in cut.note
     inside = stats.t_interval([40.0, 50.0, 45.0], bounds=(0.0, 100.0))
     assert inside == stats.t_interval([40.0, 50.0, 45.0])  # nothing to cut: unchanged
+
+
+def test_two_folds_give_no_t_interval_and_say_so_rather_than_0_to_100():
+    # the quickstart's FSLF folds: t with 1 degree of freedom spans [0, 100] once cut
+    got = stats.t_interval([40.2, 94.6], bounds=(0.0, 100.0))
+    assert got.estimate == pytest.approx(67.4) and got.n == 2
+    assert math.isnan(got.lo) and math.isnan(got.hi) and "too few" in got.note
+    assert stats.t_interval([40.2, 94.6], min_n=2).hi > 100.0  # what used to be printed, cut
 
 
 def test_t_interval_with_one_value_has_no_interval_and_says_so():
@@ -85,7 +94,106 @@ def test_paired_fold_tests_handle_too_few_and_zero_differences():
     assert math.isnan(zero.wilcoxon_pvalue) and "zero" in zero.note
     got = stats.paired_fold_tests([50.0, 62.0, 71.0, 58.0], [45.0, 60.0, 64.0, 50.0])
     assert got.n == 4 and got.mean_diff == pytest.approx(5.5)
-    assert 0 < got.t_pvalue < 0.05 and got.wilcoxon_pvalue == pytest.approx(0.125)  # exact: 2 / 2^4
+    assert got.t_pvalue == pytest.approx(ttest_rel([50.0, 62.0, 71.0, 58.0], [45.0, 60.0, 64.0, 50.0]).pvalue)
+    # 4 pairs: the smallest exact Wilcoxon p is 2/2^4 = 0.125, so no p is printed, only why
+    assert math.isnan(got.wilcoxon_pvalue) and "cannot reach p<0.05 below 6 pairs" in got.note
+
+
+def test_two_folds_give_no_paired_t_and_six_pairs_give_the_exact_wilcoxon():
+    two = stats.paired_fold_tests([93.1, 93.0], [45.1, 45.2])  # the quickstart's CFAS vs video
+    assert math.isnan(two.t_pvalue) and math.isnan(two.wilcoxon_pvalue)
+    assert "too few pairs for a paired t-test" in two.note and "Wilcoxon" in two.note
+    a, b = [60.0, 62.0, 71.0, 58.0, 66.0, 70.0], [55.0, 61.0, 64.0, 50.0, 60.0, 69.5]
+    six = stats.paired_fold_tests(a, b)
+    # all 6 differences positive: exact two-sided p = 2 / 2^6
+    assert six.wilcoxon_pvalue == pytest.approx(2 / 64) == pytest.approx(wilcoxon(a, b).pvalue)
+    assert six.t_pvalue == pytest.approx(ttest_rel(a, b).pvalue) and six.note == ""
+
+
+def _exact_cluster_bootstrap(t, a, b, groups, metric):
+    """Every ordered draw of len(groups) clusters with replacement, each equally likely: the bootstrap
+    distribution a resampling bootstrap estimates, computed with the plain metric functions."""
+    fn = stats.war if metric == "war" else stats.uar
+    members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    values = []
+    for draw in itertools.product(range(len(members)), repeat=len(members)):
+        idx = np.concatenate([members[k] for k in draw])
+        values.append(fn(t[idx], a[idx]) - fn(t[idx], b[idx]))
+    return np.array(values)
+
+
+@pytest.mark.parametrize("metric", ["war", "uar"])
+def test_speaker_bootstrap_matches_the_exact_bootstrap_distribution(metric):
+    # 5 speakers of unequal size: 5^5 = 3125 equally likely resamples, enumerated by hand
+    rng = np.random.default_rng(3)
+    sizes = [6, 9, 4, 8, 7]
+    groups = np.repeat(np.arange(5), sizes)
+    t = rng.integers(0, 3, groups.size)
+    a = np.where(rng.random(groups.size) < 0.75, t, (t + 1) % 3)
+    b = np.where(rng.random(groups.size) < 0.7, t, (t + 2) % 3)
+    exact = _exact_cluster_bootstrap(t, a, b, groups, metric)
+    got = stats.paired_speaker_bootstrap(t, a, b, groups, metric, n_resamples=20000, seed=1)
+    fn = stats.war if metric == "war" else stats.uar
+    assert got.estimate == pytest.approx(fn(t, a) - fn(t, b)) and got.clusters == 5
+    # the distribution is discrete: 20000 draws put each end between the exact 2 % and 3 % quantiles
+    q = np.quantile(exact, [0.02, 0.03, 0.97, 0.98])
+    assert q[0] <= got.lo <= q[1] and q[2] <= got.hi <= q[3], (got, q)
+    exact_p = 2 * min(np.mean(exact <= 0), np.mean(exact >= 0))  # about 0.02 and 0.01 here
+    assert 0.005 < exact_p < 0.05 and got.pvalue == pytest.approx(exact_p, abs=0.004)
+
+
+def test_one_clip_per_speaker_is_the_clip_level_bootstrap():
+    rng = np.random.default_rng(1)
+    t = rng.integers(0, 4, 400)
+    a = np.where(rng.random(400) < 0.8, t, (t + 1) % 4)
+    b = np.where(rng.random(400) < 0.7, t, (t + 2) % 4)
+    by_speaker = stats.paired_speaker_bootstrap(t, a, b, np.arange(400))
+    by_clip = stats.paired_bootstrap(t, a, b)
+    assert by_speaker.estimate == pytest.approx(by_clip.estimate)
+    assert (by_speaker.lo, by_speaker.hi) == pytest.approx((by_clip.lo, by_clip.hi), abs=1.0)
+
+
+def _one_speaker_carries_the_difference():
+    """6 speakers x 50 clips. A beats B on 40 clips of speaker 0; on each other speaker B gets 2 clips
+    A misses. Pooled per clip that is 40 against 10; per speaker it is one speaker against five."""
+    t, a, b, spk = [], [], [], []
+    for s in range(6):
+        right_a = np.r_[np.ones(45), np.zeros(5)] if s == 0 else np.r_[np.ones(30), np.zeros(20)]
+        right_b = np.r_[np.ones(5), np.zeros(45)] if s == 0 else np.r_[np.ones(32), np.zeros(18)]
+        t += [0] * 50
+        a += list(np.where(right_a == 1, 0, 1))
+        b += list(np.where(right_b == 1, 0, 1))
+        spk += [f"spk{s}"] * 50
+    return np.array(t), np.array(a), np.array(b), np.array(spk)
+
+
+def test_clip_level_mcnemar_is_significant_where_the_speaker_bootstrap_is_not():
+    t, a, b, spk = _one_speaker_carries_the_difference()
+    clip = stats.mcnemar_exact(a == t, b == t)
+    assert (clip.b, clip.c) == (40, 10)
+    assert clip.pvalue == pytest.approx(binomtest(10, 50, 0.5).pvalue) and clip.pvalue < 1e-4
+    speaker = stats.paired_speaker_bootstrap(t, a, b, spk)
+    assert speaker.estimate == pytest.approx(100 * (40 - 10) / 300)
+    assert speaker.lo < 0 < speaker.hi and speaker.pvalue > 0.05 and speaker.clusters == 6
+    # resampling clips instead hides the clustering and excludes 0
+    assert stats.paired_bootstrap(t, a, b).lo > 0
+
+
+def test_too_few_speakers_give_no_interval_and_say_so():
+    t, a, b, spk = _one_speaker_carries_the_difference()
+    few = np.where(spk == "spk0", "x", np.where(np.isin(spk, ["spk1", "spk2"]), "y", "z"))
+    got = stats.paired_speaker_bootstrap(t, a, b, few, unit="fold")
+    assert got.clusters == 3 and got.unit == "fold"
+    assert math.isnan(got.lo) and math.isnan(got.pvalue) and "3 fold(s): too few" in got.note
+    single = stats.speaker_bootstrap(t, a, spk, "uar")
+    assert single.lo <= single.estimate <= single.hi and math.isnan(single.pvalue)
+
+
+def test_one_seed_and_resample_count_give_the_same_interval_every_time():
+    t, a, b, spk = _one_speaker_carries_the_difference()
+    assert stats.paired_speaker_bootstrap(t, a, b, spk) == stats.paired_speaker_bootstrap(
+        t, a, b, spk, n_resamples=stats.RESAMPLES, seed=stats.SEED
+    )
 
 
 def test_bh_adjust_against_a_hand_computation():

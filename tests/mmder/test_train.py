@@ -74,7 +74,7 @@ def test_fit_learns_saves_every_epoch_and_resumes_after_the_saved_epoch(tmp_path
 
 
 def _expected_lr(cfg: TrainingConfig, group_name: str, step: int, steps_per_epoch: int, depth: int) -> float:
-    """paper.md: lr_group = lr * schedule(step) * layer_decay ** (L + 1 - layer_id)."""
+    """VideoMAE's layer-wise decay: lr_group = lr * schedule(step) * layer_decay ** (L + 1 - layer_id)."""
     lid = int(group_name.split("_")[1])  # "layer_<id>_<decay|no_decay>"
     factor = lr_factor(
         step,

@@ -1,0 +1,122 @@
+"""How a comparison reads: the lines of ``mmder compare`` (speaker level first), and its CSV and JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+
+from harness.results.compare import AllPairs, Comparison, format_p, notes, record
+from mmder.eval import stats
+
+FORMATS = ("table", "csv", "json")
+SHOWN_ALL = ["a", "b", "value_a", "value_b", "diff", "diff_lo", "diff_hi", "speaker_p_bh", "t_p_bh"]
+SHOWN_ALL += ["wilcoxon_p", "mcnemar_p_bh", "pairs", "clusters"]
+
+
+def method_note(n_resamples: int = stats.RESAMPLES, seed: int = stats.SEED) -> str:
+    """What each line's numbers are, in one sentence every format carries."""
+    return (
+        "speaker level: 95 % percentile interval and two-sided p of a paired bootstrap resampling test "
+        f"speakers with all their clips ({n_resamples} resamples, seed {seed}); fold level: paired t and "
+        "Wilcoxon over (fold, seed) pairs; clip level: McNemar exact, which assumes independent clips"
+    )
+
+
+def _speaker_line(c: Comparison) -> str:
+    sp = c.speaker
+    what = f"{sp.unit} level: paired bootstrap over {sp.clusters} test {sp.unit}s"
+    if not sp.has_interval:
+        return f"  {what}: no interval (see note)"
+    p = (
+        f"p <= {format_p(sp.pvalue)} (no resample reached 0)"
+        if sp.smallest_p
+        else f"p = {format_p(sp.pvalue)}"
+    )
+    return f"  {what}: 95 % [{sp.lo:+.2f}, {sp.hi:+.2f}], {p}"
+
+
+def format_comparison(c: Comparison) -> str:
+    m, mc, ft, sp = c.metric.upper(), c.mcnemar, c.folds, c.speaker
+    lines = [
+        f"{c.dataset}: {c.a} (A) vs {c.b} (B), {m}; {len(c.pairs)} (fold, seed) pairs, "
+        f"{sp.clusters} test {sp.unit}s, {c.n_clips} paired test predictions",
+        f"  pooled {m}: A {c.value_a:.2f}  B {c.value_b:.2f}  A-B {sp.estimate:+.2f} points",
+        _speaker_line(c),
+        f"  fold level (n={ft.n} (fold, seed) pairs): mean A-B {ft.mean_diff:+.2f}, "
+        f"paired t p = {format_p(ft.t_pvalue)}, Wilcoxon p = {format_p(ft.wilcoxon_pvalue)}",
+        f"  clip level, assumes independent clips: McNemar exact: {mc.b} clips only A right, "
+        f"{mc.c} only B right, p = {format_p(mc.pvalue)}",
+    ]
+    lines += [f"  note: {n}" for n in notes(c)]
+    return "\n".join(lines)
+
+
+def _all_notes(r: AllPairs) -> list[str]:
+    """The notes of every pair, each said once; the pairs where clip and speaker level disagree named."""
+    split = [c.label for c in r.comparisons if c.mcnemar.pvalue < 0.05 and not c.speaker.pvalue < 0.05]
+    out = []
+    if split:
+        out.append(
+            "clip-level McNemar is significant but the speaker-level bootstrap is not (clips of one speaker "
+            f"are not independent; the difference is not established): {', '.join(split)}"
+        )
+    for c in r.comparisons:
+        out += [n for n in notes(c)[1 if c.label in split else 0 :] if n not in out]
+    return out
+
+
+def format_all(results: list[AllPairs]) -> str:
+    lines = []
+    for r in results:
+        lines.append(f"{r.dataset}: all pairs, Benjamini-Hochberg over {len(r.comparisons)} comparisons")
+        if not r.table.empty:
+            shown = r.table[SHOWN_ALL].copy()
+            for col in [c for c in shown.columns if c.endswith("_p") or c.endswith("_bh")]:
+                shown[col] = shown[col].map(format_p)
+            text = shown.to_string(index=False, float_format="%.2f")
+            lines.append("\n".join("  " + ln for ln in text.splitlines()))
+            lines.append("  BH-corrected speaker-level p (row vs column; diagonal: -):")
+            matrix = r.matrix.map(format_p)
+            for s in matrix.index:
+                matrix.loc[s, s] = "-"
+            lines.append("\n".join("    " + ln for ln in matrix.to_string().splitlines()))
+        lines += [f"  note: {n}" for n in _all_notes(r)]
+        lines += [f"  refused: {msg}" for msg in r.refused]
+        lines.append("")
+    return "\n".join(lines).rstrip() or "(no finished cells yet)"
+
+
+def _json_rows(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as JSON objects at full precision, NaN as null (json.dumps would write NaN, not JSON)."""
+    return json.loads(rows.to_json(orient="records", double_precision=15)) if not rows.empty else []
+
+
+def render_comparisons(comps: list[Comparison], fmt: str = "table") -> str:
+    """One pair per dataset in a FORMATS format; CSV and JSON at full precision with the method note."""
+    if fmt == "table":
+        return "\n".join(format_comparison(c) for c in comps)
+    return _render_rows(pd.DataFrame([record(c) for c in comps]), fmt, {})
+
+
+def render_all(results: list[AllPairs], fmt: str = "table") -> str:
+    """Every pair of every dataset, BH-corrected, in a FORMATS format."""
+    if fmt == "table":
+        return format_all(results)
+    tables = [r.table for r in results if not r.table.empty]
+    refused = [msg for r in results for msg in r.refused]
+    return _render_rows(
+        pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(), fmt, {"refused": refused}
+    )
+
+
+def _render_rows(rows: pd.DataFrame, fmt: str, extra: dict[str, Any]) -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    note = method_note()
+    if fmt == "json":
+        payload = {"note": note, "resamples": stats.RESAMPLES, "seed": stats.SEED, "rows": _json_rows(rows)}
+        return json.dumps(payload | extra, indent=2, ensure_ascii=False)
+    text = f"# {note}\n" + rows.to_csv(index=False)
+    return text + "".join(f"# refused: {msg}\n" for msg in extra.get("refused", []))

@@ -1,0 +1,78 @@
+"""``mmder report`` on a hand-made experiment: SVG and PNG figures a paper can print, and the same
+leaderboard as ``mmder leaderboard``."""
+
+from __future__ import annotations
+
+import html
+import re
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pandas as pd
+from results_helpers import make_experiment
+
+from harness.cli.main import main
+from harness.results import report
+
+
+def _experiment():
+    cells = {("audio", f, s): 0.45 for f in range(3) for s in (0, 1)}
+    exp = make_experiment(cells | {("FSLF", f, s): 0.8 for f in range(3) for s in (0, 1)})
+    for run_id in exp.runs["run_id"]:
+        exp.loader.hist[(run_id, "war")] = [(0, 30.0), (1, 50.0)]
+    return exp
+
+
+def test_report_figures_are_svg_and_png_and_the_page_embeds_the_svgs(tmp_path):
+    exp = _experiment()
+    built = report.build_report(exp)
+    names = {"ds_bars", "ds_confusion", "ds_curves", "ds_compare"}
+    assert set(built.figures) == {f"{n}.{fmt}" for n in names for fmt in ("svg", "png")}
+    for name in names:
+        root = ET.fromstring(built.figures[f"{name}.svg"])
+        assert root.tag.endswith("svg")
+        assert built.figures[f"{name}.png"].startswith(b"\x89PNG")
+    assert built.html.count("data:image/svg+xml;base64,") == 4
+    path, parent = report.write_report(exp, tmp_path / "report.html", log_to_mlflow=False)
+    assert parent is None and path.is_file()
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(built.figures)
+
+
+def test_bars_sit_on_a_fixed_0_to_100_axis_with_the_chance_level_and_whiskers_inside_the_frame():
+    exp = _experiment()
+    table = report.leaderboard_section(exp)[0]
+    assert report.chance_level(table, "ds", exp) == 100 / 8  # the dataset's 8 classes, not the 4 seen
+    svg = report.bar_chart(table, "ds", pd.DataFrame(), 12.5)["svg"].decode()
+    assert "chance (12.5 %)" in svg and "95 % bootstrap over test speakers" in svg
+    # an interval past the frame (or none at all) never draws a whisker outside 0-100
+    mean = np.array([97.0, 3.0, 50.0])
+    below_above = report._whiskers(mean, np.array([90.0, -4.0, np.nan]), np.array([104.0, 9.0, np.nan]))
+    np.testing.assert_allclose(below_above, [[7.0, 3.0, 0.0], [3.0, 6.0, 0.0]])
+
+
+def test_the_compare_matrix_marks_its_diagonal_and_untestable_pairs_instead_of_colouring_them_as_p():
+    settings = ["a", "b", "c"]
+    p = pd.DataFrame(np.nan, index=settings, columns=settings)
+    diff = p.copy()
+    p.loc["a", "b"] = p.loc["b", "a"] = 0.003
+    diff.loc["a", "b"], diff.loc["b", "a"] = 12.5, -12.5
+    diff.loc["a", "c"], diff.loc["c", "a"] = 1.0, -1.0  # p stays NaN: too few speakers to test
+    svg = report.matrix_figure(p, diff, "ds")["svg"].decode()
+    assert svg.count("—") == 3  # the diagonal, one mark per setting
+    assert "+12.5" in svg and "p=0.0030" in svg and svg.count("n/a") == 4  # a-c, c-a, b-c, c-b
+
+
+def test_the_reports_leaderboard_is_what_mmder_leaderboard_prints(monkeypatch, capsys):
+    exp = _experiment()
+    monkeypatch.setattr("harness.cli.results._collect", lambda args: exp)
+    assert main(["leaderboard", "any.yaml", "--per-class"]) == 0
+    printed = capsys.readouterr().out
+    page = report.build_report(exp).html
+    (section,) = re.findall(r'<pre id="leaderboard">(.*?)</pre>', page, flags=re.S)
+    assert html.unescape(section) + "\n" == printed
+    assert "ds  (ravdess, 8 classes, 3 folds, fine-tuned)" in printed and "neutral" in printed
+
+
+def test_the_report_cites_the_paper_and_no_file_the_repository_lacks():
+    page = report.build_report(_experiment()).html
+    assert "arXiv:2404.18327" in page and "docs/paper.md" not in page
