@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.plan.cells import GRID_PARAM
-from harness.tracking.tags import FINAL_LOSS, FINAL_WAR, WAR
+from harness.tracking.tags import FINAL_LOSS, FINAL_WAR, TEST_WAR
 
 
 def hms(seconds: float) -> str:
@@ -60,7 +60,7 @@ class Progress:
         elif FINAL_LOSS in result:  # a pre-training
             what = f"loss {result[FINAL_LOSS]:.4f}"
         else:
-            war = result.get(FINAL_WAR, result.get(WAR))
+            war = result.get(FINAL_WAR, result.get(TEST_WAR))
             what = f"WAR {war:5.1f}" if isinstance(war, int | float) else "WAR   n/a"
         self.echo(
             f"[{self.finished}/{self.total}] {key}  {what}  elapsed {hms(elapsed)}  "

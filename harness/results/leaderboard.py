@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from harness.tracking.tags import TAG_DEVICE_COUNT, TAG_PREFIX
+from harness.tracking.tags import LEGACY_EPOCH_NAMES, TAG_DEVICE_COUNT, TAG_PREFIX
 from mmder.eval import references as refs
 from mmder.eval import stats
 
@@ -159,7 +159,13 @@ class MlflowLoader:
         return json.loads(text) if text else None
 
     def history(self, run_id: str, metric: str) -> list[tuple[int, float]]:
-        return sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, metric))
+        """(step, value) of a metric; a per-epoch metric also under its old name (older runs, or a run
+        resumed across the rename), the new name winning a step both hold."""
+        steps = {}
+        for name in (LEGACY_EPOCH_NAMES.get(metric), metric):
+            if name is not None:
+                steps.update({m.step: m.value for m in self.client.get_metric_history(run_id, name)})
+        return sorted(steps.items())
 
 
 def _training_kind(recipe: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 import matplotlib
 
-from harness.tracking.tags import KIND_SWEEP, TAG_KIND, tag_filter
+from harness.tracking.tags import KIND_SWEEP, TAG_KIND, TEST_WAR, tag_filter
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -40,7 +40,7 @@ from harness.results.leaderboard import (  # noqa: E402
 )
 from mmder.eval import references as refs  # noqa: E402
 
-CURVES = ("train_loss", "test_loss", "war")
+CURVES = ("train_loss", "test_loss", TEST_WAR)
 
 
 FIGURE_FORMATS = ("svg", "png")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from harness.experiment.config import ExperimentConfig
 from harness.plan.sweep_plan import SweepPlan, plan_sweep
+from harness.tracking.tags import TEST_UAR, TEST_WAR, epoch_metric
 
 
 @dataclass
@@ -82,10 +83,11 @@ def sweep_status(sweep: SweepPlan) -> SweepStatus:
             row.state = "running"
             steps = latest.data.steps
             row.epochs = epochs
-            if "war" in steps:
-                row.epoch = steps["war"][1] + 1
-                row.war = steps["war"][0]
-                row.uar = steps.get("uar", (None, 0))[0]
+            war, uar = epoch_metric(steps, TEST_WAR), epoch_metric(steps, TEST_UAR)
+            if war is not None:
+                row.epoch = war[1] + 1
+                row.war = war[0]
+                row.uar = uar[0] if uar is not None else None
             else:
                 row.epoch = 0
         elif latest is not None:  # KILLED or SCHEDULED: cut off, resumes on the next sweep

@@ -13,6 +13,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from harness.tracking.tags import LEGACY_EPOCH_NAMES, TEST_WAR
+
+_EPOCH_WAR = (TEST_WAR, LEGACY_EPOCH_NAMES[TEST_WAR])  # the per-epoch metric whose step says the epoch
+
 __all__ = ["by_cell", "finished_by_cell", "read_client_runs", "read_runs", "read_sqlite_runs"]
 
 
@@ -111,7 +115,7 @@ def read_client_runs(uri: str, experiment: str) -> list[Any] | None:
         for run in page:
             steps = {}
             for key, value in run.data.metrics.items():
-                history = client.get_metric_history(run.info.run_id, key) if key == "war" else []
+                history = client.get_metric_history(run.info.run_id, key) if key in _EPOCH_WAR else []
                 steps[key] = (value, max((m.step for m in history), default=0))
             out.append(
                 _run(

@@ -8,6 +8,10 @@ Changing a value here renames what finished runs carry: a sweep would no longer 
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+T = TypeVar("T")
+
 TAG_PREFIX = "mmder."  # every tag of ours starts with it (the report lists a run's tags by it)
 
 # --- where a run sits: its cell, kind and sweep ------------------------------------------------------
@@ -78,7 +82,10 @@ PARAM_BASELINE = "baseline."  # baseline.features, .kernel, .C, .speaker_norm
 PARAM_CHOSEN = "chosen."  # a search run's chosen.<section>.<field>
 
 # --- metrics ---------------------------------------------------------------------------------------------
-WAR, UAR = "war", "uar"  # per epoch, on the test speakers
+TEST_WAR, TEST_UAR = "test_war", "test_uar"  # per epoch, on the test speakers (beside test_loss)
+# The same per-epoch metrics as runs logged them before they were named test_*: read, never written,
+# so finished (and cut-off, then resumed) runs of older sweeps still load. New name -> old name.
+LEGACY_EPOCH_NAMES = {TEST_WAR: "war", TEST_UAR: "uar"}
 FINAL_WAR, FINAL_UAR = "final_war", "final_uar"  # the cell's result
 FINAL_LOSS = "final_loss"  # a pre-training's result
 LOSS = "loss"  # a pre-training's per-epoch loss
@@ -95,6 +102,47 @@ CELL_COUNTS = (  # the parent run's, when the sweep ends
     "cells_killed",
     "cells_refused",
 )
+
+
+# --- the sweep's parent run, written when the sweep ends ----------------------------------------------
+TAG_SUMMARISED = "mmder.summarised"  # the results version its summary below was written under
+# the experiment's key params on it, by their dotted place in the experiment file (lists as JSON)
+SWEEP_PARAMS = (
+    "grid.settings",
+    "grid.seeds",
+    "model.size",
+    "model.pretrained",
+    "preprocess.image_size",
+    "preprocess.spectrogram",
+    "preprocess.speaker_norm",
+    "training.recipe",
+    "training.epochs",
+    "training.batch_size",
+    "training.lr",
+    "training.precision",
+    "training.zero_stage",
+    "resources.num_workers",
+)
+PARAM_DATASETS = "datasets"  # label:corpus:protocol of each dataset
+PARAM_CELLS = "cells"
+PARAM_RESULTS_VERSION = "results_version"
+AGGREGATE_STATS = ("mean", "lo", "hi")  # mean over folds x seeds and its 95 % t interval
+AGGREGATE_METRICS = ("war", "uar")
+
+
+def aggregate_metric(metric: str, stat: str, dataset: str, setting: str) -> str:
+    """The parent run's metric of one (dataset, setting): ``war_mean/syn/FSLF``; any character MLflow
+    does not take in a key (letters, digits, ``_-. ``) becomes ``_``."""
+    parts = [f"{metric}_{stat}", dataset, setting]
+    clean = ["".join(c if c.isascii() and (c.isalnum() or c in "_-. ") else "_" for c in p) for p in parts]
+    return "/".join(c if c.strip(".") else "_" for c in clean)  # no empty, "." or ".." segment
+
+
+def epoch_metric(values: dict[str, T], name: str) -> T | None:
+    """A per-epoch metric from a run's metrics (or steps), under its name or, in older runs, the old one."""
+    if name in values:
+        return values[name]
+    return values.get(LEGACY_EPOCH_NAMES.get(name, name))
 
 
 def tag_filter(tag: str, value: str) -> str:

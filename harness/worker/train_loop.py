@@ -21,6 +21,7 @@ from harness.tracking.tags import (
     FINAL_UAR,
     FINAL_WAR,
     KIND_PRETRAIN,
+    LEGACY_EPOCH_NAMES,
     LOSS,
     SELECTED_EPOCH,
     TAG_DATA_DIGEST,
@@ -32,9 +33,9 @@ from harness.tracking.tags import (
     TAG_PRETRAINED,
     TAG_RESUMED,
     TAG_SEARCH,
-    UAR,
+    TEST_UAR,
+    TEST_WAR,
     WALL_SECONDS,
-    WAR,
 )
 from harness.worker.cell_data import build_cell, fit_cell, tensor_digest, tested_cache_path
 from harness.worker.faults import maybe_crash, maybe_exhaust_memory, maybe_fail, maybe_pause
@@ -112,8 +113,10 @@ def _open_train_run(job: CellJob, parts: dict[str, Any]) -> tuple[Tracker, str, 
         tracker.tag(run_id, TAG_PRETRAINED, parts["pretrained_digest"])
     if created and TAG_DATA_DIGEST in job.tags:
         log_cell_dataset(tracker, run_id, job, parts, fold)
-    # a resumed run holds the epochs logged before the cut: they are not logged again
-    return tracker, run_id, EpochLog(tracker, run_id, done=tracker.logged_steps(run_id, WAR))
+    # a resumed run holds the epochs logged before the cut (under today's name, or the one of the code
+    # that started it): they are not logged again
+    done = tracker.logged_steps(run_id, TEST_WAR) | tracker.logged_steps(run_id, LEGACY_EPOCH_NAMES[TEST_WAR])
+    return tracker, run_id, EpochLog(tracker, run_id, done=done)
 
 
 def _checkpoint(job: CellJob, checkpoint_dir: str | None, epoch: int) -> ray.train.Checkpoint | None:
@@ -142,8 +145,8 @@ def _epoch_reporter(job: CellJob, epochs: EpochLog | None) -> Any:
     def report(result: Any, checkpoint_dir: str | None) -> None:
         metrics = {
             "epoch": result.epoch,
-            WAR: 100.0 * result.war,
-            UAR: 100.0 * result.uar,
+            TEST_WAR: 100.0 * result.war,
+            TEST_UAR: 100.0 * result.uar,
             "test_loss": result.test_loss,
             "train_loss": result.train_loss,
             "lr": result.lr,

@@ -58,7 +58,7 @@ def wait_for(what: str, test, timeout: float, proc: subprocess.Popen | None = No
 def epochs_logged(run_id: str) -> set[int]:
     from mlflow.tracking import MlflowClient
 
-    return {m.step for m in MlflowClient().get_metric_history(run_id, "war")}
+    return {m.step for m in MlflowClient().get_metric_history(run_id, "test_war")}
 
 
 def training_cell() -> tuple[str, str, int] | None:
@@ -138,7 +138,7 @@ def test_sweep_survives_node_loss_and_tracking_outage(stack_client, tmp_path: Pa
         # no lost epoch: every epoch's metrics are in the run, once per step
         from mlflow.tracking import MlflowClient
 
-        for metric in ("war", "uar", "train_loss"):
+        for metric in ("test_war", "test_uar", "train_loss"):
             steps = sorted(m.step for m in MlflowClient().get_metric_history(run.info.run_id, metric))
             assert len(set(steps)) == EPOCHS and steps[-1] - steps[0] == EPOCHS - 1, (key, metric, steps)
         # artifacts go through the server, not onto the disk of whichever node ran rank 0

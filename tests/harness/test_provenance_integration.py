@@ -62,9 +62,9 @@ def _epochs_logged(out: Path, name: str, key: str) -> int:
 
     runs = read_sqlite_runs(out / "mlflow.db", name) or []
     steps = [
-        r.data.steps["war"][1] + 1
+        r.data.steps["test_war"][1] + 1
         for r in runs
-        if r.data.tags.get("mmder.cell") == key and "war" in r.data.steps
+        if r.data.tags.get("mmder.cell") == key and "test_war" in r.data.steps
     ]
     return max(steps, default=0)
 
@@ -257,7 +257,7 @@ def test_sigint_sigterm_sighup_end_runs_killed_and_each_rerun_resumes_each_epoch
     (resumed,) = runs[first_key]
     assert resumed.data.tags["mmder.status"] == "finished"
     assert int(resumed.data.tags["mmder.resumed_from_epoch"]) >= 2
-    steps = [m.step for m in client_for(out).get_metric_history(resumed.info.run_id, "war")]
+    steps = [m.step for m in client_for(out).get_metric_history(resumed.info.run_id, "test_war")]
     assert sorted(steps) == list(range(epochs)), "each epoch exactly once"
     assert _parent(out, "sig").info.status == "FINISHED"
 
@@ -298,7 +298,7 @@ def test_two_sweeps_at_once_run_each_cell_once_and_a_killed_owner_never_blocks(t
     for key, found in runs.items():
         finished = [r for r in found if r.data.tags.get("mmder.status") == "finished"]
         assert len(found) == 1 and len(finished) == 1, key
-        steps = [m.step for m in client.get_metric_history(finished[0].info.run_id, "war")]
+        steps = [m.step for m in client.get_metric_history(finished[0].info.run_id, "test_war")]
         assert sorted(steps) == list(range(epochs)), key
 
 

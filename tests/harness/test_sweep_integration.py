@@ -40,7 +40,7 @@ def test_sweep_logs_every_cell_once_and_a_rerun_trains_nothing(tmp_path):
         assert run.data.params["training.zero_stage"] == "2"
         assert run.data.params["world_size"] == "2"
         assert 0.0 <= run.data.metrics["final_war"] <= 100.0
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "war")]
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "test_war")]
         assert sorted(steps) == [0, 1]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"confusion.csv", "predictions.csv", "confusion.json"} <= artifacts
@@ -136,7 +136,7 @@ def test_killed_driver_resumes_only_unfinished_cells_from_their_checkpoint(tmp_p
     # The cell continued after its last saved epoch instead of starting over.
     assert int(resumed.data.tags["mmder.resumed_from_epoch"]) >= saved_before - 1 >= 0
     client = client_for(out)
-    steps = {m.step for m in client.get_metric_history(resumed.info.run_id, "war")}
+    steps = {m.step for m in client.get_metric_history(resumed.info.run_id, "test_war")}
     assert steps == {0, 1, 2}
 
 
@@ -163,5 +163,5 @@ def test_a_worker_that_dies_mid_cell_is_restarted_from_its_last_checkpoint(tmp_p
     assert (out / "ray" / run.data.tags["mmder.cell"] / "chaos-done").exists(), "the fault was injected"
     assert run.data.tags["mmder.status"] == "finished"
     assert run.data.tags.get("mmder.resumed_from_epoch") in {"0", "1"}, proc.stdout[-3000:]
-    steps = [m.step for m in client_for(out).get_metric_history(run.info.run_id, "war")]
+    steps = [m.step for m in client_for(out).get_metric_history(run.info.run_id, "test_war")]
     assert sorted(set(steps)) == [0, 1, 2]
