@@ -81,6 +81,9 @@ PARAM_FOLD_NAME = "fold_name"
 PARAM_BASELINE = "baseline."  # baseline.features, .kernel, .C, .speaker_norm
 PARAM_CHOSEN = "chosen."  # a search run's chosen.<section>.<field>
 
+# --- artifacts: a cell run's predictions.csv columns -----------------------------------------------------
+PROB_PREFIX = "prob_"  # prob_<class>: a clip's class probability (absent where the model gives none)
+
 # --- metrics ---------------------------------------------------------------------------------------------
 TEST_WAR, TEST_UAR = "test_war", "test_uar"  # per epoch, on the test speakers (beside test_loss)
 # The same per-epoch metrics as runs logged them before they were named test_*: read, never written,

@@ -34,7 +34,7 @@ def baseline_cell(job: CellJob) -> dict[str, Any]:
     cell = job.cell
     baseline = BASELINES[cell.setting]
     t0 = time.monotonic()
-    cache, fold, truth, predicted, metrics = _fit_and_test(job)
+    cache, fold, truth, predicted, probs, metrics = _fit_and_test(job)
     per_speaker = cell.preprocess.speaker_norm != "none"
     tracker = Tracker(uri=job.tracking_uri, experiment_id=job.experiment_id)
     run_id, created = tracker.cell_run(
@@ -67,17 +67,20 @@ def baseline_cell(job: CellJob) -> dict[str, Any]:
         },
         confusion=metrics["confusion"],
         class_names=list(cache.classes),
-        predictions=predictions_rows(cache, rows),
+        predictions=predictions_rows(
+            cache, rows, probabilities=probs
+        ),  # probabilities where the model gives them
     )
     return {"war": 100.0 * metrics["war"], "uar": 100.0 * metrics["uar"], "run_id": run_id}
 
 
-def _fit_and_test(job: CellJob) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
-    """(cache, fold, true labels, predicted labels, metrics) of the cell's baseline on its fold."""
+def _fit_and_test(job: CellJob) -> tuple[Any, Any, Any, Any, Any, dict[str, Any]]:
+    """(cache, fold, true labels, predicted labels, class probabilities or None, metrics) of the cell's
+    baseline on its fold."""
     from mmder.data.cache import ClipCache
     from mmder.data.corpora import list_corpus
     from mmder.data.folds import make_folds
-    from mmder.eval.baseline import BASELINES, extract_features, fit_predict
+    from mmder.eval.baseline import BASELINES, extract_features, fit_predict_proba
     from mmder.eval.metrics import classification_metrics
 
     cell = job.cell
@@ -96,9 +99,17 @@ def _fit_and_test(job: CellJob) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
     # preprocess.speaker_norm: the baseline's features get the deep cells' speaker normalisation too
     per_speaker = cell.preprocess.speaker_norm != "none"
     speakers = cache.speakers if per_speaker else None
-    predicted = fit_predict(
-        x, y, fold.train_idx, fold.test_idx, baseline.kernel, baseline.C, cell.seed, speakers
+    predicted, probs = fit_predict_proba(
+        x,
+        y,
+        fold.train_idx,
+        fold.test_idx,
+        baseline.kernel,
+        baseline.C,
+        cell.seed,
+        speakers,
+        classes=range(len(cache.classes)),
     )
     truth = y[fold.test_idx]
     metrics = classification_metrics(truth.tolist(), predicted.tolist(), len(cache.classes))
-    return cache, fold, truth, predicted, metrics
+    return cache, fold, truth, predicted, probs, metrics

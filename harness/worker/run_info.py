@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from harness.plan.cells import Cell, CellJob
 from harness.tracking.tags import (
     PARAM_CELL_KEY,
     PARAM_FOLD_NAME,
+    PROB_PREFIX,
     TAG_DATA_DIGEST,
     TAG_DATASET,
     TAG_DEVICE,
@@ -115,17 +117,32 @@ def flat_params(cell: Cell) -> dict[str, Any]:
 
 
 def predictions_rows(
-    cache: Any, rows: list[tuple[int, int, int]], test_cache: Any = None
+    cache: Any,
+    rows: list[tuple[int, int, int]],
+    test_cache: Any = None,
+    probabilities: Sequence[Sequence[float]] | None = None,
 ) -> list[dict[str, Any]]:
-    """``(clip index, true, predicted)`` triples as the rows of a run's ``predictions.csv``; the clip
+    """``(clip index, true, predicted)`` triples as the rows of a run's ``predictions.csv``: clip, speaker
+    (the unit a speaker-level statistic resamples), labels and, where the model gives them, one
+    ``prob_<class>`` column per class (its probability, to 7 significant digits: float32's). The clip
     index is a row of ``test_cache`` (a cross-corpus cell's test corpus), the classes ``cache``'s."""
-    clips, classes = (test_cache or cache).clips, cache.classes
-    return [
-        {
+    clips, classes = (test_cache or cache).clips, list(cache.classes)
+    if probabilities is not None and len(probabilities) != len(rows):
+        raise ValueError(f"{len(probabilities)} probability rows for {len(rows)} predictions")
+    out = []
+    for n, (i, t, p) in enumerate(rows):
+        row = {
             "clip_id": clips[i].clip_id,
             "speaker": clips[i].speaker,
             "true": classes[t],
             "predicted": classes[p],
         }
-        for i, t, p in rows
-    ]
+        if probabilities is not None:
+            row.update(
+                {
+                    f"{PROB_PREFIX}{c}": float(f"{v:.7g}")
+                    for c, v in zip(classes, probabilities[n], strict=True)
+                }
+            )
+        out.append(row)
+    return out

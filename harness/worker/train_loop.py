@@ -183,7 +183,9 @@ def _finish_train_run(
         final=final,
         confusion=result.confusion,
         class_names=list(parts["cache"].classes),
-        predictions=predictions_rows(parts["cache"], result.predictions, parts["test_cache"]),
+        predictions=predictions_rows(
+            parts["cache"], result.predictions, parts["test_cache"], result.probabilities or None
+        ),
     )
 
 

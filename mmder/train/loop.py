@@ -47,7 +47,8 @@ from mmder.train.recipes import Recipe, parse_recipe
 
 @dataclass
 class EpochResult:
-    """What one epoch produced; ``predictions`` holds (dataset index, true, predicted) of the test fold.
+    """What one epoch produced; ``predictions`` holds (dataset index, true, predicted) of the test fold,
+    sorted by index, and ``probabilities`` each of those clips' class probabilities (softmax of the logits).
 
     ``lr`` is the lr at the end of the epoch of the groups at layer-decay scale 1 (the head);
     ``group_lrs`` has every optimiser group's, by group name.
@@ -63,6 +64,7 @@ class EpochResult:
     seconds: float
     confusion: list[list[int]]
     predictions: list[tuple[int, int, int]] = field(repr=False)
+    probabilities: list[list[float]] = field(default_factory=list, repr=False)
     resumed_from_epoch: int | None = None
     train_clips_per_s: float = 0.0  # clips of all ranks per second of the training half of the epoch
     peak_memory_mb: float = 0.0  # this process's peak (device memory on a GPU, resident set on a CPU)
@@ -109,7 +111,8 @@ def evaluate(
     inputs: Inputs | None = None,
     workers: int | None = None,
 ) -> dict[str, Any]:
-    """Loss, UAR, WAR and predictions over the whole test fold, gathered from all ranks.
+    """Loss, UAR, WAR, predictions and class probabilities over the whole test fold, gathered from all
+    ranks (each rank evaluates a disjoint shard; every clip is counted once).
 
     ``inputs`` turns a loaded batch into the engine's input (default: move and cast it).
     """
@@ -139,15 +142,22 @@ def evaluate(
             y = y.to(logits.device)
             loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
             pred = logits.argmax(dim=1)
-            rows += list(zip(idx.tolist(), y.tolist(), pred.tolist(), strict=True))
+            probs = logits.softmax(dim=1).tolist()
+            rows += list(zip(idx.tolist(), y.tolist(), pred.tolist(), probs, strict=True))
     gathered: list[Any] = [None] * world
     dist.all_gather_object(gathered, (loss_sum, rows))
     total_loss = sum(g[0] for g in gathered)
-    predictions = sorted(r for g in gathered for r in g[1])
+    everything = sorted((r for g in gathered for r in g[1]), key=lambda r: r[0])
+    predictions = [(i, t, p) for i, t, p, _ in everything]
     y_true = [r[1] for r in predictions]
     y_pred = [r[2] for r in predictions]
     metrics = classification_metrics(y_true, y_pred, num_classes)
-    return {"test_loss": total_loss / max(1, len(predictions)), "predictions": predictions, **metrics}
+    return {
+        "test_loss": total_loss / max(1, len(predictions)),
+        "predictions": predictions,
+        "probabilities": [r[3] for r in everything],
+        **metrics,
+    }
 
 
 def fit(
@@ -379,6 +389,7 @@ def _epoch_result(
         seconds=seconds,
         confusion=ev["confusion"],
         predictions=ev["predictions"],
+        probabilities=ev["probabilities"],
         group_lrs={str(g.get("group_name", i)): float(g["lr"]) for i, g in enumerate(groups)},
     )
 

@@ -49,6 +49,18 @@ def test_fit_predict_is_deterministic_and_standardises_on_train_only():
     np.testing.assert_array_equal(pred, baseline.fit_predict(x, y, train, test, kernel="linear", seed=0))
 
 
+def test_the_svm_offers_no_probabilities_so_its_predictions_come_without_them():
+    """predict_proba is used where the model offers it; our SVC (probability=False) offers none, and
+    asking must not change its predictions."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (20, 3)), rng.normal(3, 1, (20, 3))])
+    y = np.array([0] * 20 + [1] * 20)
+    train, test = np.r_[0:15, 20:35], np.r_[15:20, 35:40]
+    pred, probs = baseline.fit_predict_proba(x, y, train, test, "rbf", 1.0, 0, classes=[0, 1, 2])
+    assert probs is None
+    np.testing.assert_array_equal(pred, baseline.fit_predict(x, y, train, test, "rbf", 1.0, 0))
+
+
 def test_speaker_normalisation_removes_what_a_speaker_adds_and_reads_no_label():
     # the class is in feature 0 (+-1); each speaker shifts and scales every feature by far more
     rng = np.random.default_rng(1)
