@@ -266,7 +266,10 @@ class Tracker:
         confusion: list[list[int]],
         class_names: list[str],
         predictions: list[dict[str, Any]],
+        extra: dict[str, str | bytes] | None = None,
     ) -> None:
+        """A cell's final metrics, its confusion matrix (CSV, JSON), its predictions and ``extra``
+        artifacts (the resolved job, the confusion figure); the finished tag last."""
         self.finish_run(
             run_id,
             final,
@@ -274,10 +277,11 @@ class Tracker:
                 "confusion.csv": _confusion_csv(confusion, class_names),
                 "confusion.json": json.dumps({"classes": class_names, "matrix": confusion}),
                 "predictions.csv": _rows_csv(predictions),
+                **(extra or {}),
             },
         )
 
-    def finish_run(self, run_id: str, final: dict[str, float], artifacts: dict[str, str]) -> None:
+    def finish_run(self, run_id: str, final: dict[str, float], artifacts: dict[str, str | bytes]) -> None:
         """Final metrics and artifacts first, the finished tag last: a cut-off run never looks finished."""
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, 0) for k, v in final.items()]
@@ -286,15 +290,18 @@ class Tracker:
         self.tag(run_id, TAG_STATUS, FINISHED)
         retried(lambda: self.client.set_terminated(run_id, status="FINISHED"))
 
-    def artifacts(self, run_id: str, artifacts: dict[str, str]) -> None:
-        """Small text files (name -> content) as the run's artifacts."""
+    def artifacts(self, run_id: str, artifacts: dict[str, str | bytes]) -> None:
+        """Small files (name -> text, or bytes such as a PNG) as the run's artifacts."""
         self._artifacts(run_id, artifacts)
 
-    def _artifacts(self, run_id: str, artifacts: dict[str, str]) -> None:
+    def _artifacts(self, run_id: str, artifacts: dict[str, str | bytes]) -> None:
         if artifacts:
             with tempfile.TemporaryDirectory() as tmp:
-                for name, text in artifacts.items():
-                    Path(tmp, name).write_text(text)
+                for name, content in artifacts.items():
+                    if isinstance(content, bytes):
+                        Path(tmp, name).write_bytes(content)
+                    else:
+                        Path(tmp, name).write_text(content, encoding="utf-8")
                 retried(lambda: self.client.log_artifacts(run_id, tmp))
 
     def fail_cell(self, run_id: str, error: str = "") -> None:

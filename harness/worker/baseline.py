@@ -24,6 +24,7 @@ from harness.tracking.tags import (
     TAG_WORLD_SIZE,
     WALL_SECONDS,
 )
+from harness.worker.cell_artifacts import cell_artifacts
 from harness.worker.run_info import cell_tags, flat_params, log_cell_dataset, predictions_rows
 
 
@@ -67,9 +68,8 @@ def baseline_cell(job: CellJob) -> dict[str, Any]:
         },
         confusion=metrics["confusion"],
         class_names=list(cache.classes),
-        predictions=predictions_rows(
-            cache, rows, probabilities=probs
-        ),  # probabilities where the model gives them
+        predictions=predictions_rows(cache, rows, probabilities=probs),  # where the model gives them
+        extra=cell_artifacts(job, metrics["confusion"], list(cache.classes)),
     )
     return {"war": 100.0 * metrics["war"], "uar": 100.0 * metrics["uar"], "run_id": run_id}
 

@@ -37,6 +37,7 @@ from harness.tracking.tags import (
     TEST_WAR,
     WALL_SECONDS,
 )
+from harness.worker.cell_artifacts import cell_artifacts
 from harness.worker.cell_data import build_cell, fit_cell, tensor_digest, tested_cache_path
 from harness.worker.faults import maybe_crash, maybe_exhaust_memory, maybe_fail, maybe_pause
 from harness.worker.memory import WorkerMemory, records_dir, watch_worker
@@ -75,7 +76,7 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
     with resume_from(job.storage_path, cell.key, cell.world_size) as resume_dir:
         result = fit_cell(cell, parts, _epoch_reporter(job, epochs), resume_dir)
     if tracker is not None and run_id is not None and epochs is not None:
-        _finish_train_run(tracker, run_id, epochs, parts, result, time.monotonic() - t0)
+        _finish_train_run(tracker, run_id, epochs, job, parts, result, time.monotonic() - t0)
     mark("worker_end", cell.key)
     return {
         "war": 100.0 * result.war,
@@ -169,9 +170,15 @@ def _epoch_reporter(job: CellJob, epochs: EpochLog | None) -> Any:
 
 
 def _finish_train_run(
-    tracker: Tracker, run_id: str, epochs: EpochLog, parts: dict[str, Any], result: Any, seconds: float
+    tracker: Tracker,
+    run_id: str,
+    epochs: EpochLog,
+    job: CellJob,
+    parts: dict[str, Any],
+    result: Any,
+    seconds: float,
 ) -> None:
-    """The cell's final metrics, confusion matrix and predictions; the finished tag last."""
+    """The cell's final metrics, confusion matrix, predictions, job and figure; the finished tag last."""
     epochs.flush()
     if result.resumed_from_epoch is not None:
         tracker.tag(run_id, TAG_RESUMED, str(result.resumed_from_epoch))
@@ -186,6 +193,7 @@ def _finish_train_run(
         predictions=predictions_rows(
             parts["cache"], result.predictions, parts["test_cache"], result.probabilities or None
         ),
+        extra=cell_artifacts(job, result.confusion, list(parts["cache"].classes)),
     )
 
 
