@@ -28,8 +28,15 @@ from harness.plan.cells import Cell
 from harness.plan.provenance import judge
 from harness.plan.sweep_plan import Kind, SweepPlan, elsewhere_note, plan_run
 from harness.tracking.places import store_lock
-from harness.tracking.store import Tracker, error_summary
-from harness.tracking.tags import CELL_COUNTS, FINISHED, TAG_ACCEPTED_STALE, TAG_ERROR, TAG_STATUS
+from harness.tracking.store import Tracker, brief, error_summary
+from harness.tracking.tags import (
+    CELL_COUNTS,
+    FINISHED,
+    TAG_ACCEPTED_STALE,
+    TAG_ERROR,
+    TAG_STATUS,
+    TAG_SUMMARISED,
+)
 from harness.worker.resume import discard_attempts
 
 Echo = Callable[[str], None]
@@ -262,7 +269,23 @@ class SweepDriver:
         if outcome.error:  # the error's last lines as a tag, the whole traceback as an artifact
             self.tracker.tags(self.parent, {TAG_ERROR: error_summary(outcome.error)})
             self.tracker.artifacts(self.parent, {"traceback.txt": outcome.error})
+        if plan.kind == "train" and done and not outcome.signal:
+            self._summarise()
         self.tracker.end_run(self.parent, status, dict(zip(CELL_COUNTS, values, strict=True)))
+
+    def _summarise(self) -> None:
+        """The parent run's params, aggregate metrics and artifacts (:mod:`harness.driver.summary`); a
+        failure to write them is said and leaves the run unsummarised (the next sweep writes them),
+        never keeps the parent run from ending."""
+        from harness.driver.summary import summarise_parent
+
+        assert self.tracker is not None
+        try:
+            summarise_parent(self.tracker, self.parent, self.plan)
+        except Exception as err:  # noqa: BLE001 - the sweep's outcome stands without its summary
+            self.echo(
+                f"mmder: the parent run's summary was not written ({brief(err)}); the next sweep writes it"
+            )
 
 
 def _own(
@@ -300,7 +323,8 @@ def _shutdown_ray() -> None:
 
 
 def _already_recorded(plan: SweepPlan) -> bool:
-    """True when every cell is finished and current and the parent run already says so.
+    """True when every cell is finished and current and the parent run already says so (its counts
+    and, for a training sweep, its summary: a sweep finished before parents carried one writes it).
 
     Judged on the parent run planning read from the SQLite store (no MLflow import, no second read),
     so a rerun of a finished sweep costs about what planning costs; a server store, or anything left
@@ -311,4 +335,5 @@ def _already_recorded(plan: SweepPlan) -> bool:
         return False
     counts = parent.data.metrics
     finished = counts.get("cells_finished") == counts.get("cells_total") == len(plan.cells)
-    return parent.info.status == "FINISHED" and finished
+    summarised = plan.kind != "train" or TAG_SUMMARISED in parent.data.tags
+    return parent.info.status == "FINISHED" and finished and summarised

@@ -223,9 +223,7 @@ class Tracker:
             **tags,
         }
         run = retried(lambda: self.client.create_run(self.experiment_id, run_name=key, tags=all_tags))
-        flat = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
-        for i in range(0, len(flat), 100):
-            retried(lambda i=i: self.client.log_batch(run.info.run_id, params=flat[i : i + 100]))
+        self.log_params(run.info.run_id, params)
         return run.info.run_id, True
 
     def logged_steps(self, run_id: str, metric: str) -> set[int]:
@@ -235,6 +233,19 @@ class Tracker:
     def log_epoch(self, run_id: str, epoch: int, metrics: dict[str, float]) -> None:
         now = int(time.time() * 1000)
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in metrics.items()])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        """Metrics at step 0 (a run's summary), in batches MLflow takes."""
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        for i in range(0, len(batch), 1000):
+            retried(lambda i=i: self.client.log_batch(run_id, metrics=batch[i : i + 1000]))
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        """Params the run does not hold yet (MLflow refuses to change one), in batches of 100."""
+        flat = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        for i in range(0, len(flat), 100):
+            retried(lambda i=i: self.client.log_batch(run_id, params=flat[i : i + 100]))
 
     def tag(self, run_id: str, key: str, value: str) -> None:
         retried(lambda: self.client.log_batch(run_id, tags=[RunTag(key, value)]))

@@ -109,6 +109,7 @@ CELL_COUNTS = (  # the parent run's, when the sweep ends
 
 # --- the sweep's parent run, written when the sweep ends ----------------------------------------------
 TAG_SUMMARISED = "mmder.summarised"  # the results version its summary below was written under
+TAG_PARAMS_KEPT = "mmder.params_kept"  # params a later sweep gave another value: MLflow keeps the first
 # the experiment's key params on it, by their dotted place in the experiment file (lists as JSON)
 SWEEP_PARAMS = (
     "grid.settings",

@@ -1,0 +1,129 @@
+"""MLflow as a comparison surface, the quick part (a real MLflow SQLite store, no Ray): runs logged before
+the per-epoch metrics were renamed test_war/test_uar and predictions without probabilities still load;
+the parent run's metric names are valid MLflow keys; its params never try to change a logged value."""
+
+from __future__ import annotations
+
+import io
+import math
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from harness.tracking.tags import TEST_UAR, TEST_WAR, aggregate_metric, epoch_metric
+
+OLD_PREDICTIONS = "clip_id,speaker,true,predicted\nc1,01,happy,happy\nc2,01,sad,happy\nc3,02,sad,sad\n"
+
+
+@pytest.fixture
+def store(tmp_path):
+    from harness.tracking.store import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker.open(uri, "old", artifact_root=tmp_path / "artifacts")
+    parent = tracker.parent_run("old")
+    return tracker, parent
+
+
+def test_runs_from_before_the_rename_still_load(store):
+    from harness.results.leaderboard import MlflowLoader
+    from harness.tracking.places import sqlite_path
+    from harness.tracking.runs import read_client_runs, read_sqlite_runs
+
+    tracker, parent = store
+    old, _ = tracker.cell_run("old-cell", parent, tags={}, params={})
+    for epoch, (war, uar) in enumerate([(40.0, 35.0), (50.0, 45.0)]):
+        tracker.log_epoch(old, epoch, {"war": war, "uar": uar})  # as the code before the rename logged
+    tracker.artifacts(old, {"predictions.csv": OLD_PREDICTIONS})
+    # a cell cut off under the old code and resumed under the new: its epochs hold both names
+    mixed, _ = tracker.cell_run("mixed-cell", parent, tags={}, params={})
+    tracker.log_epoch(mixed, 0, {"war": 10.0})
+    tracker.log_epoch(mixed, 1, {TEST_WAR: 20.0, TEST_UAR: 15.0})
+
+    loader = MlflowLoader(tracker.uri)
+    pred = loader.predictions(old)
+    assert list(pred.columns) == ["clip_id", "speaker", "true", "predicted"] and pred["speaker"][0] == "01"
+    assert loader.history(old, TEST_WAR) == [(0, 40.0), (1, 50.0)]
+    assert loader.history(mixed, TEST_WAR) == [(0, 10.0), (1, 20.0)]
+
+    for runs in (read_sqlite_runs(sqlite_path(tracker.uri), "old"), read_client_runs(tracker.uri, "old")):
+        steps = {r.info.run_id: r.data.steps for r in runs}
+        assert epoch_metric(steps[old], TEST_WAR) == (50.0, 1)  # (latest value, its step): status reads it
+        assert epoch_metric(steps[old], TEST_UAR)[0] == 45.0  # (the client reader reads no step of it)
+        assert epoch_metric(steps[mixed], TEST_WAR) == (20.0, 1)  # the new name wins
+
+
+def test_predictions_with_probabilities_load_beside_old_ones():
+    from harness.results.leaderboard import pooled_predictions
+    from harness.worker.run_info import predictions_rows
+
+    cache = SimpleNamespace(
+        clips=[SimpleNamespace(clip_id=f"c{i}", speaker=f"0{i % 2}") for i in range(3)],
+        classes=["happy", "sad"],
+    )
+    rows = predictions_rows(cache, [(0, 0, 0), (2, 1, 0)], [[0.9, 0.1], [0.6, 0.4]])
+    assert rows[1] == {
+        "clip_id": "c2",
+        "speaker": "00",
+        "true": "sad",
+        "predicted": "happy",
+        "prob_happy": 0.6,
+        "prob_sad": 0.4,
+    }
+    assert "prob_happy" not in predictions_rows(cache, [(0, 0, 0)])[0]  # a model without probabilities
+    with pytest.raises(ValueError, match="probability rows"):
+        predictions_rows(cache, [(0, 0, 0)], [])
+
+    new = pd.DataFrame(rows)
+    loader = SimpleNamespace(
+        predictions=lambda run_id: new if run_id == "new" else pd.read_csv(io.StringIO(OLD_PREDICTIONS))
+    )
+    runs = pd.DataFrame(
+        [
+            {"run_id": r, "key": r, "dataset": "d", "setting": "s", "fold": f, "seed": 0}
+            for f, r in enumerate(["old", "new"])
+        ]
+    )
+    pooled = pooled_predictions(runs, loader)
+    assert len(pooled) == 5 and pooled["prob_sad"].isna().sum() == 3  # old rows simply lack them
+
+
+@pytest.mark.parametrize(
+    ("dataset", "setting"),
+    [("syn", "FSLF"), ("RAVDESS (speech)", "partial:4"), ("colère/ü", "audio-egemaps-svm"), ("..", ".")],
+)
+def test_aggregate_metric_names_are_valid_mlflow_keys(dataset, setting):
+    from mlflow.utils.validation import _validate_metric_name
+
+    name = aggregate_metric("war", "mean", dataset, setting)
+    _validate_metric_name(name)  # raises on a key MLflow refuses
+    assert name.startswith("war_mean/") and name.count("/") == 2
+
+
+def test_aggregate_metrics_leave_out_what_one_cell_cannot_give():
+    from harness.driver.summary import aggregate_metrics
+
+    table = pd.DataFrame(
+        [
+            {"dataset": "syn", "setting": "video", "war_mean": 50.0, "war_lo": 40.0, "war_hi": 60.0}
+            | {"uar_mean": 45.0, "uar_lo": 30.0, "uar_hi": 60.0},
+            {"dataset": "syn", "setting": "FSLF", "war_mean": 70.0, "war_lo": math.nan, "war_hi": math.nan}
+            | {"uar_mean": 65.0, "uar_lo": math.nan, "uar_hi": math.nan},
+        ]
+    )
+    metrics = aggregate_metrics(table)
+    assert metrics["war_lo/syn/video"] == 40.0 and metrics["uar_hi/syn/video"] == 60.0
+    assert metrics["war_mean/syn/FSLF"] == 70.0 and "war_lo/syn/FSLF" not in metrics
+    assert len(metrics) == 6 + 2
+
+
+def test_parent_params_never_change_a_logged_value(store):
+    from harness.driver.summary import _log_params
+
+    tracker, parent = store
+    assert _log_params(tracker, parent, {"training.epochs": "2", "model.size": "micro"}) == []
+    kept = _log_params(tracker, parent, {"training.epochs": "3", "model.size": "micro", "cells": "4"})
+    assert kept == ["training.epochs"]  # MLflow refuses to change a param: the first value stays, said
+    params = tracker.client.get_run(parent).data.params
+    assert params == {"training.epochs": "2", "model.size": "micro", "cells": "4"}
