@@ -62,7 +62,7 @@ def test_predictions_with_probabilities_load_beside_old_ones():
         clips=[SimpleNamespace(clip_id=f"c{i}", speaker=f"0{i % 2}") for i in range(3)],
         classes=["happy", "sad"],
     )
-    rows = predictions_rows(cache, [(0, 0, 0), (2, 1, 0)], [[0.9, 0.1], [0.6, 0.4]])
+    rows = predictions_rows(cache, [(0, 0, 0), (2, 1, 0)], probabilities=[[0.9, 0.1], [0.6, 0.4]])
     assert rows[1] == {
         "clip_id": "c2",
         "speaker": "00",
@@ -73,7 +73,7 @@ def test_predictions_with_probabilities_load_beside_old_ones():
     }
     assert "prob_happy" not in predictions_rows(cache, [(0, 0, 0)])[0]  # a model without probabilities
     with pytest.raises(ValueError, match="probability rows"):
-        predictions_rows(cache, [(0, 0, 0)], [])
+        predictions_rows(cache, [(0, 0, 0)], probabilities=[])
 
     new = pd.DataFrame(rows)
     loader = SimpleNamespace(
