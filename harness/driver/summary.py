@@ -2,8 +2,9 @@
 
 The resolved experiment (``experiment.yaml``: every field with its default, ``--set`` overrides applied),
 its key params (:data:`~harness.tracking.tags.SWEEP_PARAMS`, the datasets, the cell count, the results
-version), one metric per (dataset, setting) and statistic (mean of WAR and UAR over the finished cells
-and its 95 % t interval, :func:`~harness.tracking.tags.aggregate_metric`), and the leaderboard as CSV and
+version), one metric per (dataset, setting) and statistic (mean of WAR and UAR over the finished cells,
+its 95 % t interval and the speaker-bootstrap interval, :func:`~harness.tracking.tags.aggregate_metric`),
+and the leaderboard as CSV and
 JSON (:mod:`harness.results.leaderboard`, as ``mmder leaderboard`` prints it). Written again each time a
 sweep of the experiment ends: metrics and artifacts then show the latest state. Params cannot change in
 MLflow: one whose value differs from the run's keeps its first value, and the note says which.
@@ -86,8 +87,9 @@ def sweep_params(plan: SweepPlan) -> dict[str, str]:
 
 
 def aggregate_metrics(table: Any) -> dict[str, float]:
-    """``war_mean/<dataset>/<setting>``, ``..._lo``, ``..._hi`` and the same for UAR, per leaderboard row;
-    a statistic that is not there (no finished cell, or one cell: no interval) is left out."""
+    """``war_mean/<dataset>/<setting>``, ``war_lo/...``, ``war_hi/...`` (t interval over folds x seeds),
+    ``war_spk_lo/...``, ``war_spk_hi/...`` (speaker bootstrap) and the same for UAR, per leaderboard row;
+    a statistic the leaderboard does not give (no finished cell, too few for an interval) is left out."""
     metrics = {}
     for row in table.to_dict("records"):
         for metric in AGGREGATE_METRICS:

@@ -130,7 +130,9 @@ SWEEP_PARAMS = (
 PARAM_DATASETS = "datasets"  # label:corpus:protocol of each dataset
 PARAM_CELLS = "cells"
 PARAM_RESULTS_VERSION = "results_version"
-AGGREGATE_STATS = ("mean", "lo", "hi")  # mean over folds x seeds and its 95 % t interval
+# mean over folds x seeds, its 95 % t interval, and the pooled figure's speaker-bootstrap interval
+# (each as the leaderboard gives it: an interval it cannot give, too few values or speakers, is left out)
+AGGREGATE_STATS = ("mean", "lo", "hi", "spk_lo", "spk_hi")
 AGGREGATE_METRICS = ("war", "uar")
 
 

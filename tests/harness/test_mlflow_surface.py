@@ -107,15 +107,16 @@ def test_aggregate_metrics_leave_out_what_one_cell_cannot_give():
     table = pd.DataFrame(
         [
             {"dataset": "syn", "setting": "video", "war_mean": 50.0, "war_lo": 40.0, "war_hi": 60.0}
-            | {"uar_mean": 45.0, "uar_lo": 30.0, "uar_hi": 60.0},
+            | {"uar_mean": 45.0, "uar_lo": 30.0, "uar_hi": 60.0, "war_spk_lo": 35.0, "war_spk_hi": 65.0},
             {"dataset": "syn", "setting": "FSLF", "war_mean": 70.0, "war_lo": math.nan, "war_hi": math.nan}
             | {"uar_mean": 65.0, "uar_lo": math.nan, "uar_hi": math.nan},
         ]
     )
     metrics = aggregate_metrics(table)
     assert metrics["war_lo/syn/video"] == 40.0 and metrics["uar_hi/syn/video"] == 60.0
+    assert metrics["war_spk_lo/syn/video"] == 35.0 and "uar_spk_lo/syn/video" not in metrics
     assert metrics["war_mean/syn/FSLF"] == 70.0 and "war_lo/syn/FSLF" not in metrics
-    assert len(metrics) == 6 + 2
+    assert len(metrics) == 8 + 2
 
 
 def test_parent_params_never_change_a_logged_value(store):

@@ -213,11 +213,17 @@ def test_the_parent_run_carries_the_experiment_params_aggregates_and_leaderboard
 
     board = experiment_leaderboard(sweep["exp"], sweep["out"])
     metrics = parent.data.metrics
+    # each statistic as the leaderboard gives it; from 2 folds of 1 speaker each it gives the means and no
+    # interval (too few folds for a t interval, too few speakers for a bootstrap), so none is logged:
+    # tests/harness/test_mlflow_surface.py shows the bounds logged where they exist
     for metric in ("war", "uar"):
-        for stat in ("mean", "lo", "hi"):
-            name = f"{metric}_{stat}/syn/FSLF"
-            assert metrics[name] == pytest.approx(float(board.loc[0, f"{metric}_{stat}"])), name
-    assert metrics["war_lo/syn/FSLF"] <= metrics["war_mean/syn/FSLF"] <= metrics["war_hi/syn/FSLF"]
+        for stat in ("mean", "lo", "hi", "spk_lo", "spk_hi"):
+            name, value = f"{metric}_{stat}/syn/FSLF", float(board.loc[0, f"{metric}_{stat}"])
+            if np.isnan(value):
+                assert name not in metrics, name
+            else:
+                assert metrics[name] == pytest.approx(value), name
+    assert metrics["war_mean/syn/FSLF"] == pytest.approx(board.loc[0, "war_pooled"])  # equal test sets
     assert metrics["cells_finished"] == 2
 
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
