@@ -19,7 +19,7 @@ def _experiment():
     cells = {("audio", f, s): 0.45 for f in range(3) for s in (0, 1)}
     exp = make_experiment(cells | {("FSLF", f, s): 0.8 for f in range(3) for s in (0, 1)})
     for run_id in exp.runs["run_id"]:
-        exp.loader.hist[(run_id, "war")] = [(0, 30.0), (1, 50.0)]
+        exp.loader.hist[(run_id, "test_war")] = [(0, 30.0), (1, 50.0)]
     return exp
 
 
