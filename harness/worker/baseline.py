@@ -57,7 +57,7 @@ def baseline_cell(job: CellJob) -> dict[str, Any]:
         },
     )
     if created and TAG_DATA_DIGEST in job.tags:
-        log_cell_dataset(tracker, run_id, job, {"cache": cache, "test_cache": None}, fold)
+        log_cell_dataset(tracker, run_id, job, cache, fold)
     rows = [(int(i), int(t), int(p)) for i, t, p in zip(fold.test_idx, truth, predicted, strict=True)]
     tracker.finish_cell(
         run_id,

@@ -62,12 +62,13 @@ def device_kind(job: CellJob) -> str:
     return "cpu"
 
 
-def log_cell_dataset(tracker: Any, run_id: str, job: CellJob, parts: dict[str, Any], fold: Any) -> None:
+def log_cell_dataset(
+    tracker: Any, run_id: str, job: CellJob, cache: Any, fold: Any, test_cache: Any = None
+) -> None:
     """The clips the cell saw (its split marked) as an MLflow dataset input named by the data digest;
-    a cross-corpus cell's test clips follow its training corpus's, from their own corpus."""
+    a cross-corpus cell's test clips (rows of ``test_cache``) follow its training corpus's."""
     import pandas as pd
 
-    cache, test_cache = parts["cache"], parts["test_cache"]
     test = set(int(i) for i in fold.test_idx)
     val = set(int(i) for i in fold.val_idx) if fold.val_idx is not None else set()
 

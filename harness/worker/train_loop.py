@@ -113,7 +113,7 @@ def _open_train_run(job: CellJob, parts: dict[str, Any]) -> tuple[Tracker, str, 
     if parts["pretrained_digest"]:
         tracker.tag(run_id, TAG_PRETRAINED, parts["pretrained_digest"])
     if created and TAG_DATA_DIGEST in job.tags:
-        log_cell_dataset(tracker, run_id, job, parts, fold)
+        log_cell_dataset(tracker, run_id, job, parts["cache"], fold, parts["test_cache"])
     # a resumed run holds the epochs logged before the cut (under today's name, or the one of the code
     # that started it): they are not logged again
     done = tracker.logged_steps(run_id, TEST_WAR) | tracker.logged_steps(run_id, LEGACY_EPOCH_NAMES[TEST_WAR])
