@@ -81,3 +81,12 @@ def pause_env(folder: Path, cell: str, after_epoch: int) -> dict[str, str]:
 def paused(folder: Path, epoch: int) -> list[str]:
     """Keys of the cells that are holding still after ``epoch``."""
     return [p.name.rsplit(".paused-", 1)[0] for p in folder.glob(f"*.paused-{epoch}")]
+
+
+def board_csv(stdout: str):
+    """The leaderboard's CSV as a frame: its protocol lines start with '#', as pandas' ``comment`` reads."""
+    import io
+
+    import pandas as pd
+
+    return pd.read_csv(io.StringIO(stdout), comment="#", dtype={"missing": str, "runs": str})

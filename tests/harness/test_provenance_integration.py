@@ -15,7 +15,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sweep_helpers import ROOT, child_runs, client_for, mmder, pause_env, paused, tiny_experiment
+from sweep_helpers import (
+    ROOT,
+    board_csv,
+    child_runs,
+    client_for,
+    mmder,
+    pause_env,
+    paused,
+    tiny_experiment,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -119,8 +128,7 @@ def test_a_data_change_reruns_its_cells_in_new_runs_and_an_operational_knob_reru
     trained = client_for(out).get_metric_history(new.info.run_id, "train_loss")
     assert sorted(m.step for m in trained) == [0, 1]
     board = mmder("leaderboard", str(exp), "--output", str(out), "--format", "csv")
-    header, row = board.stdout.strip().splitlines()[:2]
-    war = float(dict(zip(header.split(","), row.split(","), strict=False))["war_mean"])
+    war = float(board_csv(board.stdout)["war_mean"].iloc[0])
     assert war == pytest.approx(new.data.metrics["final_war"], abs=0.06), board.stdout
 
 
@@ -337,4 +345,4 @@ def test_two_experiments_sweep_into_one_output_at_once_and_each_keeps_its_own_ce
         cells = json.loads(status.stdout)["cells"]
         assert {c["setting"] for c in cells} == settings and all(c["state"] == "done" for c in cells)
         board = mmder("leaderboard", str(experiments[name]), "--output", str(out), "--format", "csv")
-        assert {line.split(",")[1] for line in board.stdout.splitlines()[1:] if line} == settings
+        assert set(board_csv(board.stdout)["setting"]) == settings

@@ -13,7 +13,16 @@ import time
 from pathlib import Path
 
 import pytest
-from sweep_helpers import ROOT, child_runs, client_for, mmder, pause_env, paused, tiny_experiment
+from sweep_helpers import (
+    ROOT,
+    board_csv,
+    child_runs,
+    client_for,
+    mmder,
+    pause_env,
+    paused,
+    tiny_experiment,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -64,12 +73,13 @@ def test_sweep_logs_every_cell_once_and_a_rerun_trains_nothing(tmp_path):
     assert {r.info.run_id for r in child_runs(out, "e2e")} == {r.info.run_id for r in runs}
 
     board = mmder("leaderboard", str(exp), "--output", str(out), "--format", "csv")
-    lines = board.stdout.strip().splitlines()
-    header = lines[0].split(",")
+    assert board.stdout.startswith("# "), "the CSV carries its protocol as comment lines"
+    frame = board_csv(board.stdout)
+    header = list(frame.columns)
     assert header[:7] == ["dataset", "setting", "folds", "seeds", "runs", "missing", "n"]
     wanted = {"uar_mean", "uar_lo", "uar_hi", "war_mean", "war_pooled", "wall_s_per_cell"}
     assert wanted <= set(header), header
-    rows = [dict(zip(header, ln.split(","), strict=True)) for ln in lines[1:]]
+    rows = frame.to_dict("records")
     assert [r["setting"] for r in rows] == ["video", "FSLF"]
     assert all(r["missing"] == "0" and r["runs"] == "1" for r in rows)
 
