@@ -13,6 +13,12 @@ import time
 from pathlib import Path
 
 ENV = "MMDER_TIMING_FILE"
+_current = {"key": ""}  # the cell a worker that trains several in turn (a lane) is on
+
+
+def set_current_key(key: str) -> None:
+    """Marks made without a key (the training loop's) belong to ``key`` from now on."""
+    _current["key"] = key
 
 
 def mark(stage: str, key: str = "", at: float | None = None) -> None:
@@ -21,7 +27,12 @@ def mark(stage: str, key: str = "", at: float | None = None) -> None:
     if not path:
         return
     line = json.dumps(
-        {"stage": stage, "key": key, "t": time.time() if at is None else at, "pid": os.getpid()}
+        {
+            "stage": stage,
+            "key": key or _current["key"],
+            "t": time.time() if at is None else at,
+            "pid": os.getpid(),
+        }
     )
     # one short write to a file opened for appending: lines of concurrent processes do not interleave
     with open(path, "a", encoding="utf-8") as f:

@@ -106,13 +106,22 @@ def training_share(marks: list[dict], cpus_per_worker: float, cores: float, wall
 
 
 def startup_seconds(marks: list[dict]) -> dict[str, float]:
-    """Per cell, from its trial's start to its first epoch's start (in any of its workers)."""
+    """Per cell, from its start to its first epoch's start (in any of its workers).
+
+    A cell starts with its trial, or, in a lane (:mod:`harness.plan.lanes`), when the cell before it in
+    the same workers ended: what a lane's later cells wait for is their own set-up only.
+    """
     by_pid: dict[int, str] = {m["pid"]: m["key"] for m in marks if m["key"]}
     starts = {m["key"]: m["t"] for m in reversed(marks) if m["stage"] == "trial_start" and m["key"]}
+    before: dict[int, float] = {}  # per worker process, when its previous cell ended
     first: dict[str, float] = {}
-    for m in marks:
-        key = by_pid.get(m["pid"], "")
-        if m["stage"] == "epoch_start" and key in starts:
+    for m in sorted(marks, key=lambda m: m["t"]):
+        key = m["key"] or by_pid.get(m["pid"], "")
+        if m["stage"] == "worker_entry" and key not in starts and m["pid"] in before:
+            starts[key] = before[m["pid"]]
+        elif m["stage"] == "worker_end":
+            before[m["pid"]] = m["t"]
+        elif m["stage"] == "epoch_start" and key in starts:
             first[key] = min(first.get(key, m["t"]), m["t"])
     return {key: first[key] - starts[key] for key in first}
 
@@ -189,8 +198,8 @@ def bench_overhead(
     )
     startup = list(startup_seconds(marks).values())
     if startup:
-        figures[f"cell: start-up, trial start -> first epoch (s, median of {len(startup)})"] = (
-            f"{statistics.median(startup):.1f} (max {max(startup):.1f})"
+        figures[f"cell: start-up, its start -> first epoch (s, median of {len(startup)})"] = (
+            f"{statistics.median(startup):.1f} (mean {statistics.fmean(startup):.1f}, max {max(startup):.1f})"
         )
     for name, seconds in time_imports().items():
         figures[f"import {name} (s, fresh interpreter, in order)"] = f"{seconds:.2f}"

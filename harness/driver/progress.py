@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.plan.cells import GRID_PARAM
+from harness.plan.lanes import CELL_DONE, CELL_FAILED
 from harness.tracking.tags import FINAL_LOSS, FINAL_WAR, TEST_WAR
 
 
@@ -29,6 +30,12 @@ class Progress:
             def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
                 progress.started[trial.trial_id] = time.monotonic()
 
+            def on_trial_result(
+                self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+            ) -> None:
+                if CELL_DONE in result:  # a lane says each cell as it ends
+                    progress.lane_cell(trial, result)
+
             def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
                 progress.done(trial, failed=False)
 
@@ -42,27 +49,58 @@ class Progress:
         self.started: dict[str, float] = {}
         self.durations: list[float] = []
         self.failed: list[str] = []
+        self.said: dict[str, set[str]] = {}
+
+    def lane_cell(self, trial: Any, result: dict) -> None:
+        """One cell of a lane ended (finished, or failed alone)."""
+        key = str(result[CELL_DONE])
+        self.said.setdefault(trial.trial_id, set()).add(key)
+        if result.get(CELL_FAILED):
+            self.failed.append(key)
+            error = str(result.get("error", "")).strip().splitlines()
+            self._say(trial, key, "FAILED (its run holds the error)")
+            if error:
+                self.echo(f"    {error[-1]}")
+        else:
+            self._say(trial, key, _what(result))
 
     def done(self, trial: Any, failed: bool) -> None:
+        job = trial.config[GRID_PARAM]
+        if "jobs" in job:  # a lane: its cells were said as they ended; those it never reached failed
+            for key in (j["cell"]["key"] for j in job["jobs"]):
+                if failed and key not in self.said.get(trial.trial_id, set()):
+                    self.failed.append(key)
+                    self._say(trial, key, f"FAILED (see {_error_file(trial)})")
+            return
+        key = job["cell"]["key"]
+        if failed:
+            self.failed.append(key)
+            self._say(trial, key, f"FAILED (see {_error_file(trial)})")
+        else:
+            self._say(trial, key, _what(trial.last_result or {}))
+
+    def _say(self, trial: Any, key: str, what: str) -> None:
         self.finished += 1
-        key = trial.config[GRID_PARAM]["cell"]["key"]
         now = time.monotonic()
         elapsed = now - self.start
         self.durations.append(now - self.started.get(trial.trial_id, self.start))
+        self.started[trial.trial_id] = now  # a lane's next cell starts now
         left = self.total - self.finished
         # Cells run `concurrency` at a time and finish in waves: the mean cell time per wave left.
         eta = sum(self.durations) / len(self.durations) * math.ceil(left / self.concurrency)
-        result = trial.last_result or {}
-        if failed:
-            self.failed.append(key)
-            # the copy under the output folder outlives Ray's temporary session folder
-            what = f"FAILED (see {Path(trial.path) / 'error.txt' if trial.path else trial.error_file})"
-        elif FINAL_LOSS in result:  # a pre-training
-            what = f"loss {result[FINAL_LOSS]:.4f}"
-        else:
-            war = result.get(FINAL_WAR, result.get(TEST_WAR))
-            what = f"WAR {war:5.1f}" if isinstance(war, int | float) else "WAR   n/a"
         self.echo(
             f"[{self.finished}/{self.total}] {key}  {what}  elapsed {hms(elapsed)}  "
             f"{left} left  ETA {hms(eta)}"
         )
+
+
+def _what(result: dict) -> str:
+    if FINAL_LOSS in result:  # a pre-training
+        return f"loss {result[FINAL_LOSS]:.4f}"
+    war = result.get(FINAL_WAR, result.get(TEST_WAR))
+    return f"WAR {war:5.1f}" if isinstance(war, int | float) else "WAR   n/a"
+
+
+def _error_file(trial: Any) -> Path | str:
+    # the copy under the output folder outlives Ray's temporary session folder
+    return Path(trial.path) / "error.txt" if trial.path else trial.error_file

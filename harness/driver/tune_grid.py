@@ -17,7 +17,8 @@ from harness.driver.ray_setup import TRIAL_CPUS, init_ray
 from harness.plan.cells import GRID_PARAM, Cell, CellJob
 from harness.plan.provenance import code_versions, recorded_tags
 from harness.plan.sweep_plan import SweepPlan
-from harness.tracking.tags import FINISHED, KIND_CELL, TAG_DATA_DIGEST, TAG_STATUS
+from harness.tracking.failures import fail_run
+from harness.tracking.tags import FINISHED, TAG_DATA_DIGEST, TAG_STATUS
 from mmder.timing import mark
 
 if TYPE_CHECKING:
@@ -50,14 +51,14 @@ def run_grid(driver: Round, cells: list[Cell]) -> None:
         init_ray(plan.spec, driver.address, driver.verbose, log_dir=plan.places.log_dir)
     from ray import tune
 
-    from harness.worker.trial import run_cell  # imports Ray: only after init_ray set its environment
+    from harness.worker.trial import run_trial  # imports Ray: only after init_ray set its environment
 
     if plan.kind == "train" and plan.spec.search is not None:  # each cell trains its search's choice
         from harness.search.driver import apply_searches
 
         cells = apply_searches(plan, cells, caches, driver.tracker, driver.parent, driver.echo)
     provenance = {**recorded_tags(), **code_versions(plan.kind)}  # the same for every cell of the round
-    jobs = [cell_job(plan, cell, caches, driver.tracker, driver.parent, provenance) for cell in cells]
+    jobs = trial_jobs(plan, cells, caches, driver.tracker, driver.parent, provenance)
     res = plan.spec.resources
     progress = Progress(len(cells), res.max_concurrent_trials, driver.echo)
 
@@ -69,14 +70,14 @@ def run_grid(driver: Round, cells: list[Cell]) -> None:
             return "signal" in stop
 
     tuner = tune.Tuner(
-        tune.with_resources(run_cell, {"CPU": TRIAL_CPUS}),
+        tune.with_resources(run_trial, {"CPU": TRIAL_CPUS}),
         param_space={GRID_PARAM: tune.grid_search(jobs)},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=res.max_concurrent_trials,
             # Every cell asks the same resources: reuse the trial actors instead of importing torch anew.
             reuse_actors=True,
-            trial_name_creator=lambda t: t.config[GRID_PARAM]["cell"]["key"],
-            trial_dirname_creator=lambda t: t.config[GRID_PARAM]["cell"]["key"],
+            trial_name_creator=lambda t: trial_label(t.config[GRID_PARAM]),
+            trial_dirname_creator=lambda t: trial_label(t.config[GRID_PARAM]),
         ),
         run_config=tune.RunConfig(
             # two sweeps (of one experiment or two) may start in the same second on one output folder
@@ -94,11 +95,79 @@ def run_grid(driver: Round, cells: list[Cell]) -> None:
     if "signal" in stop:
         return
     for result in results:
+        job = result.config[GRID_PARAM]
+        if "jobs" in job:  # a lane: its cells that failed alone already say so in their runs
+            _lane_outcome(driver, [j["cell"]["key"] for j in job["jobs"]], result)
+            continue
         if result.error is None:
             continue
-        key = result.config[GRID_PARAM]["cell"]["key"]
+        key = job["cell"]["key"]
         driver.outcome.failed.append(key)
         fail_run(driver.tracker, key, driver.parent, plan.kind, result.error)
+
+
+def _lane_outcome(driver: Round, keys: list[str], result: Any) -> None:
+    """A lane's failed cells into the outcome; when the lane itself failed, its unfinished cells fail."""
+    assert driver.tracker is not None
+    if result.error is None:
+        driver.outcome.failed += [k for k in str((result.metrics or {}).get("failed", "")).split(",") if k]
+        return
+    runs = driver.tracker.cell_runs()
+    for key in keys:
+        run = (runs.get(key) or [None])[0]
+        if run is not None and run.data.tags.get(TAG_STATUS) == FINISHED:
+            continue
+        driver.outcome.failed.append(key)
+        if run is None or run.info.status != "FAILED":
+            fail_run(driver.tracker, key, driver.parent, driver.plan.kind, result.error)
+
+
+def trial_label(job: dict) -> str:
+    """A trial's name: its cell's key, or its lane's name."""
+    return job["name"] if "jobs" in job else job["cell"]["key"]
+
+
+def trial_jobs(
+    plan: SweepPlan,
+    cells: list[Cell],
+    caches: dict[str, str],
+    tracker: Tracker,
+    parent: str,
+    provenance: dict,
+) -> list[dict]:
+    """The grid's trials: lanes of DeepSpeed cells (``resources.reuse_workers``), a trial per other cell."""
+    from harness.plan.lanes import LaneJob, cell_cost, lane_name, make_lanes
+
+    res = plan.spec.resources
+    laned = [c for c in cells if c.kind == "train" and c.training is not None]
+    if not res.reuse_workers or plan.places.remote_storage or plan.kind != "train" or not laned:
+        return [cell_job(plan, c, caches, tracker, parent, provenance) for c in cells]
+    rest = [cell_job(plan, c, caches, tracker, parent, provenance) for c in cells if c not in laned]
+    sizes = _clip_counts(caches)
+    lanes = make_lanes(laned, res.max_concurrent_trials, lambda c: cell_cost(c, lambda d: sizes.get(d, 1)))
+    jobs = [
+        LaneJob(
+            name=lane_name(lane),
+            jobs=[
+                CellJob.model_validate(cell_job(plan, c, caches, tracker, parent, provenance)) for c in lane
+            ],
+        ).model_dump(mode="json")
+        for lane in lanes
+    ]
+    return jobs + rest
+
+
+def _clip_counts(caches: dict[str, str]) -> dict[str, int]:
+    """Clips per dataset label, from the prepared caches (for the lanes' longest-first order)."""
+    from mmder.data.cache import ClipCache
+
+    counts = {}
+    for label, path in caches.items():
+        try:
+            counts[label] = len(ClipCache.open(path).clips)
+        except (OSError, ValueError):
+            counts[label] = 1
+    return counts
 
 
 def _tune_storage(storage: str) -> str:
@@ -129,18 +198,3 @@ def cell_job(
         dataset_roots={label: str(root) for label, root in places.dataset_roots.items()},
         **weights,
     ).model_dump(mode="json")
-
-
-def fail_run(tracker: Tracker, key: str, parent: str, kind: str, error: BaseException) -> None:
-    """End the cell's run FAILED with its error; a cell that failed before its worker made a run gets one."""
-    import traceback
-
-    text = "".join(traceback.format_exception(error)) if isinstance(error, BaseException) else str(error)
-    runs = tracker.cell_runs().get(key) or []
-    if runs and runs[0].info.status != "FAILED" and runs[0].data.tags.get(TAG_STATUS) != FINISHED:
-        run_id = runs[0].info.run_id
-    else:
-        run_id, _ = tracker.cell_run(
-            key, parent, tags={}, params={}, kind=KIND_CELL if kind == "train" else kind
-        )
-    tracker.fail_cell(run_id, text)

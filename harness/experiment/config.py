@@ -171,6 +171,13 @@ class ResourcesConfig(Strict):
         "fails saying out of memory; none when left out",
         gt=0.0,
     )
+    reuse_workers: bool = operational(
+        True,
+        "train the cells of a sweep in lanes, max_concurrent_trials of them, each one Train job whose "
+        "workers train its cells one after another (each with its own run, checkpoints, resume and "
+        "max_failures), instead of starting a Train job and its processes for every cell; false: a Train "
+        "job per cell. Local storage only (on s3:// every cell has its own job)",
+    )
     keep_checkpoints: Literal["last", "none"] = operational(
         "last",
         "what a finished cell keeps of its epoch checkpoints: last (its newest, to inspect or continue "

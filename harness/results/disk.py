@@ -18,6 +18,7 @@ from pathlib import Path
 
 from harness.driver.owners import read_owner
 from harness.experiment.config import ExperimentConfig
+from harness.plan.lanes import LANES_FOLDER
 from harness.plan.sweep_plan import SweepPlan, plan_sweep
 from harness.worker.resume import attempts
 
@@ -73,7 +74,9 @@ def holdings(plans: list[SweepPlan]) -> list[Holding]:
     foreign = Holding("checkpoint folders this experiment's store does not know (kept)")
     storage = Path(places.storage)
     if not places.remote_storage and storage.is_dir():
-        for cell_dir in sorted(p for p in storage.iterdir() if p.is_dir() and p.name != "tune"):
+        for cell_dir in sorted(
+            p for p in storage.iterdir() if p.is_dir() and p.name not in ("tune", LANES_FOLDER)
+        ):
             folders = attempts(cell_dir)
             if not folders:
                 continue

@@ -91,7 +91,9 @@ def newest_complete_checkpoint(cell_dir: Path, world_size: int) -> Path | None:
 
 
 @contextlib.contextmanager
-def resume_from(storage_path: str, key: str, world_size: int) -> Iterator[str | None]:
+def resume_from(
+    storage_path: str, key: str, world_size: int, ray_checkpoint: bool = True
+) -> Iterator[str | None]:
     """The folder to resume from, inside a Train worker: the newest complete checkpoint (highest epoch)
     among Ray Train's checkpoint of this attempt (``ray.train.get_checkpoint()``, after a worker-group
     restart) and those of any attempt of the cell on disk; None when there is none.
@@ -100,11 +102,12 @@ def resume_from(storage_path: str, key: str, world_size: int) -> Iterator[str | 
     next polls the workers, so the epochs a worker uploaded whole just before its node died are on disk
     but not in Ray's list (the node-loss test resumed from epoch 1 with epoch 3 complete on disk). On
     remote storage (``s3://``) the disk cannot be searched: only Ray's checkpoint is used (the attempt
-    there is always the same run, see :func:`attempt_run`).
+    there is always the same run, see :func:`attempt_run`). ``ray_checkpoint=False`` (a lane, whose Train
+    run holds the checkpoints of several cells): the disk only.
     """
     import ray.train
 
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = ray.train.get_checkpoint() if ray_checkpoint else None
     remote = is_remote(storage_path)
     found = None if remote else newest_complete_checkpoint(Path(storage_path) / key, world_size)
     if checkpoint is not None:
@@ -117,6 +120,33 @@ def resume_from(storage_path: str, key: str, world_size: int) -> Iterator[str | 
     if found is not None:
         print(f"[{key}] resuming from {found.parent.name}/{found.name}", flush=True)
     yield str(found) if found is not None else None
+
+
+def copy_checkpoint(source: str | Path, target: Path) -> None:
+    """Copy this rank's checkpoint files into ``target`` (a lane cell's ``checkpoint_*`` folder), its
+    manifest last, so a copy cut short never reads as complete (:mod:`mmder.train.checkpoint_files`)."""
+    source = Path(source)
+    files = sorted((p for p in source.rglob("*") if p.is_file()), key=lambda p: p.name.startswith("manifest"))
+    for path in files:
+        dest = target / path.relative_to(source)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, dest)
+
+
+def drop_older_checkpoints(attempt: Path, world_size: int) -> list[Path]:
+    """Remove the checkpoints of the attempt older than its newest complete one (never an incomplete
+    one: another rank may still be copying it). Rank 0 of a lane calls it after each epoch's report."""
+    newest = newest_complete_checkpoint(attempt.parent, world_size)
+    if newest is None or newest.parent != attempt:
+        return []
+    newest_epoch = checkpoint_epoch(newest, world_size)
+    removed = []
+    for path in attempt.glob(CHECKPOINT_GLOB):
+        epoch = checkpoint_epoch(path, world_size) if path.is_dir() and path != newest else None
+        if epoch is not None and newest_epoch is not None and epoch < newest_epoch:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def discard_attempts(storage_path: str, key: str) -> int:

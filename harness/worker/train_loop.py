@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import ray.train
@@ -41,7 +42,7 @@ from harness.worker.cell_artifacts import cell_artifacts
 from harness.worker.cell_data import build_cell, fit_cell, tensor_digest, tested_cache_path
 from harness.worker.faults import maybe_crash, maybe_exhaust_memory, maybe_fail, maybe_pause
 from harness.worker.memory import WorkerMemory, records_dir, watch_worker
-from harness.worker.resume import is_remote, resume_from
+from harness.worker.resume import copy_checkpoint, drop_older_checkpoints, is_remote, resume_from
 from harness.worker.run_info import (
     cell_tags,
     device_kind,
@@ -56,13 +57,19 @@ from mmder.timing import mark, mark_process_start
 
 
 def train_cell(config: dict[str, Any]) -> dict[str, Any]:
-    """Ray Train loop for one cell; ``config`` is the trial's :class:`CellJob` as JSON."""
+    """Ray Train loop for one cell in a Train job of its own; ``config`` is the trial's :class:`CellJob`."""
     job = CellJob.model_validate(config)
+    mark_process_start("worker_process", job.cell.key)
+    rank, memory = start_worker(job, f"mmder-{job.cell.key}")
+    return train_one(job, rank, memory)
+
+
+def train_one(job: CellJob, rank: int, memory: WorkerMemory, attempt: str | None = None) -> dict[str, Any]:
+    """Train and test one cell in this worker group; ``attempt``: the cell's attempt folder in a lane
+    (:mod:`harness.worker.lane`), where its checkpoints go instead of the Train run's own folder."""
     cell = job.cell
-    mark_process_start("worker_process", cell.key)
     mark("worker_entry", cell.key)
     assert cell.training is not None, "a train cell carries its training section"
-    rank, memory = _start_worker(job)
     parts = build_cell(
         cell, job.cache_paths[cell.dataset], job.pretrained_path, tested_cache_path(cell, job.cache_paths)
     )
@@ -73,8 +80,10 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
     maybe_exhaust_memory(cell.key, rank, cell.world_size, memory.limit_bytes)
 
     t0 = time.monotonic()
-    with resume_from(job.storage_path, cell.key, cell.world_size) as resume_dir:
-        result = fit_cell(cell, parts, _epoch_reporter(job, epochs), resume_dir)
+    with resume_from(
+        job.storage_path, cell.key, cell.world_size, ray_checkpoint=attempt is None
+    ) as resume_dir:
+        result = fit_cell(cell, parts, _epoch_reporter(job, epochs, attempt), resume_dir)
     if tracker is not None and run_id is not None and epochs is not None:
         _finish_train_run(tracker, run_id, epochs, job, parts, result, time.monotonic() - t0)
     mark("worker_end", cell.key)
@@ -87,12 +96,14 @@ def train_cell(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _start_worker(job: CellJob) -> tuple[int, WorkerMemory]:
-    """This worker's rank, its torch threads set and its memory watched (and limited, when asked)."""
+def start_worker(job: CellJob, name: str) -> tuple[int, WorkerMemory]:
+    """This worker's rank, its torch threads set and its memory watched for the cell (and limited, when
+    asked, in the cgroup ``name``-r<rank>: a lane keeps one for all its cells)."""
     torch.set_num_threads(job.threads)
     rank = ray.train.get_context().get_world_rank()
-    name = f"mmder-{job.cell.key}-r{rank}"
-    return rank, watch_worker(records_dir(job.cell.key), rank, job.resources.memory_per_worker_gb, name)
+    return rank, watch_worker(
+        records_dir(job.cell.key), rank, job.resources.memory_per_worker_gb, f"{name}-r{rank}"
+    )
 
 
 def _open_train_run(job: CellJob, parts: dict[str, Any]) -> tuple[Tracker, str, EpochLog]:
@@ -140,8 +151,13 @@ def _checkpoint(job: CellJob, checkpoint_dir: str | None, epoch: int) -> ray.tra
     return ray.train.Checkpoint.from_directory(checkpoint_dir)
 
 
-def _epoch_reporter(job: CellJob, epochs: EpochLog | None) -> Any:
-    """``fit``'s per-epoch callback: the epoch's metrics to MLflow (rank 0), then to Ray Train."""
+def _epoch_reporter(job: CellJob, epochs: EpochLog | None, attempt: str | None = None) -> Any:
+    """``fit``'s per-epoch callback: the epoch's metrics to MLflow (rank 0), then to Ray Train.
+
+    In a lane (``attempt`` set) each rank copies its part of the checkpoint into the cell's own attempt
+    folder (Train's checkpoint manager holds one run's checkpoints, and a lane's run is several cells');
+    rank 0 then drops the cell's older epochs there.
+    """
 
     def report(result: Any, checkpoint_dir: str | None) -> None:
         metrics = {
@@ -162,7 +178,16 @@ def _epoch_reporter(job: CellJob, epochs: EpochLog | None) -> Any:
         # (logged after, a kill in between lost the epoch's metrics for good). Never raises.
         if epochs is not None:
             epochs.log(result.epoch, {k: v for k, v in metrics.items() if k != "epoch"})
-        ray.train.report(metrics, checkpoint=_checkpoint(job, checkpoint_dir, result.epoch))
+        checkpoint = _checkpoint(job, checkpoint_dir, result.epoch)
+        if attempt is None:
+            ray.train.report(metrics, checkpoint=checkpoint)
+        else:  # a lane: the cell's own folder holds it; Train's run (several cells') registers none
+            folder = Path(job.storage_path) / job.cell.key / attempt
+            if checkpoint is not None:
+                copy_checkpoint(checkpoint.path, folder / f"checkpoint_epoch-{result.epoch:04d}")
+            ray.train.report(metrics)  # every rank's copy is complete past this barrier
+            if checkpoint is not None and ray.train.get_context().get_world_rank() == 0:
+                drop_older_checkpoints(folder, job.cell.world_size)
         maybe_crash(job.storage_path, job.cell.key, result.epoch)
         maybe_pause(job.cell.key, result.epoch, ray.train.get_context().get_world_rank())
 
@@ -208,7 +233,7 @@ def pretrain_cell(config: dict[str, Any]) -> dict[str, Any]:
     job = CellJob.model_validate(config)
     cell = job.cell
     assert cell.pretrain is not None and job.encoder_path, "a pre-training cell carries its recipe"
-    rank, _ = _start_worker(job)
+    rank, _ = start_worker(job, f"mmder-{job.cell.key}")
     cache = ClipCache.open(job.cache_paths[cell.dataset])
     norm = cell.preprocess.speaker_norm
     groups = [c.group for c in cache.clips]

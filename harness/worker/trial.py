@@ -12,6 +12,7 @@ sweep's driver (or a torn Ray snapshot) costs at most the epoch in flight.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +36,32 @@ class CellOutOfMemory(RuntimeError):
     """A worker of the cell was killed for memory: the message says by whom and at which limit."""
 
 
-def fit_cell_watched(trainer: TorchTrainer, key: str, world_size: int, per_worker: dict[str, float]) -> Any:
-    """``trainer.fit`` under the placement watchdog; a failure that was a memory kill says so."""
-    records = records_dir(key)
-    release_records(records)  # what a dead earlier attempt on this node left
+def fit_cell_watched(
+    trainer: TorchTrainer,
+    key: str,
+    world_size: int,
+    per_worker: dict[str, float],
+    cells: list[str] | None = None,
+) -> Any:
+    """``trainer.fit`` under the placement watchdog; a failure that was a memory kill says so.
+
+    ``key``: the cell, or the lane whose ``cells`` the workers train (their memory records).
+    """
+    records = [records_dir(k) for k in cells or [key]]
+    for folder in records:
+        release_records(folder)  # what a dead earlier attempt on this node left
     try:
         return fit_watched(trainer.fit, key, world_size, per_worker)
     except Exception as err:
-        verdict = memory_verdict(f"{type(err).__name__}: {err}\n{err.__cause__ or ''}", records)
+        text = f"{type(err).__name__}: {err}\n{err.__cause__ or ''}"
+        verdict = next((v for v in (memory_verdict(text, r) for r in records) if v), None)
         if verdict is None:
             raise
         print(f"[{key}] {verdict}", flush=True)
         raise CellOutOfMemory(verdict) from err
     finally:
-        release_records(records)
+        for folder in records:
+            release_records(folder)
 
 
 def worker_resources(resources: ResourcesConfig) -> dict[str, float]:
@@ -84,6 +97,11 @@ def cell_run_config(storage: str, key: str, world_size: int, max_failures: int) 
         # The latest checkpoint is all a resume needs; older ones are only disk.
         checkpoint_config=CheckpointConfig(num_to_keep=1),
     )
+
+
+def run_trial(trial_config: dict[str, Any]) -> dict[str, Any]:
+    """The grid's one trainable: a lane of cells (:func:`run_lane`), or a cell alone (:func:`run_cell`)."""
+    return run_lane(trial_config) if "jobs" in trial_config[GRID_PARAM] else run_cell(trial_config)
 
 
 def run_cell(trial_config: dict[str, Any]) -> dict[str, Any]:
@@ -123,3 +141,53 @@ def run_cell(trial_config: dict[str, Any]) -> dict[str, Any]:
     value.pop("done", None)
     mark("trial_end", key)
     return {f"final_{k}": v for k, v in value.items() if isinstance(v, int | float) and v is not None}
+
+
+def run_lane(trial_config: dict[str, Any]) -> dict[str, Any]:
+    """Tune function trainable: one Train job whose worker group trains the lane's cells in turn
+    (:mod:`harness.worker.lane`); returns which finished and which failed (their runs say so)."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from harness.plan.lanes import LANES_FOLDER, LaneJob
+    from harness.worker.lane import train_lane
+
+    lane = LaneJob.model_validate(trial_config[GRID_PARAM])
+    first = lane.jobs[0]
+    mark("trial_start", first.cell.key)
+    resources, storage = first.resources, first.storage_path
+    world_size = resources.num_workers
+    attempts = {}
+    for key in lane.keys:  # nothing of these cells runs: the sweep owns them and this trial is their start
+        for path in prune_cell(Path(storage) / key, world_size):
+            print(f"[{key}] removed {path.relative_to(Path(storage))}", flush=True)
+        attempts[key] = attempt_run(storage, key)[1]
+        release_records(records_dir(key))
+    run_storage, run_name = attempt_run(str(Path(storage) / LANES_FOLDER), lane.name)
+    budget = -1 if resources.max_failures < 0 else (resources.max_failures + 1) * len(lane.jobs)
+    trainer = CellTrainer(
+        train_lane,
+        train_loop_config=lane.model_copy(update={"attempts": attempts}).model_dump(mode="json"),
+        scaling_config=scaling(resources, world_size),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=run_storage,
+            failure_config=FailureConfig(max_failures=budget),
+            # the cells' checkpoints live in their own folders, pruned by the lane's rank 0
+            checkpoint_config=CheckpointConfig(num_to_keep=None),
+            callbacks=[TuneReportCallback()],  # each cell's line of progress
+        ),
+    )
+    mark("train_fit_start", first.cell.key)
+    try:
+        result = fit_cell_watched(trainer, lane.name, world_size, worker_resources(resources), lane.keys)
+    finally:
+        shutil.rmtree(run_storage, ignore_errors=True)  # Ray's own files of the lane's runs, read by none
+    last = lane.jobs[-1].cell.key  # the bench reads the lane's end as its last cell's
+    mark("train_fit_end", last)
+    value = dict(result.return_value or {})
+    finished = [k for k in str(value.get("finished", "")).split(",") if k]
+    for key in finished:
+        if resources.keep_checkpoints == "none":
+            discard_attempts(storage, key)
+    mark("trial_end", last)
+    return {"finished": ",".join(finished), "failed": str(value.get("failed", ""))}

@@ -69,3 +69,16 @@ def test_the_benchmark_experiment_is_a_valid_quickstart_shaped_grid():
     spec = parse_experiment(overhead_experiment(["CFAS", "video"], 2, 2), source="bench")
     assert spec.model.size == "tiny" and spec.training.epochs == 2
     assert spec.resources.max_concurrent_trials == 2
+
+
+def test_a_lane_cells_start_up_runs_from_the_end_of_the_cell_before_it_in_the_same_workers():
+    marks = [
+        {"stage": "trial_start", "key": "a", "t": 0.0, "pid": 1},
+        {"stage": "worker_entry", "key": "a", "t": 20.0, "pid": 7},
+        {"stage": "epoch_start", "key": "a", "t": 25.0, "pid": 7},
+        {"stage": "worker_end", "key": "a", "t": 40.0, "pid": 7},
+        {"stage": "worker_entry", "key": "b", "t": 40.5, "pid": 7},
+        {"stage": "epoch_start", "key": "b", "t": 43.0, "pid": 7},
+        {"stage": "worker_end", "key": "b", "t": 60.0, "pid": 7},
+    ]
+    assert startup_seconds(marks) == {"a": pytest.approx(25.0), "b": pytest.approx(3.0)}
