@@ -2,7 +2,9 @@
 
 A mark is one JSON line appended to the file named by ``MMDER_TIMING_FILE`` (inherited by every Ray
 process of a local cluster); without that variable a mark costs one dictionary lookup. Wall-clock
-``time.time()`` is used because the marks come from several processes.
+``time.time()`` is used because the marks come from several processes; each mark also carries the process's
+CPU seconds so far, so time spent in a stage can be told from core-seconds used (several processes on
+fewer cores wait for a core inside their epochs).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def mark(stage: str, key: str = "", at: float | None = None) -> None:
             "key": key or _current["key"],
             "t": time.time() if at is None else at,
             "pid": os.getpid(),
+            "cpu": time.process_time(),  # this process's CPU seconds so far (all its threads)
         }
     )
     # one short write to a file opened for appending: lines of concurrent processes do not interleave

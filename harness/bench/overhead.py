@@ -87,21 +87,28 @@ def cell_stages(marks: list[dict]) -> dict[str, dict[str, float]]:
     return stages
 
 
-def epoch_seconds(marks: list[dict]) -> dict[int, float]:
-    """Per worker process, the wall seconds it spent inside the epoch loop (epoch_start -> epoch_end)."""
+def epoch_seconds(marks: list[dict], clock: str = "t") -> dict[int, float]:
+    """Per worker process, the seconds it spent inside the epoch loop (epoch_start -> epoch_end):
+    wall seconds (``clock="t"``) or the CPU seconds it used there (``clock="cpu"``)."""
     spent: dict[int, float] = {}
     open_at: dict[int, float] = {}
     for m in sorted(marks, key=lambda m: m["t"]):
-        if m["stage"] == "epoch_start":
-            open_at[m["pid"]] = m["t"]
-        elif m["stage"] == "epoch_end" and m["pid"] in open_at:
-            spent[m["pid"]] = spent.get(m["pid"], 0.0) + m["t"] - open_at.pop(m["pid"])
+        if m["stage"] == "epoch_start" and clock in m:
+            open_at[m["pid"]] = m[clock]
+        elif m["stage"] == "epoch_end" and m["pid"] in open_at and clock in m:
+            spent[m["pid"]] = spent.get(m["pid"], 0.0) + m[clock] - open_at.pop(m["pid"])
     return spent
 
 
 def training_share(marks: list[dict], cpus_per_worker: float, cores: float, wall: float) -> float:
-    """Core-seconds spent inside the epoch loop / (cores x sweep wall): how much of the machine trained."""
-    busy = sum(epoch_seconds(marks).values()) * cpus_per_worker
+    """Core-seconds spent inside the epoch loop / (cores x sweep wall): how much of the machine trained.
+
+    Core-seconds are the CPU seconds the workers used inside their epochs, where the marks carry them;
+    from older marks, the wall seconds there times the cores each worker holds (an overcount when more
+    workers than cores share the machine).
+    """
+    used = epoch_seconds(marks, "cpu")
+    busy = sum(used.values()) if used else sum(epoch_seconds(marks).values()) * cpus_per_worker
     return busy / (cores * wall) if cores > 0 and wall > 0 else 0.0
 
 

@@ -457,9 +457,44 @@ def generate_corpus(
     return out
 
 
+PARALLEL_FROM_CLIPS = 96  # smaller corpora are written in this process: a pool's start costs more
+
+
+def _write_speaker(out: Path, params: _Params, s: int) -> list[dict[str, object]]:
+    """Write one speaker's clips; returns their manifest rows, in the corpus's order."""
+    seed, clips_per_class = params.seed, params.clips_per_class
+    n_frames = max(1, int(round(params.duration_s * params.fps)))
+    n_samples = int(round(params.duration_s * params.sample_rate))
+    spk = _speaker(seed, s)
+    rows: list[dict[str, object]] = []
+    for vg in range(len(VISUAL_GROUPS)):
+        for ag in range(len(AUDIO_GROUPS)):
+            ci = class_index(vg, ag)
+            for rep in range(clips_per_class):
+                rng = np.random.default_rng([seed, s, ci, rep])
+                clip_id = f"{_speaker_name(s)}_{CLASSES[ci]}_{rep:02d}"
+                video = Path("video") / f"{clip_id}.mp4"
+                audio = Path("audio") / f"{clip_id}.wav"
+                _make_video(out / video, spk, vg, n_frames, params, rng)
+                audio_wave = _make_audio(spk, ag, n_samples, params.sample_rate, rng)
+                _write_wav(out / audio, audio_wave, params.sample_rate)
+                rows.append(
+                    {
+                        "clip_id": clip_id,
+                        "speaker": _speaker_name(s),
+                        "label": CLASSES[ci],
+                        "visual_group": vg,
+                        "audio_group": ag,
+                        "video": video.as_posix(),
+                        "audio": audio.as_posix(),
+                    }
+                )
+    return rows
+
+
 def _write_corpus(out: Path, params: _Params) -> None:
     """Write every clip, then the manifest, then ``synthetic.json`` (the mark of a complete corpus)."""
-    clips_per_class, speakers, seed = params.clips_per_class, params.speakers, params.seed
+    clips_per_class, speakers = params.clips_per_class, params.speakers
     fps, duration_s, sample_rate = params.fps, params.duration_s, params.sample_rate
     out.mkdir(parents=True, exist_ok=True)
     (out / "synthetic.json").unlink(missing_ok=True)
@@ -469,30 +504,19 @@ def _write_corpus(out: Path, params: _Params) -> None:
 
     n_frames = max(1, int(round(duration_s * fps)))
     n_samples = int(round(duration_s * sample_rate))
-    rows: list[dict[str, object]] = []
-    for s in range(speakers):
-        spk = _speaker(seed, s)
-        for vg in range(len(VISUAL_GROUPS)):
-            for ag in range(len(AUDIO_GROUPS)):
-                ci = class_index(vg, ag)
-                for rep in range(clips_per_class):
-                    rng = np.random.default_rng([seed, s, ci, rep])
-                    clip_id = f"{_speaker_name(s)}_{CLASSES[ci]}_{rep:02d}"
-                    video = Path("video") / f"{clip_id}.mp4"
-                    audio = Path("audio") / f"{clip_id}.wav"
-                    _make_video(out / video, spk, vg, n_frames, params, rng)
-                    _write_wav(out / audio, _make_audio(spk, ag, n_samples, sample_rate, rng), sample_rate)
-                    rows.append(
-                        {
-                            "clip_id": clip_id,
-                            "speaker": _speaker_name(s),
-                            "label": CLASSES[ci],
-                            "visual_group": vg,
-                            "audio_group": ag,
-                            "video": video.as_posix(),
-                            "audio": audio.as_posix(),
-                        }
-                    )
+    # every clip draws from its own generator ([seed, speaker, class, rep]): the speakers can be written
+    # by several processes and the files are the same byte for byte
+    processes = min(os.cpu_count() or 1, speakers, 8)
+    if processes > 1 and speakers * len(CLASSES) * clips_per_class >= PARALLEL_FROM_CLIPS:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
+        with ProcessPoolExecutor(processes, mp_context=context) as pool:
+            parts = list(pool.map(_write_speaker, [out] * speakers, [params] * speakers, range(speakers)))
+    else:
+        parts = [_write_speaker(out, params, s) for s in range(speakers)]
+    rows = [row for part in parts for row in part]
     tmp = out / "manifest.csv.tmp"
     with tmp.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(MANIFEST_COLUMNS))

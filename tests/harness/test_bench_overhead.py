@@ -61,6 +61,17 @@ def test_the_training_share_counts_core_seconds_inside_epochs_against_the_whole_
     assert training_share([], cpus_per_worker=1, cores=2, wall=10.0) == 0.0
 
 
+def test_with_cpu_seconds_in_the_marks_the_share_counts_what_the_workers_used_not_their_wall_time():
+    # two 1-CPU workers on one core: each spends 10 s inside its epoch, using 5 s of CPU
+    marks = [
+        {"stage": stage, "key": key, "t": t, "cpu": cpu, "pid": pid}
+        for pid, key in ((1, "a"), (2, "b"))
+        for stage, t, cpu in (("epoch_start", 0.0, 1.0), ("epoch_end", 10.0, 6.0))
+    ]
+    assert training_share(marks, cpus_per_worker=1, cores=1, wall=10.0) == pytest.approx(1.0)
+    assert training_share([{k: v for k, v in m.items() if k != "cpu"} for m in marks], 1, 1, 10.0) == 2.0
+
+
 def test_a_cells_start_up_runs_from_its_trial_to_its_first_epoch():
     assert startup_seconds(_marks()) == {"a": pytest.approx(15.5)}
 

@@ -313,13 +313,16 @@ def test_two_sweeps_at_once_run_each_cell_once_and_a_killed_owner_never_blocks(t
 def test_two_experiments_sweep_into_one_output_at_once_and_each_keeps_its_own_cells(tmp_path):
     """Different experiment files, one --output, started together: each cell of each runs once in its
     own MLflow experiment (a cell both share, FSLF, is run by one, then by the other), the store holds
-    both intact, and status and leaderboard of each show only its own cells."""
+    both intact, and status and leaderboard of each show only its own cells. One trains its cells in a
+    lane, the other (reuse_workers: false) a Train job per cell: both ways share one output."""
     import json
 
     out = tmp_path / "out"
     experiments = {
-        name: tiny_experiment(tmp_path, name, grid={"settings": settings}, resources=ONE_WORKER)
-        for name, settings in (("expa", ["video", "FSLF"]), ("expb", ["audio", "FSLF"]))
+        name: tiny_experiment(
+            tmp_path, name, grid={"settings": settings}, resources={**ONE_WORKER, "reuse_workers": reuse}
+        )
+        for name, settings, reuse in (("expa", ["video", "FSLF"], True), ("expb", ["audio", "FSLF"], False))
     }
     logs = {name: tmp_path / f"{name}.log" for name in experiments}
     sweeps = {

@@ -27,11 +27,17 @@ from sweep_helpers import (
 pytestmark = pytest.mark.slow
 
 
-def test_sweep_logs_every_cell_once_and_a_rerun_trains_nothing(tmp_path):
+def test_sweep_logs_every_cell_once_and_a_rerun_trains_nothing(tmp_path, monkeypatch):
     exp = tiny_experiment(tmp_path, "e2e")
     out = tmp_path / "out"
+    monkeypatch.setenv("MMDER_TIMING_FILE", str(tmp_path / "timing.jsonl"))
     first = mmder("sweep", str(exp), "--output", str(out))
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-5000:]
+    # one lane (max_concurrent_trials: 1): one group of 2 workers trained both cells, one after the other
+    marks = [json.loads(line) for line in (tmp_path / "timing.jsonl").read_text().splitlines()]
+    entries = [m for m in marks if m["stage"] == "worker_entry"]
+    assert len({m["key"] for m in entries}) == 2 and len({m["pid"] for m in entries}) == 2, entries
+    assert len([m for m in marks if m["stage"] == "train_fit_start"]) == 1
     assert "[2/2]" in first.stdout and "ETA" in first.stdout
     assert "video" in first.stdout and "FSLF" in first.stdout  # the leaderboard
     # Ray's own warnings (the raylet's worker-count ones, Tune's slow-operation ones) go to the log

@@ -148,3 +148,22 @@ def test_cues_separable_across_speakers(synthetic_cache: ClipCache) -> None:
     # and neither modality alone tells the class: the other group stays at chance
     assert _speaker_split_accuracy(xv, audio_group, speakers) <= 0.7
     assert _speaker_split_accuracy(xa, visual_group, speakers) <= 0.6
+
+
+def test_a_corpus_written_by_several_processes_is_the_same_byte_for_byte(tmp_path, monkeypatch):
+    import hashlib
+
+    import mmder.data.synthetic as synthetic
+
+    def digest(folder: Path) -> dict[str, str]:
+        return {
+            p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        }
+
+    one = synthetic.generate_corpus(tmp_path / "one", clips_per_class=1, speakers=2, seed=3)
+    monkeypatch.setattr(synthetic, "PARALLEL_FROM_CLIPS", 1)
+    monkeypatch.setattr(synthetic.os, "cpu_count", lambda: 2)
+    several = synthetic.generate_corpus(tmp_path / "several", clips_per_class=1, speakers=2, seed=3)
+    assert digest(one) == digest(several) and len(digest(one)) == 2 * 6 * 2 + 2
