@@ -12,6 +12,7 @@ import traceback
 from typing import Any
 
 from harness.cli.base import Add, Handler, add_experiment_args, load
+from mmder.timing import mark
 
 EXIT_CODES = (
     "exit codes: 0 all cells finished, 1 a cell failed, 2 bad experiment or command line, 3 cells\n"
@@ -100,7 +101,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
         return 128 + outcome.signal
     print()
+    mark("board_start")
     print(_leaderboard(plan))
+    mark("board_end")
     print(f"\nsweep took {time.monotonic() - t0:.0f} s; results in {output}")
     if not (spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")):
         print(f"MLflow UI: uv run mlflow ui --backend-store-uri {shlex.quote(plan.places.tracking_uri)}")

@@ -38,6 +38,7 @@ from harness.tracking.tags import (
     TAG_SUMMARISED,
 )
 from harness.worker.resume import discard_attempts
+from mmder.timing import mark
 
 Echo = Callable[[str], None]
 # SIGHUP (the terminal closed, an ssh connection dropped) stops a sweep like SIGTERM does
@@ -269,9 +270,11 @@ class SweepDriver:
         if outcome.error:  # the error's last lines as a tag, the whole traceback as an artifact
             self.tracker.tags(self.parent, {TAG_ERROR: error_summary(outcome.error)})
             self.tracker.artifacts(self.parent, {"traceback.txt": outcome.error})
+        mark("summary_start")
         if plan.kind == "train" and done and not outcome.signal:
             self._summarise()
         self.tracker.end_run(self.parent, status, dict(zip(CELL_COUNTS, values, strict=True)))
+        mark("summary_end")
 
     def _summarise(self) -> None:
         """The parent run's params, aggregate metrics and artifacts (:mod:`harness.driver.summary`); a
