@@ -146,8 +146,6 @@ def run_cell(trial_config: dict[str, Any]) -> dict[str, Any]:
 def run_lane(trial_config: dict[str, Any]) -> dict[str, Any]:
     """Tune function trainable: one Train job whose worker group trains the lane's cells in turn
     (:mod:`harness.worker.lane`); returns which finished and which failed (their runs say so)."""
-    from ray.tune.integration.ray_train import TuneReportCallback
-
     from harness.plan.lanes import LANES_FOLDER, LaneJob
     from harness.worker.lane import train_lane
 
@@ -174,7 +172,7 @@ def run_lane(trial_config: dict[str, Any]) -> dict[str, Any]:
             failure_config=FailureConfig(max_failures=budget),
             # the cells' checkpoints live in their own folders, pruned by the lane's rank 0
             checkpoint_config=CheckpointConfig(num_to_keep=None),
-            callbacks=[TuneReportCallback()],  # each cell's line of progress
+            callbacks=[_cell_done_callback()],  # each cell's line of progress
         ),
     )
     mark("train_fit_start", first.cell.key)
@@ -191,3 +189,18 @@ def run_lane(trial_config: dict[str, Any]) -> dict[str, Any]:
             discard_attempts(storage, key)
     mark("trial_end", last)
     return {"finished": ",".join(finished), "failed": str(value.get("failed", ""))}
+
+
+def _cell_done_callback() -> Any:
+    """Train's ``TuneReportCallback`` forwarding only a lane's end-of-cell reports (its progress lines):
+    the epochs are in MLflow, and nothing in a grid reads them from Tune."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from harness.plan.lanes import CELL_DONE
+
+    class CellDoneReport(TuneReportCallback):
+        def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+            if metrics and CELL_DONE in metrics[0]:
+                super().after_report(run_context, metrics, checkpoint)
+
+    return CellDoneReport()
