@@ -56,9 +56,8 @@ class Progress:
         key = str(result[CELL_DONE])
         self.said.setdefault(trial.trial_id, set()).add(key)
         if result.get(CELL_FAILED):
-            self.failed.append(key)
             error = str(result.get("error", "")).strip().splitlines()
-            self._say(trial, key, "FAILED (its run holds the error)")
+            self._fail(trial, key, "FAILED (its run holds the error)")
             if error:
                 self.echo(f"    {error[-1]}")
         else:
@@ -69,15 +68,15 @@ class Progress:
         if "jobs" in job:  # a lane: its cells were said as they ended; those it never reached failed
             for key in (j["cell"]["key"] for j in job["jobs"]):
                 if failed and key not in self.said.get(trial.trial_id, set()):
-                    self.failed.append(key)
-                    self._say(trial, key, f"FAILED (see {_error_file(trial)})")
-            return
-        key = job["cell"]["key"]
-        if failed:
-            self.failed.append(key)
-            self._say(trial, key, f"FAILED (see {_error_file(trial)})")
+                    self._fail(trial, key, f"FAILED (see {_error_file(trial)})")
+        elif failed:
+            self._fail(trial, job["cell"]["key"], f"FAILED (see {_error_file(trial)})")
         else:
-            self._say(trial, key, _what(trial.last_result or {}))
+            self._say(trial, job["cell"]["key"], _what(trial.last_result or {}))
+
+    def _fail(self, trial: Any, key: str, what: str) -> None:
+        self.failed.append(key)
+        self._say(trial, key, what)
 
     def _say(self, trial: Any, key: str, what: str) -> None:
         self.finished += 1

@@ -139,22 +139,19 @@ def trial_jobs(
     from harness.plan.lanes import LaneJob, cell_cost, lane_name, make_lanes
 
     res = plan.spec.resources
+
+    def job(cell: Cell) -> CellJob:
+        return cell_job(plan, cell, caches, tracker, parent, provenance)
+
     laned = [c for c in cells if c.kind == "train" and c.training is not None]
     if not res.reuse_workers or plan.places.remote_storage or plan.kind != "train" or not laned:
-        return [cell_job(plan, c, caches, tracker, parent, provenance) for c in cells]
-    rest = [cell_job(plan, c, caches, tracker, parent, provenance) for c in cells if c not in laned]
+        return [job(c).model_dump(mode="json") for c in cells]
+    in_lanes = {c.key for c in laned}
     sizes = _clip_counts(caches)
     lanes = make_lanes(laned, res.max_concurrent_trials, lambda c: cell_cost(c, lambda d: sizes.get(d, 1)))
-    jobs = [
-        LaneJob(
-            name=lane_name(lane),
-            jobs=[
-                CellJob.model_validate(cell_job(plan, c, caches, tracker, parent, provenance)) for c in lane
-            ],
-        ).model_dump(mode="json")
-        for lane in lanes
-    ]
-    return jobs + rest
+    return [
+        LaneJob(name=lane_name(lane), jobs=[job(c) for c in lane]).model_dump(mode="json") for lane in lanes
+    ] + [job(c).model_dump(mode="json") for c in cells if c.key not in in_lanes]
 
 
 def _clip_counts(caches: dict[str, str]) -> dict[str, int]:
@@ -176,8 +173,8 @@ def _tune_storage(storage: str) -> str:
 
 def cell_job(
     plan: SweepPlan, cell: Cell, caches: dict[str, str], tracker: Tracker, parent: str, provenance: dict
-) -> dict:
-    """What the cell's trial receives, as JSON: the cell, where everything is, its provenance tags."""
+) -> CellJob:
+    """What the cell's trial (or its lane) receives: the cell, where everything is, its provenance tags."""
     places = plan.places
     digest = plan.digest(cell)
     tags = {**provenance, **({TAG_DATA_DIGEST: digest} if digest else {})}
@@ -197,4 +194,4 @@ def cell_job(
         tags=tags,
         dataset_roots={label: str(root) for label, root in places.dataset_roots.items()},
         **weights,
-    ).model_dump(mode="json")
+    )

@@ -23,7 +23,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from mmder.train.checkpoint_files import checkpoint_epoch
+from mmder.train.checkpoint_files import checkpoint_epoch, is_manifest
 
 ATTEMPT_PREFIX = "attempt-"
 _ATTEMPT = re.compile(rf"{ATTEMPT_PREFIX}(\d+)")
@@ -126,8 +126,8 @@ def copy_checkpoint(source: str | Path, target: Path) -> None:
     """Copy this rank's checkpoint files into ``target`` (a lane cell's ``checkpoint_*`` folder), its
     manifest last, so a copy cut short never reads as complete (:mod:`mmder.train.checkpoint_files`)."""
     source = Path(source)
-    files = sorted((p for p in source.rglob("*") if p.is_file()), key=lambda p: p.name.startswith("manifest"))
-    for path in files:
+    files = (p for p in source.rglob("*") if p.is_file())
+    for path in sorted(files, key=lambda p: is_manifest(p.relative_to(source).as_posix())):
         dest = target / path.relative_to(source)
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, dest)

@@ -81,15 +81,21 @@ def scaling(resources: ResourcesConfig, world_size: int) -> ScalingConfig:
     )
 
 
+def fresh_attempt(storage: str, key: str, world_size: int) -> tuple[str, str]:
+    """A new attempt of the cell (:func:`attempt_run`), after pruning what earlier ones left. Call only
+    while none of the cell's runs is alive (the sweep owns it and this trial is its start)."""
+    if not is_remote(storage):
+        for path in prune_cell(Path(storage) / key, world_size):
+            print(f"[{key}] removed {path.relative_to(Path(storage))}", flush=True)
+    return attempt_run(storage, key)
+
+
 def cell_run_config(storage: str, key: str, world_size: int, max_failures: int) -> RunConfig:
     """The Train ``RunConfig`` of a fresh attempt of the cell, after pruning what earlier ones left.
 
     Pruning runs here, before the new attempt exists and while none of the cell's runs is alive.
     """
-    if not is_remote(storage):
-        for path in prune_cell(Path(storage) / key, world_size):
-            print(f"[{key}] removed {path.relative_to(Path(storage))}", flush=True)
-    run_storage, run_name = attempt_run(storage, key)
+    run_storage, run_name = fresh_attempt(storage, key, world_size)
     return RunConfig(
         name=run_name,
         storage_path=run_storage,
@@ -155,11 +161,8 @@ def run_lane(trial_config: dict[str, Any]) -> dict[str, Any]:
     resources, storage = first.resources, first.storage_path
     world_size = resources.num_workers
     attempts = {}
-    for key in lane.keys:  # nothing of these cells runs: the sweep owns them and this trial is their start
-        for path in prune_cell(Path(storage) / key, world_size):
-            print(f"[{key}] removed {path.relative_to(Path(storage))}", flush=True)
-        attempts[key] = attempt_run(storage, key)[1]
-        release_records(records_dir(key))
+    for key in lane.keys:
+        attempts[key] = fresh_attempt(storage, key, world_size)[1]
     run_storage, run_name = attempt_run(str(Path(storage) / LANES_FOLDER), lane.name)
     budget = -1 if resources.max_failures < 0 else (resources.max_failures + 1) * len(lane.jobs)
     trainer = CellTrainer(

@@ -109,6 +109,14 @@ class _Params:
     sample_rate: int
     version: int = SYNTHETIC_VERSION
 
+    @property
+    def n_frames(self) -> int:
+        return max(1, int(round(self.duration_s * self.fps)))
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.duration_s * self.sample_rate))
+
 
 @dataclass(frozen=True)
 class _Speaker:
@@ -463,8 +471,7 @@ PARALLEL_FROM_CLIPS = 96  # smaller corpora are written in this process: a pool'
 def _write_speaker(out: Path, params: _Params, s: int) -> list[dict[str, object]]:
     """Write one speaker's clips; returns their manifest rows, in the corpus's order."""
     seed, clips_per_class = params.seed, params.clips_per_class
-    n_frames = max(1, int(round(params.duration_s * params.fps)))
-    n_samples = int(round(params.duration_s * params.sample_rate))
+    n_frames, n_samples = params.n_frames, params.n_samples
     spk = _speaker(seed, s)
     rows: list[dict[str, object]] = []
     for vg in range(len(VISUAL_GROUPS)):
@@ -495,15 +502,12 @@ def _write_speaker(out: Path, params: _Params, s: int) -> list[dict[str, object]
 def _write_corpus(out: Path, params: _Params) -> None:
     """Write every clip, then the manifest, then ``synthetic.json`` (the mark of a complete corpus)."""
     clips_per_class, speakers = params.clips_per_class, params.speakers
-    fps, duration_s, sample_rate = params.fps, params.duration_s, params.sample_rate
     out.mkdir(parents=True, exist_ok=True)
     (out / "synthetic.json").unlink(missing_ok=True)
     _remove_previous(out)
     (out / "video").mkdir(exist_ok=True)
     (out / "audio").mkdir(exist_ok=True)
 
-    n_frames = max(1, int(round(duration_s * fps)))
-    n_samples = int(round(duration_s * sample_rate))
     # every clip draws from its own generator ([seed, speaker, class, rep]): the speakers can be written
     # by several processes and the files are the same byte for byte
     processes = min(os.cpu_count() or 1, speakers, 8)
@@ -530,8 +534,8 @@ def _write_corpus(out: Path, params: _Params) -> None:
         "visual_groups": list(VISUAL_GROUPS),
         "audio_groups": list(AUDIO_GROUPS),
         "class_index": "2 * visual_group + audio_group",
-        "n_frames": n_frames,
-        "n_samples": n_samples,
+        "n_frames": params.n_frames,
+        "n_samples": params.n_samples,
     }
     tmp = out / "synthetic.json.tmp"
     tmp.write_text(json.dumps(meta, indent=2) + "\n")

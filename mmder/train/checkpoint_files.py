@@ -33,7 +33,8 @@ def manifest_name(rank: int, world_size: int) -> str:
     return f"{MANIFEST_PREFIX}{rank}-of{world_size}.json"
 
 
-def _is_manifest(relative: str) -> bool:
+def is_manifest(relative: str) -> bool:
+    """A rank's manifest (written last; its presence is what says the rank's files are complete)."""
     return "/" not in relative and relative.startswith(MANIFEST_PREFIX) and relative.endswith(".json")
 
 
@@ -44,7 +45,7 @@ def listing(folder: str | os.PathLike[str]) -> dict[str, int]:
     for path in root.rglob("*"):
         if path.is_file():
             relative = path.relative_to(root).as_posix()
-            if not _is_manifest(relative):
+            if not is_manifest(relative):
                 files[relative] = path.stat().st_size
     return files
 

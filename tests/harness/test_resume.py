@@ -17,7 +17,9 @@ import torch.multiprocessing as mp
 
 from harness.worker.resume import (
     attempt_run,
+    copy_checkpoint,
     discard_attempts,
+    drop_older_checkpoints,
     newest_complete_checkpoint,
     prune_cell,
     resume_from,
@@ -308,3 +310,22 @@ def test_two_ranks_resume_from_the_newest_checkpoint_that_has_every_ranks_manife
             assert seen[stage]["chosen"] == "checkpoint_000000", (rank, stage)
             assert seen[stage]["resumed"] == [1, 0], (rank, stage)
             assert seen[stage]["as_one_rank"] == "None", "a 2-rank checkpoint is no use to 1 rank"
+
+
+def test_a_lane_copies_a_checkpoint_manifest_last_and_drops_only_older_complete_epochs(tmp_path, monkeypatch):
+    from mmder.train.checkpoint_files import checkpoint_epoch
+
+    attempt = tmp_path / "runs" / "cell-a" / "attempt-000"
+    old = fake_checkpoint(attempt / "checkpoint_epoch-0001", epoch=1)
+    copied: list[str] = []
+    real_copy = shutil.copy2
+    monkeypatch.setattr(
+        shutil, "copy2", lambda src, dst: (copied.append(Path(dst).name), real_copy(src, dst))
+    )
+    source = fake_checkpoint(tmp_path / "local", epoch=2)
+    copy_checkpoint(source, attempt / "checkpoint_epoch-0002")
+    assert copied[-1] == manifest_name(0, 1) and copied.count(manifest_name(0, 1)) == 1, copied
+    assert checkpoint_epoch(attempt / "checkpoint_epoch-0002", 1) == 2
+    (attempt / "checkpoint_epoch-0003").mkdir()  # another rank still copying: no manifest yet
+    assert drop_older_checkpoints(attempt, 1) == [old]
+    assert sorted(p.name for p in attempt.iterdir()) == ["checkpoint_epoch-0002", "checkpoint_epoch-0003"]
