@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -90,8 +92,24 @@ def cmd_ui(args: argparse.Namespace) -> int:
         print(f"MLflow UI: {places.tracking_uri} (served by the tracking server; experiment {experiment!r})")
         return 0
     url = f"http://{args.host}:{args.port}"
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", places.tracking_uri]
-    server = subprocess.Popen([*command, "--host", args.host, "--port", str(args.port)])
+    # One person browsing one file: one worker, and none of the server's job runners (7 processes that
+    # evaluate GenAI jobs; they took most of the UI's start-up on 2 cores). An exported value wins.
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        places.tracking_uri,
+        "--workers",
+        "1",
+    ]
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    # Its own process group: `mlflow ui` serves from child processes (uvicorn and its workers) that
+    # outlive their parent when only it is stopped, and would keep the port answering.
+    server = subprocess.Popen(
+        [*command, "--host", args.host, "--port", str(args.port)], env=env, start_new_session=True
+    )
     try:
         if _wait_until_up(url, server):
             what = f"experiment {spec.mlflow_experiment!r}; pid {server.pid}; Ctrl-C stops it"
@@ -100,9 +118,31 @@ def cmd_ui(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        if server.poll() is None:
-            server.terminate()
-            server.wait(timeout=30)
+        _stop_group(server)
+
+
+def _stop_group(server: subprocess.Popen, grace_s: float = 20.0) -> None:
+    """SIGTERM to the server's whole process group, SIGKILL to what is left after ``grace_s``."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(server.pid, signum)
+        except ProcessLookupError:
+            break  # the group is gone
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and _group_alive(server.pid):
+            server.poll()  # reap the leader, or it stays a zombie member of its group
+            time.sleep(0.2)
+        if not _group_alive(server.pid):
+            break
+    server.poll()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _wait_until_up(url: str, server: Any, seconds: float = 120.0) -> bool:

@@ -113,3 +113,6 @@ def test_ui_serves_the_experiments_store_until_stopped(tmp_path):
         time.sleep(0.5)
     else:
         raise AssertionError("the UI still answers after mmder ui was stopped")
+    # nothing of the server outlives it: `mlflow ui` serves from children that an orphan would keep up
+    left = subprocess.run(["pgrep", "-af", f"--port {port}"], capture_output=True, text=True).stdout
+    assert not [ln for ln in left.splitlines() if "pgrep" not in ln], left
