@@ -211,9 +211,13 @@ def _processes_of(session: str) -> list[str]:
     return [line for line in found.splitlines() if "pgrep" not in line]
 
 
-def test_sigint_sigterm_sighup_end_runs_killed_and_each_rerun_resumes_each_epoch_once(tmp_path):
-    """One cell cut three times: by SIGINT (Ctrl-C), its resumed run by SIGTERM (a scheduler's stop),
-    then by SIGHUP (the terminal closed); no process of the sweep's own Ray outlives it."""
+def test_sigint_sigterm_sighup_sigkill_each_cut_a_sweep_and_each_rerun_resumes_each_epoch_once(tmp_path):
+    """One sweep cut four times in turn, each cut at a marker (a cell holding still after an epoch), never
+    at a moment: the first cell by SIGINT (Ctrl-C), its resumed run by SIGTERM (a scheduler's stop), then
+    by SIGHUP (the terminal closed): each ends its runs KILLED and no process of the sweep's own Ray
+    outlives it. Then the driver is killed outright (SIGKILL) once the first cell has finished and the
+    second has saved its first epoch: the rerun runs only the unfinished cell, from its checkpoint, in
+    its own MLflow run."""
     import json
 
     from harness.experiment.config import load_experiment
@@ -226,13 +230,15 @@ def test_sigint_sigterm_sighup_end_runs_killed_and_each_rerun_resumes_each_epoch
     out = tmp_path / "out"
     first_key, second_key = (c.key for c in expand_cells(load_experiment(exp)))
     hold = tmp_path / "pause"
-    for round_, signum in enumerate([signal.SIGINT, signal.SIGTERM, signal.SIGHUP]):
+    cuts = [(signal.SIGINT, first_key, 1), (signal.SIGTERM, first_key, 2), (signal.SIGHUP, first_key, 3)]
+    cuts.append((signal.SIGKILL, second_key, 0))
+    for round_, (signum, key, at) in enumerate(cuts):
         log = tmp_path / f"sweep-{round_}.log"
         before = _ray_sessions()
-        at = round_ + 1  # each round's run (the same run, resumed) is cut one epoch later
-        sweep = _popen("sweep", str(exp), "--output", str(out), env=pause_env(hold, first_key, at), log=log)
+        # each round's run of the first cell (the same run, resumed) is cut one epoch later
+        sweep = _popen("sweep", str(exp), "--output", str(out), env=pause_env(hold, key, at), log=log)
         try:
-            _wait_for(lambda at=at: first_key in paused(hold, at), sweep, log)
+            _wait_for(lambda key=key, at=at: key in paused(hold, at), sweep, log)
             if signum == signal.SIGINT:  # `mmder status` while the sweep runs
                 status = mmder("status", str(exp), "--output", str(out), "--format", "json")
                 cells = {c["key"]: c for c in json.loads(status.stdout)["cells"]}
@@ -245,9 +251,12 @@ def test_sigint_sigterm_sighup_end_runs_killed_and_each_rerun_resumes_each_epoch
             if sweep.poll() is None:
                 sweep.kill()
         text = log.read_text()
+        runs = _runs_by_key(out, "sig")
+        if signum == signal.SIGKILL:
+            break
         assert code == 128 + signum, text[-3000:]
         assert "Tuner.restore" not in text and "Resume with: mmder sweep" in text
-        (run,) = _runs_by_key(out, "sig")[first_key]  # the resumed run is the same run
+        (run,) = runs[first_key]  # the resumed run is the same run
         assert run.info.status == "KILLED", signum
         assert _parent(out, "sig").info.status == "KILLED"
         assert _epochs_logged(out, "sig", first_key) == at + 1, "cut where the marker said"
@@ -259,14 +268,31 @@ def test_sigint_sigterm_sighup_end_runs_killed_and_each_rerun_resumes_each_epoch
             time.sleep(1)
         assert not _processes_of(session), f"{signal.Signals(signum).name} left: {_processes_of(session)}"
 
+    # killed outright: nothing could end the runs, the first cell had finished, the second saved epoch 0
+    assert code == -signal.SIGKILL
+    (hold / "hold").unlink()  # a worker the kill left behind, if any, may go on and end
+    killed = {key: found[0] for key, found in runs.items()}
+    assert killed[first_key].data.tags["mmder.status"] == "finished"
+    assert killed[second_key].data.tags.get("mmder.status") != "finished"
+
     rerun = mmder("sweep", str(exp), "--output", str(out))
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-5000:]
+    assert "1 already finished, 1 to run" in rerun.stdout
     runs = _runs_by_key(out, "sig")
-    (resumed,) = runs[first_key]
-    assert resumed.data.tags["mmder.status"] == "finished"
-    assert int(resumed.data.tags["mmder.resumed_from_epoch"]) >= 2
-    steps = [m.step for m in client_for(out).get_metric_history(resumed.info.run_id, "test_war")]
-    assert sorted(steps) == list(range(epochs)), "each epoch exactly once"
+    client = client_for(out)
+    for key in (first_key, second_key):
+        (run,) = runs[key]  # one MLflow run per cell through all five sweeps
+        assert run.info.run_id == killed[key].info.run_id
+        assert run.data.tags["mmder.status"] == "finished"
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "test_war")]
+        if key == first_key:
+            assert sorted(steps) == list(range(epochs)), "each epoch exactly once"
+    assert int(runs[first_key][0].data.tags["mmder.resumed_from_epoch"]) >= 2
+    # the second cell went on after its saved epoch instead of starting over (a worker the kill left
+    # behind may have saved another epoch before the rerun took the cell)
+    assert int(runs[second_key][0].data.tags["mmder.resumed_from_epoch"]) >= 0
+    steps = [m.step for m in client.get_metric_history(runs[second_key][0].info.run_id, "test_war")]
+    assert set(steps) == set(range(epochs))
     assert _parent(out, "sig").info.status == "FINISHED"
 
 

@@ -1,15 +1,14 @@
 """The real stack end to end: a Ray Tune grid of Ray Train jobs with 2 DeepSpeed workers each,
-logging to a real MLflow store; then a rerun, then a driver killed mid-sweep and resumed."""
+logging to a real MLflow store; then a rerun, then a worker killed mid-cell. (The driver killed
+mid-sweep is a round of the signal drill in test_provenance_integration.py.)"""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,6 @@ from sweep_helpers import (
     child_runs,
     client_for,
     mmder,
-    pause_env,
-    paused,
     tiny_experiment,
 )
 
@@ -88,72 +85,6 @@ def test_sweep_logs_every_cell_once_and_a_rerun_trains_nothing(tmp_path, monkeyp
     rows = frame.to_dict("records")
     assert [r["setting"] for r in rows] == ["video", "FSLF"]
     assert all(r["missing"] == "0" and r["runs"] == "1" for r in rows)
-
-
-def _checkpointed_epochs(cell_dir: Path, world_size: int = 1) -> int:
-    """Epochs the cell has saved: its newest complete checkpoint in any attempt (<key>/attempt-NNN)."""
-    from harness.worker.resume import newest_complete_checkpoint
-    from mmder.train.checkpoint_files import checkpoint_epoch
-
-    newest = newest_complete_checkpoint(cell_dir, world_size) if cell_dir.exists() else None
-    epoch = checkpoint_epoch(newest, world_size) if newest is not None else None
-    return 0 if epoch is None else epoch + 1
-
-
-def test_killed_driver_resumes_only_unfinished_cells_from_their_checkpoint(tmp_path):
-    from harness.experiment.config import load_experiment
-    from harness.plan.cells import expand_cells
-
-    exp = tiny_experiment(
-        tmp_path,
-        "kill",
-        training={"epochs": 3},
-        resources={"num_workers": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1, "max_failures": 1},
-    )
-    out = tmp_path / "out"
-    first_cell, second_cell = (c.key for c in expand_cells(load_experiment(exp)))
-    hold = tmp_path / "pause"
-    env = dict(os.environ, PYTHONUNBUFFERED="1", **pause_env(hold, second_cell, 0))
-    log = (tmp_path / "driver.log").open("w")
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli.main", "sweep", str(exp), "--output", str(out)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 400
-    try:
-        # Kill once the first cell is finished and the second has saved its first epoch (it holds still).
-        while time.monotonic() < deadline and driver.poll() is None and not paused(hold, 0):
-            time.sleep(0.2)
-        assert driver.poll() is None and paused(hold, 0), (
-            "the sweep ended before it could be killed: " + (tmp_path / "driver.log").read_text()[-3000:]
-        )
-        driver.send_signal(signal.SIGKILL)
-    finally:
-        driver.wait(30)
-    saved_before = _checkpointed_epochs(out / "ray" / second_cell)
-    (hold / "hold").unlink()  # a worker the kill left behind, if any, may go on and end
-    runs = {r.data.tags["mmder.cell"]: r for r in child_runs(out, "kill")}
-    assert runs[first_cell].data.tags.get("mmder.status") == "finished"
-    assert runs[second_cell].data.tags.get("mmder.status") != "finished"
-    assert saved_before == 1
-
-    rerun = mmder("sweep", str(exp), "--output", str(out))
-    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-5000:]
-    assert "1 already finished, 1 to run" in rerun.stdout
-    after = {r.data.tags["mmder.cell"]: r for r in child_runs(out, "kill")}
-    assert set(after) == {first_cell, second_cell}
-    assert after[first_cell].info.run_id == runs[first_cell].info.run_id
-    resumed = after[second_cell]
-    assert resumed.info.run_id == runs[second_cell].info.run_id, "the resumed cell keeps its MLflow run"
-    assert resumed.data.tags["mmder.status"] == "finished"
-    # The cell continued after its last saved epoch instead of starting over.
-    assert int(resumed.data.tags["mmder.resumed_from_epoch"]) >= saved_before - 1 >= 0
-    client = client_for(out)
-    steps = {m.step for m in client.get_metric_history(resumed.info.run_id, "test_war")}
-    assert steps == {0, 1, 2}
 
 
 def test_a_worker_that_dies_mid_cell_is_restarted_from_its_last_checkpoint(tmp_path):
