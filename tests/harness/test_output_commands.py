@@ -71,39 +71,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow  # the MLflow UI's server takes seconds to start and to stop
-def test_ui_serves_the_experiments_store_until_stopped(tmp_path):
+def _start_ui(tmp_path: Path) -> tuple[subprocess.Popen, int]:
+    """`mmder ui` on a tiny store, once it says it answers; the UI's port."""
     exp, places, _ = _store(tmp_path)
     port = _free_port()
+    command = ["ui", str(exp), "--output", str(places.output), "--port", str(port)]
     ui = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "harness.cli.main",
-            "ui",
-            str(exp),
-            "--output",
-            str(places.output),
-            "--port",
-            str(port),
-        ],
+        [sys.executable, "-m", "harness.cli.main", *command],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     )
-    try:
-        lines = iter(ui.stdout.readline, "")
-        line = next((x for x in lines if x.startswith("MLflow UI:")), "")  # printed once the UI answers
-        assert line.startswith(f"MLflow UI: http://127.0.0.1:{port}"), line
-        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=tidy"
-        with urllib.request.urlopen(url, timeout=10) as answer:
-            assert json.load(answer)["experiment"]["name"] == "tidy"
-    finally:
-        ui.send_signal(signal.SIGINT)
-        try:
-            ui.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            ui.kill()
+    lines = iter(ui.stdout.readline, "")
+    line = next((x for x in lines if x.startswith("MLflow UI:")), "")  # printed once the UI answers
+    assert line.startswith(f"MLflow UI: http://127.0.0.1:{port}"), line
+    url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=tidy"
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        assert json.load(answer)["experiment"]["name"] == "tidy"
+    return ui, port
+
+
+def _assert_gone(port: int, said: str) -> None:
+    """The port stops answering within 30 s and no process of the server is left."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -112,7 +101,28 @@ def test_ui_serves_the_experiments_store_until_stopped(tmp_path):
             break
         time.sleep(0.5)
     else:
-        raise AssertionError("the UI still answers after mmder ui was stopped")
-    # nothing of the server outlives it: `mlflow ui` serves from children that an orphan would keep up
+        raise AssertionError(f"the UI still answers after {said}")
     left = subprocess.run(["pgrep", "-af", f"--port {port}"], capture_output=True, text=True).stdout
-    assert not [ln for ln in left.splitlines() if "pgrep" not in ln], left
+    assert not [ln for ln in left.splitlines() if "pgrep" not in ln], f"{said} left: {left}"
+
+
+@pytest.mark.slow  # the MLflow UI's server takes seconds to start and to stop
+def test_ui_serves_the_experiments_store_until_ctrl_c(tmp_path):
+    ui, port = _start_ui(tmp_path)
+    ui.send_signal(signal.SIGINT)
+    try:
+        code = ui.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        ui.kill()
+        raise AssertionError("mmder ui did not end within 60 s of Ctrl-C") from None
+    assert code == 0
+    _assert_gone(port, "Ctrl-C")
+
+
+@pytest.mark.slow
+def test_a_ui_whose_command_is_killed_stops_too(tmp_path):
+    """Killed outright (or its terminal closed), `mmder ui` cannot stop its server: the kernel does."""
+    ui, port = _start_ui(tmp_path)
+    ui.kill()
+    ui.wait(timeout=30)
+    _assert_gone(port, "the command was killed")
