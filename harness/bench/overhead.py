@@ -25,6 +25,7 @@ STAGES = [
     ("trial start -> Train fit() called", "trial_start", "train_fit_start"),
     ("Train controller + worker actor start", "train_fit_start", "worker_process"),
     ("worker boot: Ray worker + torch/DeepSpeed imports", "worker_process", "worker_entry"),
+    ("lane: the cell before it ends -> this cell's entry", "lane_start", "worker_entry"),
     ("data + model build", "worker_entry", "cell_built"),
     ("MLflow run (rank 0)", "cell_built", "tracking_ready"),
     ("DeepSpeed engine + resume", "tracking_ready", "engine_ready"),
@@ -65,10 +66,18 @@ def overhead_experiment(settings: list[str], epochs: int, concurrency: int) -> d
 
 
 def cell_stages(marks: list[dict]) -> dict[str, dict[str, float]]:
-    """Per cell key, the seconds of each stage; marks of a worker's loop are joined to its cell by pid."""
+    """Per cell key, the seconds of each stage; marks of a worker's loop are joined to its cell by pid.
+
+    In a lane (:mod:`harness.plan.lanes`) the trial's stages are the lane's: its start (trial, Train
+    controller, worker boot) falls to its first cell, its shutdown to its last; a later cell starts when
+    the cell before it ended in the same workers. A cell's total runs from its start to its end (its
+    trial's end, or in a lane its workers' end), so the stages of every cell add up to its total and a
+    lane's totals to the lane's time.
+    """
     by_pid: dict[int, str] = {m["pid"]: m["key"] for m in marks if m["key"]}
     points: dict[str, dict[str, float]] = {}
-    for m in marks:
+    ended: dict[int, float] = {}  # per worker process, when its previous cell ended
+    for m in sorted(marks, key=lambda m: m["t"]):
         key = m["key"] or by_pid.get(m["pid"], "")
         if not key:
             continue
@@ -76,13 +85,20 @@ def cell_stages(marks: list[dict]) -> dict[str, dict[str, float]]:
         stage = m["stage"]
         if stage == "epoch_end":
             at["last_epoch_end"] = max(at.get("last_epoch_end", 0.0), m["t"])
-        elif stage not in at:  # the first of a repeated mark (a reused trial actor marks it per trial)
+            continue
+        if stage == "worker_entry" and "trial_start" not in at and m["pid"] in ended:
+            at.setdefault("lane_start", ended[m["pid"]])
+        elif stage == "worker_end":
+            ended[m["pid"]] = m["t"]
+        if stage not in at:  # the first of a repeated mark (a reused trial actor marks it per trial)
             at[stage] = m["t"]
     stages: dict[str, dict[str, float]] = {}
     for key, at in points.items():
         row = {label: at[b] - at[a] for label, a, b in STAGES if a in at and b in at}
-        if "trial_start" in at and "trial_end" in at:
-            row["total"] = at["trial_end"] - at["trial_start"]
+        start = at.get("trial_start", at.get("lane_start"))
+        end = at.get("trial_end", at.get("worker_end"))
+        if start is not None and end is not None:
+            row["total"] = end - start
         stages[key] = row
     return stages
 

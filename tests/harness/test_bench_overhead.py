@@ -93,3 +93,35 @@ def test_a_lane_cells_start_up_runs_from_the_end_of_the_cell_before_it_in_the_sa
         {"stage": "worker_end", "key": "b", "t": 60.0, "pid": 7},
     ]
     assert startup_seconds(marks) == {"a": pytest.approx(25.0), "b": pytest.approx(3.0)}
+
+
+def test_a_lanes_cells_each_get_their_own_stages_and_totals_that_add_up_to_the_lane():
+    """The lane's start falls to its first cell, its shutdown to its last; a later cell starts when the
+    cell before it ended in the same worker."""
+    trial, worker = 1, 7
+    marks = [
+        {"stage": "trial_start", "key": "a", "t": 0.0, "pid": trial},
+        {"stage": "train_fit_start", "key": "a", "t": 1.0, "pid": trial},
+        {"stage": "worker_process", "key": "a", "t": 5.0, "pid": worker},
+        {"stage": "worker_entry", "key": "a", "t": 20.0, "pid": worker},
+        {"stage": "epoch_start", "key": "a", "t": 25.0, "pid": worker},
+        {"stage": "epoch_end", "key": "a", "t": 39.0, "pid": worker},
+        {"stage": "worker_end", "key": "a", "t": 40.0, "pid": worker},
+        {"stage": "worker_entry", "key": "b", "t": 40.5, "pid": worker},
+        {"stage": "epoch_start", "key": "b", "t": 43.0, "pid": worker},
+        {"stage": "epoch_end", "key": "b", "t": 59.0, "pid": worker},
+        {"stage": "worker_end", "key": "b", "t": 60.0, "pid": worker},
+        {"stage": "train_fit_end", "key": "b", "t": 62.0, "pid": trial},
+        {"stage": "trial_end", "key": "b", "t": 62.5, "pid": trial},
+    ]
+    stages = cell_stages(marks)
+    a, b = stages["a"], stages["b"]
+    assert a["worker boot: Ray worker + torch/DeepSpeed imports"] == pytest.approx(15.0)
+    assert (
+        "Train shutdown -> fit() returns" not in a
+        and "worker boot: Ray worker + torch/DeepSpeed imports" not in b
+    )
+    assert b["lane: the cell before it ends -> this cell's entry"] == pytest.approx(0.5)
+    assert b["Train shutdown -> fit() returns"] == pytest.approx(2.0)
+    assert a["total"] == pytest.approx(40.0) and b["total"] == pytest.approx(22.5)
+    assert a["total"] + b["total"] == pytest.approx(62.5), "the lane's time, once"
