@@ -105,7 +105,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "1",
     ]
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
-    # A UI left behind keeps the port answering (seen once in a loaded test run: the server outlived
+    # A UI left behind keeps the port answering (seen twice in loaded test runs: the server outlived
     # this process). So the server has its own process group, stopped as a group; and should this
     # process die without stopping it (killed, its terminal closed), the kernel sends the server SIGTERM,
     # which stops its uvicorn as well.
