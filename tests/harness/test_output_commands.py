@@ -71,7 +71,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_ui(tmp_path: Path) -> tuple[subprocess.Popen, int]:
+def _deaf_to_ctrl_c() -> None:
+    """What a parent can hand down: SIGINT ignored (a shell's background job) and blocked."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def _start_ui(tmp_path: Path, preexec_fn=None) -> tuple[subprocess.Popen, int]:
     """`mmder ui` on a tiny store, once it says it answers; the UI's port."""
     exp, places, _ = _store(tmp_path)
     port = _free_port()
@@ -81,6 +87,7 @@ def _start_ui(tmp_path: Path) -> tuple[subprocess.Popen, int]:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        preexec_fn=preexec_fn,
     )
     lines = iter(ui.stdout.readline, "")
     line = next((x for x in lines if x.startswith("MLflow UI:")), "")  # printed once the UI answers
@@ -107,8 +114,11 @@ def _assert_gone(port: int, said: str) -> None:
 
 
 @pytest.mark.slow  # the MLflow UI's server takes seconds to start and to stop
-def test_ui_serves_the_experiments_store_until_ctrl_c(tmp_path):
-    ui, port = _start_ui(tmp_path)
+@pytest.mark.parametrize("inherited", ["default", "ignored and blocked"])
+def test_ui_serves_the_experiments_store_until_ctrl_c(tmp_path, inherited):
+    """Ctrl-C stops it, also when it was started with SIGINT ignored and blocked (both are inherited:
+    in a full suite run the test runner's worker handed them down, and Ctrl-C did nothing)."""
+    ui, port = _start_ui(tmp_path, _deaf_to_ctrl_c if inherited != "default" else None)
     ui.send_signal(signal.SIGINT)
     try:
         code = ui.wait(timeout=60)
