@@ -65,14 +65,13 @@ def overhead_experiment(settings: list[str], epochs: int, concurrency: int) -> d
     }
 
 
-def cell_stages(marks: list[dict]) -> dict[str, dict[str, float]]:
-    """Per cell key, the seconds of each stage; marks of a worker's loop are joined to its cell by pid.
+def cell_points(marks: list[dict]) -> dict[str, dict[str, float]]:
+    """Per cell key, when each of its marks first happened; marks of a worker's loop are joined to its
+    cell by pid, ``last_epoch_end`` is its last epoch's end.
 
-    In a lane (:mod:`harness.plan.lanes`) the trial's stages are the lane's: its start (trial, Train
-    controller, worker boot) falls to its first cell, its shutdown to its last; a later cell starts when
-    the cell before it ended in the same workers. A cell's total runs from its start to its end (its
-    trial's end, or in a lane its workers' end), so the stages of every cell add up to its total and a
-    lane's totals to the lane's time.
+    In a lane (:mod:`harness.plan.lanes`) the trial's marks are the lane's: its start (trial, Train
+    controller, worker boot) falls to its first cell, its shutdown to its last; a later cell starts
+    (``lane_start``) when the cell before it ended in the same workers.
     """
     by_pid: dict[int, str] = {m["pid"]: m["key"] for m in marks if m["key"]}
     points: dict[str, dict[str, float]] = {}
@@ -92,11 +91,22 @@ def cell_stages(marks: list[dict]) -> dict[str, dict[str, float]]:
             ended[m["pid"]] = m["t"]
         if stage not in at:  # the first of a repeated mark (a reused trial actor marks it per trial)
             at[stage] = m["t"]
+    return points
+
+
+def _started(at: dict[str, float]) -> float | None:
+    """When a cell started: its trial's start, or in a lane the end of the cell before it."""
+    return at.get("trial_start", at.get("lane_start"))
+
+
+def cell_stages(marks: list[dict]) -> dict[str, dict[str, float]]:
+    """Per cell key, the seconds of each stage (:func:`cell_points`). A cell's total runs from its start
+    to its end (its trial's end, or in a lane its workers' end), so the stages of every cell add up to
+    its total and a lane's totals to the lane's time."""
     stages: dict[str, dict[str, float]] = {}
-    for key, at in points.items():
+    for key, at in cell_points(marks).items():
         row = {label: at[b] - at[a] for label, a, b in STAGES if a in at and b in at}
-        start = at.get("trial_start", at.get("lane_start"))
-        end = at.get("trial_end", at.get("worker_end"))
+        start, end = _started(at), at.get("trial_end", at.get("worker_end"))
         if start is not None and end is not None:
             row["total"] = end - start
         stages[key] = row
@@ -131,22 +141,14 @@ def training_share(marks: list[dict], cpus_per_worker: float, cores: float, wall
 def startup_seconds(marks: list[dict]) -> dict[str, float]:
     """Per cell, from its start to its first epoch's start (in any of its workers).
 
-    A cell starts with its trial, or, in a lane (:mod:`harness.plan.lanes`), when the cell before it in
-    the same workers ended: what a lane's later cells wait for is their own set-up only.
+    A cell starts with its trial, or, in a lane, when the cell before it in the same workers ended:
+    what a lane's later cells wait for is their own set-up only.
     """
-    by_pid: dict[int, str] = {m["pid"]: m["key"] for m in marks if m["key"]}
-    starts = {m["key"]: m["t"] for m in reversed(marks) if m["stage"] == "trial_start" and m["key"]}
-    before: dict[int, float] = {}  # per worker process, when its previous cell ended
-    first: dict[str, float] = {}
-    for m in sorted(marks, key=lambda m: m["t"]):
-        key = m["key"] or by_pid.get(m["pid"], "")
-        if m["stage"] == "worker_entry" and key not in starts and m["pid"] in before:
-            starts[key] = before[m["pid"]]
-        elif m["stage"] == "worker_end":
-            before[m["pid"]] = m["t"]
-        elif m["stage"] == "epoch_start" and key in starts:
-            first[key] = min(first.get(key, m["t"]), m["t"])
-    return {key: first[key] - starts[key] for key in first}
+    return {
+        key: at["epoch_start"] - _started(at)
+        for key, at in cell_points(marks).items()
+        if "epoch_start" in at and _started(at) is not None
+    }
 
 
 def time_imports(modules: list[str] = IMPORTS) -> dict[str, float]:
