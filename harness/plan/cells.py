@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -176,7 +177,7 @@ def expand_cells(spec: ExperimentConfig) -> list[Cell]:
         if spec.model.pretrained == "mae"
         else {}
     )
-    training = _resolved(spec, spec.training)
+    sections = Sections.of(spec)
     cells: list[Cell] = []
     for ds in spec.datasets:
         names = fold_names(ds.protocol)
@@ -184,11 +185,42 @@ def expand_cells(spec: ExperimentConfig) -> list[Cell]:
             for setting in spec.grid.settings:
                 for seed in _seeds(spec, setting):
                     pretrain_key = pretrained.get((ds.label, fold, setting))
-                    cell = _train_cell(spec, ds, fold, names[fold], setting, seed, training, pretrain_key)
+                    cell = _train_cell(sections, ds, fold, names[fold], setting, seed, pretrain_key)
                     if spec.search is not None and cell.training is not None:
                         cell = cell.model_copy(update={"search_key": search_key(spec.search, cell)})
                     cells.append(cell)
     return cells
+
+
+@dataclass(frozen=True)
+class Sections:
+    """The experiment's sections and their result-bearing identities, resolved once per experiment:
+    every cell of a grid shares them, so a 10,000-cell grid computes each once, not 10,000 times."""
+
+    spec: ExperimentConfig
+    training: TrainingConfig
+    preprocess_id: dict[str, Any]
+    model_id: dict[str, Any]
+    training_id: dict[str, Any]
+    search_id: dict[str, Any] | None
+    datasets: dict[str, tuple[DatasetConfig | None, dict[str, Any]]]  # label -> (tested on, identity)
+
+    @classmethod
+    def of(cls, spec: ExperimentConfig) -> Sections:
+        training = _resolved(spec, spec.training)
+        datasets = {}
+        for ds in spec.datasets:
+            tested = tested_dataset(spec, ds)
+            datasets[ds.label] = (tested, dataset_identity(ds, tested))
+        return cls(
+            spec=spec,
+            training=training,
+            preprocess_id=result_fields(spec.preprocess),
+            model_id=result_fields(spec.model),
+            training_id=result_fields(training),
+            search_id=result_fields(spec.search) if spec.search is not None else None,
+            datasets=datasets,
+        )
 
 
 def _seeds(spec: ExperimentConfig, setting: str) -> list[int]:
@@ -201,25 +233,27 @@ def _seeds(spec: ExperimentConfig, setting: str) -> list[int]:
 
 
 def _train_cell(
-    spec: ExperimentConfig,
+    sections: Sections,
     ds: DatasetConfig,
     fold: int,
     fold_name: str,
     setting: str,
     seed: int,
-    training: TrainingConfig,
     pretrain_key: str | None,
 ) -> Cell:
     from mmder.registry import BASELINES
 
+    spec = sections.spec
     baseline = BASELINES.get(setting)
-    tested = tested_dataset(spec, ds)
+    tested, _ = sections.datasets[ds.label]
     identity = (
         _baseline_identity(spec, ds, fold, setting, seed)
         if baseline is not None  # reads the audio files: no model, no training, no cache
-        else _cell_identity(spec, ds, fold, setting, seed, training, pretrain_key)
+        else _cell_identity(sections, ds, fold, setting, seed, pretrain_key)
     )
-    return Cell(
+    # Every field comes from the validated experiment: constructing without validating again keeps a
+    # large grid's planning to the hashing (validation re-ran each dataset's option model per cell)
+    return Cell.model_construct(
         # the corpus, not the display name (operational), keeps keys readable
         key=f"{ds.corpus}-{setting}-f{fold}-s{seed}-{_digest(identity)}",
         dataset=ds.label,
@@ -230,37 +264,35 @@ def _train_cell(
         datasets=[ds] if tested is None else [ds, tested],
         preprocess=spec.preprocess,
         model=spec.model,
-        training=None if baseline else training,
+        training=None if baseline else sections.training,
         world_size=1 if baseline else spec.resources.num_workers,
         pretrain_key=pretrain_key,
     )
 
 
 def _cell_identity(
-    spec: ExperimentConfig,
+    sections: Sections,
     ds: DatasetConfig,
     fold: int,
     setting: str,
     seed: int,
-    training: TrainingConfig,
     pretrain_key: str | None,
 ) -> dict[str, Any]:
     """What a deep cell's key hashes."""
-    model = result_fields(spec.model)
     # with `mae`, the pre-training's key: a new pre-training makes new cells
-    model["pretrained"] = pretrain_key or spec.model.pretrained
+    model = {**sections.model_id, "pretrained": pretrain_key or sections.spec.model.pretrained}
     identity: dict[str, Any] = {
-        "dataset": dataset_identity(ds, tested_dataset(spec, ds)),
+        "dataset": sections.datasets[ds.label][1],
         "fold": fold,
         "setting": setting,
         "seed": seed,
-        "preprocess": result_fields(spec.preprocess),
+        "preprocess": sections.preprocess_id,
         "model": model,
-        "training": result_fields(training),
-        "world_size": spec.resources.num_workers,
+        "training": sections.training_id,
+        "world_size": sections.spec.resources.num_workers,
     }
-    if spec.search is not None:  # a changed space or budget is a different result
-        identity["search"] = result_fields(spec.search)
+    if sections.search_id is not None:  # a changed space or budget is a different result
+        identity["search"] = sections.search_id
     return identity
 
 

@@ -69,3 +69,22 @@ def test_a_classical_baseline_runs_once_per_fold_whatever_the_seeds_and_keeps_it
     baseline = [c.key for c in three if c.setting == "audio-egemaps-svm"]
     assert baseline == [c.key for c in one if c.setting == "audio-egemaps-svm"], "once per fold, same keys"
     assert len([c for c in three if c.setting == "audio"]) == 3 * len(baseline), "deep cells: every seed"
+
+
+def test_every_shipped_experiment_keeps_its_cell_keys():
+    """A finished result's key moves only when its result does: planning refactors (sections resolved
+    once per experiment, cells built without revalidation) must leave every shipped key as it was.
+    The pinned keys were computed by the code before those refactors (tests/golden/cell_keys.json)."""
+    import json
+
+    from harness.plan.cells import expand_pretrain_cells
+
+    pinned = json.loads((ROOT / "tests" / "golden" / "cell_keys.json").read_text())
+    shipped = sorted(p.name for p in (ROOT / "experiments").glob("*.yaml"))
+    assert sorted(pinned) == shipped, "a new or removed experiment: pin its keys in tests/golden/cell_keys.json"
+    for name, keys in pinned.items():
+        spec = load_experiment(ROOT / "experiments" / name)
+        now = [c.key for c in expand_cells(spec)]
+        if spec.model.pretrained == "mae":
+            now += [c.key for c in expand_pretrain_cells(spec)]
+        assert now == keys, f"{name}: cell keys moved"
