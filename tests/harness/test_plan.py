@@ -81,7 +81,7 @@ def test_every_shipped_experiment_keeps_its_cell_keys():
 
     pinned = json.loads((ROOT / "tests" / "golden" / "cell_keys.json").read_text())
     shipped = sorted(p.name for p in (ROOT / "experiments").glob("*.yaml"))
-    assert sorted(pinned) == shipped, "a new or removed experiment: pin its keys in tests/golden/cell_keys.json"
+    assert sorted(pinned) == shipped, "an experiment added or removed: pin its keys in cell_keys.json"
     for name, keys in pinned.items():
         spec = load_experiment(ROOT / "experiments" / name)
         now = [c.key for c in expand_cells(spec)]
