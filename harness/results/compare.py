@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from harness.results.leaderboard import ExperimentRuns, speaker_clusters
+from harness.results.leaderboard import ExperimentRuns, pooled_predictions, speaker_clusters
 from mmder.eval import stats
 
 
@@ -94,42 +94,71 @@ def paired_predictions(
     pairs = _pair_runs(runs_a, runs_b, a, b)
     if pairs.empty:
         raise NotComparable(f"{dataset}: {a} and {b} have no (fold, seed) finished in common")
-    merged = []
-    for p in pairs.itertuples(index=False):
-        pred_a = exp.loader.predictions(p.run_id_a)
-        pred_b = exp.loader.predictions(p.run_id_b)
-        for name, pred in ((a, pred_a), (b, pred_b)):
-            if pred is None:
-                raise NotComparable(f"{dataset}: {name} fold {p.fold} seed {p.seed} has no predictions.csv")
-        ids_a, ids_b = set(pred_a["clip_id"]), set(pred_b["clip_id"])
-        if ids_a != ids_b:
-            only_a, only_b = sorted(ids_a - ids_b), sorted(ids_b - ids_a)
-            raise NotComparable(
-                f"{dataset} fold {p.fold} seed {p.seed}: {a} and {b} were tested on different clips "
-                f"({len(only_a)} only in {a}, e.g. {only_a[:3]}; "
-                f"{len(only_b)} only in {b}, e.g. {only_b[:3]}); "
-                "a paired test needs the same test set (same corpus options, protocol and fold)"
-            )
-        m = pred_a.merge(pred_b, on="clip_id", suffixes=("_a", "_b"))
-        if not (m["true_a"] == m["true_b"]).all():
-            raise NotComparable(
-                f"{dataset} fold {p.fold}: the same clips carry different labels in {a} and {b}"
-            )
-        speaker = next((m[c] for c in ("speaker_a", "speaker_b", "speaker") if c in m), np.nan)
-        merged.append(
-            pd.DataFrame(
-                {
-                    "fold": p.fold,
-                    "seed": p.seed,
-                    "clip_id": m["clip_id"],
-                    "speaker": speaker,
-                    "true": m["true_a"],
-                    "pred_a": m["predicted_a"],
-                    "pred_b": m["predicted_b"],
-                }
-            )
+    return _paired_clips(exp, dataset, a, b, pairs), pairs
+
+
+def _paired_clips(exp: ExperimentRuns, dataset: str, a: str, b: str, pairs: pd.DataFrame) -> pd.DataFrame:
+    """Every pair's clips, A's and B's prediction side by side, in the pairs' order and A's clip order:
+    both sides' predictions read once (one table read for a sweep), paired by one merge, not per run."""
+    runs = pd.concat(
+        [
+            pairs[["key_a", "run_id_a"]].set_axis(["key", "run_id"], axis=1),
+            pairs[["key_b", "run_id_b"]].set_axis(["key", "run_id"], axis=1),
+        ]
+    )
+    runs = runs.drop_duplicates("key").assign(dataset=dataset, setting="", fold=0, seed=0)
+    pooled = pooled_predictions(runs, exp.loader)
+    for side, name in (("a", a), ("b", b)):
+        lost = pairs[~pairs[f"key_{side}"].isin(set(pooled["key"]))]
+        if not lost.empty:
+            p = lost.iloc[0]
+            raise NotComparable(f"{dataset}: {name} fold {p['fold']} seed {p['seed']} has no predictions.csv")
+    has_speaker = "speaker" in pooled.columns
+    cols = ["key", "clip_id", "true", "predicted", *(["speaker"] if has_speaker else [])]
+    order = pairs[["key_a", "key_b", "fold", "seed"]].reset_index(drop=True).rename_axis("pair").reset_index()
+    side_a = order.merge(pooled[cols], left_on="key_a", right_on="key").drop(columns="key")
+    side_b = pooled.loc[pooled["key"].isin(set(pairs["key_b"])), cols]
+    m = side_a.merge(
+        side_b,
+        left_on=["key_b", "clip_id"],
+        right_on=["key", "clip_id"],
+        how="outer",
+        suffixes=("_a", "_b"),
+        indicator=True,
+    )
+    # B's rows of another pair's key carry no pair: give them theirs, so a clip only in B is seen
+    lone_b = m["_merge"] == "right_only"
+    if lone_b.any():
+        by_b = order.drop_duplicates("key_b").set_index("key_b")
+        m.loc[lone_b, "pair"] = by_b.loc[m.loc[lone_b, "key"], "pair"].to_numpy()
+    if (m["_merge"] != "both").any():
+        bad = m[m["_merge"] != "both"].sort_values("pair")
+        p = order.iloc[int(bad["pair"].iloc[0])]
+        mine = m[m["pair"] == p["pair"]]
+        only_a = sorted(mine.loc[mine["_merge"] == "left_only", "clip_id"])
+        only_b = sorted(mine.loc[mine["_merge"] == "right_only", "clip_id"])
+        raise NotComparable(
+            f"{dataset} fold {p['fold']} seed {p['seed']}: {a} and {b} were tested on different clips "
+            f"({len(only_a)} only in {a}, e.g. {only_a[:3]}; "
+            f"{len(only_b)} only in {b}, e.g. {only_b[:3]}); "
+            "a paired test needs the same test set (same corpus options, protocol and fold)"
         )
-    return pd.concat(merged, ignore_index=True), pairs
+    differ = m["true_a"] != m["true_b"]
+    if differ.any():
+        fold = m.loc[differ, "fold"].iloc[0]
+        raise NotComparable(f"{dataset} fold {fold}: the same clips carry different labels in {a} and {b}")
+    speaker = m["speaker_a"] if has_speaker else np.nan
+    return pd.DataFrame(
+        {
+            "fold": m["fold"],
+            "seed": m["seed"],
+            "clip_id": m["clip_id"],
+            "speaker": speaker,
+            "true": m["true_a"],
+            "pred_a": m["predicted_a"],
+            "pred_b": m["predicted_b"],
+        }
+    ).reset_index(drop=True)
 
 
 def compare(

@@ -15,7 +15,6 @@ unit-testable with hand-made frames and re-pointable when those modules move.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from harness.tracking.tags import LEGACY_EPOCH_NAMES, TAG_DEVICE_COUNT, TAG_PREFIX
+from harness.tracking.tags import TAG_DEVICE_COUNT, TAG_PREFIX
 from mmder.eval import references as refs
 from mmder.eval import stats
 
@@ -119,55 +118,6 @@ class ExperimentRuns:
         return self.runs[self.runs["finished"]]
 
 
-class MlflowLoader:
-    """Artifacts and metric histories of runs in one MLflow store, cached per run."""
-
-    def __init__(self, uri: str) -> None:
-        import os
-
-        from mlflow.tracking import MlflowClient
-
-        # one progress bar per tiny artifact would bury the table on stderr
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-        self.client = MlflowClient(tracking_uri=uri)
-        self._cache: dict[tuple[str, str], Any] = {}
-
-    def _text(self, run_id: str, name: str) -> str | None:
-        import tempfile
-
-        key = (run_id, name)
-        if key not in self._cache:
-            try:
-                with tempfile.TemporaryDirectory() as tmp:
-                    path = self.client.download_artifacts(run_id, name, tmp)
-                    self._cache[key] = Path(path).read_text()
-            except Exception:  # noqa: BLE001 - a run without the artifact is reported, not fatal
-                self._cache[key] = None
-        return self._cache[key]
-
-    def predictions(self, run_id: str) -> pd.DataFrame | None:
-        text = self._text(run_id, "predictions.csv")
-        if not text:
-            return None
-        return pd.read_csv(
-            io.StringIO(text), dtype={"clip_id": str, "speaker": str, "true": str, "predicted": str}
-        )
-
-    def confusion(self, run_id: str) -> dict[str, Any] | None:
-        text = self._text(run_id, "confusion.json")
-        return json.loads(text) if text else None
-
-    def history(self, run_id: str, metric: str) -> list[tuple[int, float]]:
-        """(step, value) of a metric; a per-epoch metric also under its old name (older runs, or a run
-        resumed across the rename), the new name winning a step both hold."""
-        steps = {}
-        for name in (LEGACY_EPOCH_NAMES.get(metric), metric):
-            if name is not None:
-                steps.update({m.step: m.value for m in self.client.get_metric_history(run_id, name)})
-        return sorted(steps.items())
-
-
 def _training_kind(recipe: str) -> str:
     return "frozen" if recipe == "linear_probe" else "fine-tuned"
 
@@ -181,15 +131,16 @@ def collect_runs(experiment: str | Path | Any, output: str | Path | None = None)
     from harness.experiment.config import load_experiment
     from harness.plan.cells import expand_cells
     from harness.plan.places import Places
-    from harness.tracking.store import Tracker
+    from harness.results.run_artifacts import RunArtifacts
+    from harness.tracking.runs import experiment_id, finished_by_cell, read_runs
     from mmder.data.corpora import corpus_classes
     from mmder.data.folds import fold_names
 
     spec = load_experiment(experiment) if isinstance(experiment, str | Path) else experiment
     places = Places.of(spec, output)
     out, uri = places.output, places.tracking_uri
-    tracker = Tracker.existing(uri, spec.mlflow_experiment)
-    finished = tracker.finished_cells() if tracker is not None else {}
+    runs = read_runs(uri, spec.mlflow_experiment, missing_as_none=True)
+    finished = finished_by_cell(runs or [])
     rows = []
     for cell in expand_cells(spec):
         run = finished.get(cell.key)
@@ -232,11 +183,13 @@ def collect_runs(experiment: str | Path | Any, output: str | Path | None = None)
     return ExperimentRuns(
         name=spec.name,
         runs=pd.DataFrame(rows, columns=RUN_COLUMNS).astype({"finished": bool}),
-        loader=MlflowLoader(uri) if tracker is not None else _NoArtifacts(),
+        loader=RunArtifacts(uri, out, {r.info.run_id: r.info.artifact_uri for r in runs})
+        if runs is not None
+        else _NoArtifacts(),
         settings=list(spec.grid.settings),
         datasets=datasets,
-        tracking_uri=uri if tracker is not None else None,
-        experiment_id=tracker.experiment_id if tracker is not None else None,
+        tracking_uri=uri if runs is not None else None,
+        experiment_id=experiment_id(uri, spec.mlflow_experiment) if runs is not None else None,
         output=out,
     )
 
@@ -253,18 +206,30 @@ class _NoArtifacts:
 
 
 def pooled_predictions(runs: pd.DataFrame, loader: ArtifactLoader) -> pd.DataFrame:
-    """All test predictions of the given finished runs, each row tagged with its cell's fold and seed."""
+    """All test predictions of the given finished runs, each row tagged with its cell's key, dataset,
+    setting, fold and seed; in the runs' order. A loader that reads many runs at once (``predictions_of``,
+    one table for a whole sweep) is asked once; a plain one run by run."""
+    cell = ["key", "dataset", "setting", "fold", "seed"]
+    many = getattr(loader, "predictions_of", None)
+    if many is not None:
+        rows = many([str(r) for r in runs["run_id"]])
+        pooled = runs[["run_id", *cell]].merge(rows, on="run_id", how="inner").drop(columns="run_id")
+        pooled = pooled[[c for c in pooled.columns if c not in cell] + cell]
+        # another dataset's class columns (NaN here) are not this pool's
+        return pooled.dropna(axis=1, how="all") if not pooled.empty else _no_predictions()
     parts = []
     for r in runs.itertuples(index=False):
         pred = loader.predictions(r.run_id)
         if pred is None:
             continue
         parts.append(pred.assign(key=r.key, dataset=r.dataset, setting=r.setting, fold=r.fold, seed=r.seed))
-    if not parts:
-        return pd.DataFrame(
-            columns=["clip_id", "speaker", "true", "predicted", "key", "dataset", "setting", "fold", "seed"]
-        )
-    return pd.concat(parts, ignore_index=True)
+    return pd.concat(parts, ignore_index=True) if parts else _no_predictions()
+
+
+def _no_predictions() -> pd.DataFrame:
+    return pd.DataFrame(
+        columns=["clip_id", "speaker", "true", "predicted", "key", "dataset", "setting", "fold", "seed"]
+    )
 
 
 FOLD_FALLBACK = (
@@ -292,7 +257,8 @@ def _speaker_intervals(pooled: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def _row(group: pd.DataFrame, loader: ArtifactLoader, per_class: bool) -> dict[str, Any]:
+def _row(group: pd.DataFrame, pooled: pd.DataFrame, per_class: bool) -> dict[str, Any]:
+    """One row's figures; ``pooled``: the predictions of the group's finished runs."""
     done = group[group["finished"]]
     uar_i = stats.t_interval(done["uar"].astype(float), bounds=(0.0, 100.0))
     war_i = stats.t_interval(done["war"].astype(float), bounds=(0.0, 100.0))
@@ -311,7 +277,6 @@ def _row(group: pd.DataFrame, loader: ArtifactLoader, per_class: bool) -> dict[s
         "war_hi": war_i.hi,
         "war_std": float(done["war"].astype(float).std()) if len(done) > 1 else float("nan"),
     }
-    pooled = pooled_predictions(done, loader)
     # pooled figures only when every finished run's predictions are there: a partial pool would mislead
     complete = not pooled.empty and pooled["key"].nunique() == len(done)
     row["uar_pooled"] = stats.uar(pooled["true"], pooled["predicted"]) if complete else float("nan")
@@ -347,9 +312,12 @@ def leaderboard(
     loader = loader or _NoArtifacts()
     if runs.empty:
         return pd.DataFrame(columns=COLUMNS)
+    pooled = pooled_predictions(runs[runs["finished"]], loader)  # one read for every row
+    by_row = dict(iter(pooled.groupby(["dataset", "setting"], sort=False))) if not pooled.empty else {}
     rows = []
     for (dataset, setting), group in runs.groupby(["dataset", "setting"], sort=False):
-        rows.append({"dataset": dataset, "setting": setting, **_row(group, loader, per_class)})
+        mine = by_row.get((dataset, setting), _no_predictions())
+        rows.append({"dataset": dataset, "setting": setting, **_row(group, mine, per_class)})
     table = pd.DataFrame(rows)
     order = {s: i for i, s in enumerate(settings_order or [])}
     table["_order"] = table["setting"].map(lambda s: order.get(s, len(order)))

@@ -135,12 +135,39 @@ def read_client_runs(uri: str, experiment: str) -> list[Any] | None:
             return out
 
 
-def read_runs(uri: str, experiment: str) -> list[Any]:
+def read_runs(uri: str, experiment: str, missing_as_none: bool = False) -> list[Any] | None:
+    """Every run of the experiment, SQLite read directly and a server paged through MLflow; [] (None
+    with ``missing_as_none``) when the store or the experiment does not exist."""
+    from harness.tracking.places import sqlite_path, store_exists
+
+    path = sqlite_path(uri)
+    if path is not None:
+        runs = read_sqlite_runs(path, experiment)
+    else:
+        runs = read_client_runs(uri, experiment) if store_exists(uri) else None
+    return runs if runs is not None or missing_as_none else []
+
+
+def experiment_id(uri: str, experiment: str) -> str | None:
+    """The experiment's id in the store, None when there is none; without MLflow's import on SQLite."""
+    import sqlite3
+
     from harness.tracking.places import sqlite_path
 
     path = sqlite_path(uri)
-    runs = read_sqlite_runs(path, experiment) if path is not None else read_client_runs(uri, experiment)
-    return runs or []
+    if path is None:
+        from mlflow.tracking import MlflowClient
+
+        found = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+        return found.experiment_id if found is not None else None
+    if not path.exists():
+        return None
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        exp_id = _experiment_id(db, experiment)
+    finally:
+        db.close()
+    return str(exp_id) if exp_id is not None else None
 
 
 def by_cell(runs: list[Any]) -> dict[str, list[Any]]:

@@ -27,7 +27,7 @@ def store(tmp_path):
 
 
 def test_runs_from_before_the_rename_still_load(store):
-    from harness.results.leaderboard import MlflowLoader
+    from harness.results.run_artifacts import RunArtifacts
     from harness.tracking.places import sqlite_path
     from harness.tracking.runs import read_client_runs, read_sqlite_runs
 
@@ -41,7 +41,8 @@ def test_runs_from_before_the_rename_still_load(store):
     tracker.log_epoch(mixed, 0, {"war": 10.0})
     tracker.log_epoch(mixed, 1, {TEST_WAR: 20.0, TEST_UAR: 15.0})
 
-    loader = MlflowLoader(tracker.uri)
+    uris = {r.info.run_id: r.info.artifact_uri for r in read_sqlite_runs(sqlite_path(tracker.uri), "old")}
+    loader = RunArtifacts(tracker.uri, None, uris)
     pred = loader.predictions(old)
     assert list(pred.columns) == ["clip_id", "speaker", "true", "predicted"] and pred["speaker"][0] == "01"
     assert loader.history(old, TEST_WAR) == [(0, 40.0), (1, 50.0)]
