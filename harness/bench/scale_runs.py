@@ -77,8 +77,11 @@ def made_up_predictions(cell: Cell, fold: MadeUpFold) -> tuple[list[dict[str, An
     return rows, confusion
 
 
-def write_finished_run(tracker: Tracker, parent_run_id: str, cell: Cell, fold: MadeUpFold) -> str:
-    """One cell's finished run, as a worker's rank 0 writes it (a single epoch)."""
+def write_finished_run(
+    tracker: Tracker, parent_run_id: str, cell: Cell, fold: MadeUpFold, tags: dict[str, str] | None = None
+) -> str:
+    """One cell's finished run, as a worker's rank 0 writes it (a single epoch); ``tags``: the identity
+    the driver hands its workers (data digest, code versions), so planning counts the run finished."""
     rows, confusion = made_up_predictions(cell, fold)
     speakers = sorted({r["speaker"] for r in rows})
     run_id, _ = tracker.cell_run(
@@ -89,6 +92,7 @@ def write_finished_run(tracker: Tracker, parent_run_id: str, cell: Cell, fold: M
             TAG_SEED: str(cell.seed),
             TAG_DEVICE_COUNT: str(cell.world_size),
             TAG_TEST_SPEAKERS: ",".join(speakers),
+            **(tags or {}),
         },
         params=flat_params(cell),
     )

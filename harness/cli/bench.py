@@ -18,7 +18,7 @@ def register(add: Add) -> dict[str, Handler]:
         _no_subcommand,
     )
     subs = b.add_subparsers(dest="bench", required=True)
-    for define in (_step, _compile_check, _suite, _fit, _prepare, _loader, _schedule, _overhead):
+    for define in (_step, _compile_check, _suite, _fit, _prepare, _loader, _schedule, _overhead, _scale):
         define(subs)
     return {"bench": _no_subcommand}
 
@@ -306,4 +306,33 @@ def run_overhead(args: argparse.Namespace) -> int:
     from harness.bench.overhead import bench_overhead
 
     print_figures(bench_overhead(args.settings, args.epochs, args.concurrency, args.output))
+    return 0
+
+
+def _scale(subs: argparse._SubParsersAction) -> None:
+    bs = _sub(
+        subs,
+        "scale",
+        "a sweep of N micro cells (trained, or --made-up finished runs), then every read command timed",
+        "example: mmder bench scale --cells 1000\n"
+        "         mmder bench scale --cells 10000 --made-up   (the read path at 10,000 finished cells)",
+        run_scale,
+    )
+    bs.add_argument(
+        "--cells", type=int, default=100, help="cells (rounded up to 8 settings x 2 folds x seeds)"
+    )
+    bs.add_argument("--made-up", action="store_true", help="write finished runs without training them")
+    bs.add_argument("--concurrency", type=int, default=2, help="lanes (cells at a time)")
+    bs.add_argument("--no-reads", action="store_true", help="write only; time no read command")
+    bs.add_argument("--output", help="the sweep's output folder (default: a new temp folder)")
+    bs.add_argument("--json", help="also write the figures to this JSON file")
+
+
+def run_scale(args: argparse.Namespace) -> int:
+    from harness.bench.scale import bench_scale
+
+    figures = bench_scale(args.cells, args.output, args.made_up, args.concurrency, not args.no_reads)
+    print_figures(figures)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
     return 0

@@ -111,6 +111,8 @@ def chosen_params_table(exp: Any) -> str:
 
     from mlflow.tracking import MlflowClient
 
+    from harness.tracking.runs import search_all
+
     keys = {
         (r.dataset, r.setting): r.tags.get(TAG_SEARCH)
         for r in exp.runs.itertuples()
@@ -119,7 +121,7 @@ def chosen_params_table(exp: Any) -> str:
     if not keys or exp.tracking_uri is None:
         return "chosen hyper-parameters: none (no finished cell came from a search)"
     client = MlflowClient(tracking_uri=exp.tracking_uri)
-    runs = client.search_runs([exp.experiment_id], filter_string=tag_filter(TAG_KIND, KIND_SEARCH))
+    runs = search_all(client, [exp.experiment_id], tag_filter(TAG_KIND, KIND_SEARCH))
     chosen = {r.data.tags.get(TAG_SEARCH): r for r in runs}
     lines = ["chosen hyper-parameters (per-setting search on validation speakers):"]
     for (dataset, setting), key in keys.items():

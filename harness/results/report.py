@@ -192,10 +192,11 @@ def curves_figure(exp: ExperimentRuns, dataset: str, settings: list[str]) -> dic
     runs = runs[runs["dataset"] == dataset]
     fig, axes = plt.subplots(1, len(CURVES), figsize=(4.2 * len(CURVES), 3.2))
     drawn = False
+    histories = {metric: _histories(exp, list(runs["run_id"]), metric) for metric in CURVES}  # one read each
     for setting in settings:
         ids = runs.loc[runs["setting"] == setting, "run_id"]
         for ax, metric in zip(axes, CURVES, strict=True):
-            points = [pd.Series(dict(exp.loader.history(r, metric)), dtype=float) for r in ids]
+            points = [pd.Series(dict(histories[metric].get(r, [])), dtype=float) for r in ids]
             points = [p for p in points if not p.empty]
             if not points:
                 continue
@@ -213,6 +214,14 @@ def curves_figure(exp: ExperimentRuns, dataset: str, settings: list[str]) -> dic
     fig.suptitle(f"{dataset}: learning curves (mean over folds x seeds)", fontsize=10)
     fig.tight_layout()
     return _save(fig)
+
+
+def _histories(exp: ExperimentRuns, run_ids: list[str], metric: str) -> dict[str, list[tuple[int, float]]]:
+    """run id -> (epoch, value) of a metric: in one read where the loader can (a sweep's SQLite store)."""
+    many = getattr(exp.loader, "histories", None)
+    if many is not None:
+        return many(run_ids, metric)
+    return {r: exp.loader.history(r, metric) for r in run_ids}
 
 
 def matrix_figure(
@@ -392,10 +401,10 @@ def sweep_run_id(exp: ExperimentRuns) -> str | None:
         return None
     from mlflow.tracking import MlflowClient
 
+    from harness.tracking.runs import search_all
+
     client = MlflowClient(tracking_uri=exp.tracking_uri)
-    found: list[Any] = client.search_runs(
-        [exp.experiment_id],
-        filter_string=tag_filter(TAG_KIND, KIND_SWEEP),
-        order_by=["attributes.start_time ASC"],
+    found = search_all(
+        client, [exp.experiment_id], tag_filter(TAG_KIND, KIND_SWEEP), order_by=["attributes.start_time ASC"]
     )
     return found[0].info.run_id if found else None

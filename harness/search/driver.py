@@ -26,6 +26,7 @@ from harness.experiment.search import SearchConfig
 from harness.plan.cells import GRID_PARAM, Cell, search_fold
 from harness.plan.sweep_plan import SweepPlan
 from harness.search.job import SearchJob, apply_chosen
+from harness.tracking.runs import search_all
 from harness.tracking.tags import (
     BEST_OBJECTIVE,
     KIND_SEARCH,
@@ -241,9 +242,10 @@ def _brief(params: dict[str, Any]) -> str:
 
 def _search_run(tracker: Any, key: str, parent_run_id: str, cell: Cell) -> tuple[str, dict[str, Any] | None]:
     """The search's MLflow run (created once) and its chosen parameters if it finished before."""
-    runs = tracker.client.search_runs(
+    runs = search_all(
+        tracker.client,
         [tracker.experiment_id],
-        filter_string=f"{tag_filter(TAG_SEARCH, key)} and {tag_filter(TAG_KIND, KIND_SEARCH)}",
+        f"{tag_filter(TAG_SEARCH, key)} and {tag_filter(TAG_KIND, KIND_SEARCH)}",
     )
     if runs:
         run = runs[0]
@@ -295,7 +297,7 @@ def _mark_stopped(tracker: Any, key: str, results: Any, epochs: int) -> None:
 def _trial_runs(tracker: Any, key: str, extra_filter: str = "") -> list[Any]:
     """The MLflow runs of the search ``key``'s trials (``extra_filter``: more of the search filter)."""
     search = f"{tag_filter(TAG_SEARCH, key)} and {tag_filter(TAG_KIND, KIND_SEARCH_TRIAL)} {extra_filter}"
-    return tracker.client.search_runs([tracker.experiment_id], filter_string=search.strip())
+    return search_all(tracker.client, [tracker.experiment_id], search.strip())
 
 
 def _mark_lost(tracker: Any, key: str, study: Any) -> None:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 def fail_run(tracker: Tracker, key: str, parent: str, kind: str, error: BaseException | str) -> None:
     """End the cell's run FAILED with its error; a cell that failed before its worker made a run gets one."""
     text = "".join(traceback.format_exception(error)) if isinstance(error, BaseException) else str(error)
-    runs = tracker.cell_runs().get(key) or []
+    runs = tracker.runs_of(key)
     if runs and runs[0].info.status != "FAILED" and runs[0].data.tags.get(TAG_STATUS) != FINISHED:
         run_id = runs[0].info.run_id
     else:

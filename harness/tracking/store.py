@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from harness.tracking.places import sqlite_path, store_exists
-from harness.tracking.runs import by_cell, finished_by_cell
+from harness.tracking.runs import by_cell, finished_by_cell, read_sqlite_experiment, search_all
 from harness.tracking.tags import (
     FAILED,
     FINISHED,
@@ -164,16 +164,7 @@ class Tracker:
             return None
 
     def _search(self, filter_string: str) -> list[Any]:
-        runs: list[Any] = []
-        token = None
-        while True:
-            page = self.client.search_runs(
-                [self.experiment_id], filter_string=filter_string, max_results=1000, page_token=token
-            )
-            runs.extend(page)
-            token = page.token
-            if not token:
-                return runs
+        return search_all(self.client, [self.experiment_id], filter_string)
 
     def parent_run(self, sweep: str, description: str = "") -> str:
         """The sweep's parent run, shared by every rerun of the same experiment."""
@@ -187,13 +178,26 @@ class Tracker:
         )
         return run.info.run_id
 
+    def _cell_runs(self) -> list[Any]:
+        """Every run of the experiment: the embedded store read directly (a few queries for the whole
+        sweep), a server through paged searches."""
+        path = sqlite_path(self.uri)
+        if path is not None:
+            return read_sqlite_experiment(path, self.experiment_id)
+        return self._search(f"tags.`{TAG_CELL}` != ''")
+
     def finished_cells(self) -> dict[str, Any]:
         """key -> the newest finished run of that cell that no newer run superseded."""
-        return finished_by_cell(self._search(tag_filter(TAG_STATUS, FINISHED)))
+        return finished_by_cell(self._cell_runs())
 
     def cell_runs(self) -> dict[str, list[Any]]:
-        """key -> every run of that cell that was not superseded, newest first (one query)."""
-        return by_cell(self._search(f"tags.`{TAG_CELL}` != ''"))
+        """key -> every run of that cell that was not superseded, newest first."""
+        return by_cell(self._cell_runs())
+
+    def runs_of(self, key: str) -> list[Any]:
+        """The cell's runs that were not superseded, newest first (one query, whatever the sweep's size)."""
+        runs = [r for r in self._search(tag_filter(TAG_CELL, key)) if TAG_SUPERSEDED not in r.data.tags]
+        return sorted(runs, key=lambda r: -r.info.start_time)
 
     def cell_run(
         self,
@@ -208,8 +212,7 @@ class Tracker:
         A cut-off cell (RUNNING, KILLED, SCHEDULED) keeps logging into the run it started; a failed one
         is retried in a fresh run (its attempt number one more), and superseded runs are history.
         """
-        runs = [r for r in self._search(tag_filter(TAG_CELL, key)) if TAG_SUPERSEDED not in r.data.tags]
-        runs.sort(key=lambda r: -r.info.start_time)
+        runs = self.runs_of(key)
         if runs and runs[0].info.status != "FAILED" and runs[0].data.tags.get(TAG_STATUS) != FINISHED:
             run_id = runs[0].info.run_id
             retried(lambda: self.client.update_run(run_id, status="RUNNING"))

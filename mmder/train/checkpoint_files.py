@@ -9,7 +9,8 @@ defence. Names as DeepSpeed 0.19.8 writes them on CPU/gloo (checked by tests/mmd
 
 ``P`` is ``bf16_`` with bf16, else nothing; ``r`` is the data-parallel rank; ``TAG`` the tag folder.
 
-- every stage, rank 0: ``latest`` (holds the tag); ZeRO 1-3 add ``zero_to_fp32.py``, ``zero_to_torch.py``.
+- every stage, rank 0: ``latest`` (holds the tag); ZeRO 1-3 add ``zero_to_fp32.py``, ``zero_to_torch.py``,
+  which :func:`mmder.train.engine.drop_helper_scripts` removes (a resume never runs them).
 - ZeRO 0: rank 0 ``TAG/mp_rank_00_model_states.pt`` (optimizer inside); other ranks write nothing.
 - ZeRO 1, 2: rank 0 ``TAG/mp_rank_00_model_states.pt``; each rank
   ``TAG/Pzero_pp_rank_r_mp_rank_00_optim_states.pt``.

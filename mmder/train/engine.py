@@ -16,6 +16,7 @@ import socket
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -184,10 +185,22 @@ def epoch_checkpoint(engine: Any, epoch: int, prefix: str = "mmder-ckpt-") -> It
     try:
         before = listing(checkpoint_dir)
         engine.save_checkpoint(checkpoint_dir, tag=CHECKPOINT_TAG, client_state={"epoch": epoch})
+        drop_helper_scripts(checkpoint_dir)
         write_epoch_manifest(engine, checkpoint_dir, epoch, before)
         yield checkpoint_dir
     finally:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+
+# DeepSpeed copies its conversion scripts into every ZeRO checkpoint (41 kB a cell and epoch);
+# nothing of ours runs them, and `python -m deepspeed.utils.zero_to_fp32` is the same script.
+HELPER_SCRIPTS = ("zero_to_fp32.py", "zero_to_torch.py")
+
+
+def drop_helper_scripts(checkpoint_dir: str) -> None:
+    """A checkpoint keeps what a resume needs: not DeepSpeed's copies of its own scripts."""
+    for name in HELPER_SCRIPTS:
+        (Path(checkpoint_dir) / name).unlink(missing_ok=True)
 
 
 def write_epoch_manifest(engine: Any, checkpoint_dir: str, epoch: int, before: dict[str, int]) -> None:

@@ -187,6 +187,9 @@ def test_deepspeed_writes_the_expected_files_per_stage_on_one_rank(tmp_path: Pat
             warnings.simplefilter("error", RuntimeWarning)
             files = save_like_ray(tiny_engine(stage, precision), 7, dest)
         assert expected_files(stage, 0, tag=CHECKPOINT_TAG, bf16=precision == "bf16") <= set(files)
+        # what a resume needs and nothing else: not DeepSpeed's copies of its conversion scripts
+        assert not {"zero_to_fp32.py", "zero_to_torch.py"} & set(files)
+        assert not list(dest.glob("zero_to_*.py"))
         assert checkpoint_problems(dest, 1) == []
         assert checkpoint_epoch(dest, 1) == 7
 

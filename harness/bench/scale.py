@@ -1,0 +1,211 @@
+"""``mmder bench scale``: what a sweep of N cells costs to write and, above all, to read back.
+
+A sweep of N micro cells (8 settings x 2 folds x N/16 seeds, one epoch, the synthetic corpus) runs
+through the real path: planning, Tune lanes, Train workers, DeepSpeed, MLflow child runs and the
+closing leaderboard. With ``made_up`` the cells' finished runs are written through the real logging
+code instead of trained (:mod:`harness.bench.scale_runs`), tagged with the plan's identity so the
+sweep counts them finished: the read path can then be measured at 10,000 cells in minutes. Each
+command afterwards (a no-op rerun, the dry run, status, the leaderboard in every format, compare,
+report, the Python API) runs as a user runs it, in a fresh process, timed with its peak memory.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SETTINGS = ["video", "audio", "CFAS", "SFAS", "FFLS", "FSLF", "OFOS", "RFAS"]
+CELLS_PER_SEED = 2 * len(SETTINGS)
+API = (
+    "import sys; from harness.results import api; "
+    "frame = api.{fn}(sys.argv[1], output=sys.argv[2]); print(len(frame))"
+)
+
+
+def scale_experiment(cells: int, concurrency: int = 2) -> dict[str, Any]:
+    """The grid: 8 settings x 2 folds x ceil(cells / 16) seeds of the micro model, one epoch."""
+    seeds = max(1, math.ceil(cells / CELLS_PER_SEED))
+    return {
+        "name": f"bench-scale-{seeds * CELLS_PER_SEED}",
+        "datasets": [
+            {
+                "corpus": "synthetic",
+                "name": "syn",
+                "synthetic": {"clips_per_class": 2, "speakers": 4, "seed": 0},
+                "protocol": {"kind": "speaker_kfold", "folds": 2},
+            }
+        ],
+        "grid": {"settings": SETTINGS, "seeds": list(range(seeds))},
+        "preprocess": {"image_size": 32},
+        "model": {"size": "micro"},
+        "training": {"epochs": 1, "batch_size": 4, "eval_batch_size": 8, "lr": 1.0e-3, "warmup_epochs": 0},
+        "resources": {
+            "num_workers": 1,
+            "cpus_per_worker": 1,
+            "max_concurrent_trials": concurrency,
+            "max_failures": 1,
+        },
+    }
+
+
+def write_made_up(experiment: Path, output: Path) -> int:
+    """Every cell's finished run, written without training, as current as a trained one."""
+    from harness.bench.scale_runs import MadeUpFold, write_finished_run
+    from harness.experiment.config import load_experiment
+    from harness.plan.provenance import code_versions
+    from harness.plan.sweep_plan import plan_run
+    from harness.tracking.places import store_lock
+    from harness.tracking.store import Tracker
+    from harness.tracking.tags import TAG_DATA_DIGEST
+
+    spec = load_experiment(experiment)
+    plan = plan_run(spec, output, kind="train", accept_stale=False, echo=lambda _: None)
+    places = plan.places
+    with store_lock(places.tracking_uri):
+        tracker = Tracker.open(places.tracking_uri, spec.mlflow_experiment, places.artifact_root)
+        parent = tracker.parent_run(spec.name, spec.description)
+    identity = code_versions("train")
+    fold = MadeUpFold()
+    for cell in plan.todo:
+        tags = {TAG_DATA_DIGEST: plan.digest(cell) or "", **identity}
+        write_finished_run(tracker, parent, cell, fold, tags)
+    tracker.end_run(parent, "FINISHED")
+    return len(plan.todo)
+
+
+class Peak:
+    """Peak resident memory of a process and its descendants (sampled), and of Ray's own processes."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.driver = 0
+        self.ray_head = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.wait(0.5):
+            try:
+                self.driver = max(self.driver, self.root.memory_info().rss)
+                head = 0
+                for child in self.root.children(recursive=True):
+                    name = child.name()
+                    if any(n in name for n in ("gcs_server", "raylet", "dashboard", "ray::")):
+                        head += child.memory_info().rss if "ray::" not in name else 0
+                self.ray_head = max(self.ray_head, head)
+            except psutil.Error:
+                continue
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# A small parent for each timed command: a child forked from this process would count this process's
+# pages (mlflow, pandas: hundreds of MB) in its peak until it execs.
+_WRAP = (
+    "import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL); "
+    "print(f'maxrss={resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}', file=sys.stderr); sys.exit(rc)"
+)
+
+
+def timed(command: list[str]) -> dict[str, Any]:
+    """Run ``command`` in a fresh process: wall seconds, its peak RSS, exit code, last error line."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", _WRAP, *command], capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    lines = proc.stderr.strip().splitlines()
+    peak = next((int(ln.split("=", 1)[1]) for ln in reversed(lines) if ln.startswith("maxrss=")), 0)
+    errors = [ln for ln in lines if not ln.startswith("maxrss=")]
+    return {
+        "seconds": round(seconds, 2),
+        "peak_mb": round(peak / 1024),
+        "rc": proc.returncode,
+        "error": errors[-1] if errors and proc.returncode else "",
+    }
+
+
+def read_commands(experiment: Path, output: Path) -> list[tuple[str, list[str]]]:
+    """What a user runs after a sweep, each as the command line runs it."""
+    mmder = [sys.executable, "-m", "harness.cli.main"]
+    out = ["--output", str(output)]
+    exp = str(experiment)
+    commands = [
+        ("no-op rerun", [*mmder, "sweep", exp, *out]),
+        ("sweep --dry-run", [*mmder, "sweep", exp, "--dry-run", *out]),
+        ("status", [*mmder, "status", exp, *out]),
+    ]
+    for fmt in ("table", "csv", "markdown", "json", "latex"):
+        commands.append((f"leaderboard --format {fmt}", [*mmder, "leaderboard", exp, "--format", fmt, *out]))
+    commands += [
+        ("compare CFAS video", [*mmder, "compare", exp, "CFAS", "video", *out]),
+        ("compare --all", [*mmder, "compare", exp, "--all", *out]),
+        ("report", [*mmder, "report", exp, *out]),
+        ("api.cells()", [sys.executable, "-c", API.format(fn="cells"), exp, str(output)]),
+        ("api.predictions()", [sys.executable, "-c", API.format(fn="predictions"), exp, str(output)]),
+    ]
+    return commands
+
+
+def folder_mb(path: Path) -> float:
+    total = sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+    return total / 1e6
+
+
+def bench_scale(
+    cells: int, output: str | None = None, made_up: bool = False, concurrency: int = 2, reads: bool = True
+) -> dict[str, Any]:
+    """Write N cells (trained, or made up), then time every read command twice (cold: the first read
+    builds the predictions table; warm: what every later read pays)."""
+    out = Path(output or tempfile.mkdtemp(prefix="mmder-scale-")).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    experiment = out / "scale.yaml"
+    spec = scale_experiment(cells, concurrency)
+    experiment.write_text(yaml.safe_dump(spec, sort_keys=False))
+    n = len(spec["grid"]["seeds"]) * CELLS_PER_SEED
+    figures: dict[str, Any] = {"cells": n, "output": str(out), "mode": "made up" if made_up else "trained"}
+    t0 = time.perf_counter()
+    if made_up:
+        written = write_made_up(experiment, out)
+        figures["write seconds"] = round(time.perf_counter() - t0, 1)
+        figures["write s/cell"] = round((time.perf_counter() - t0) / max(1, written), 4)
+    else:
+        command = [sys.executable, "-m", "harness.cli.main", "sweep", str(experiment), "--output", str(out)]
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        peak = Peak(proc.pid)
+        rc = proc.wait()
+        peak.stop()
+        seconds = time.perf_counter() - t0
+        figures.update(
+            {
+                "sweep rc": rc,
+                "sweep seconds": round(seconds, 1),
+                "sweep s/cell": round(seconds / n, 3),
+                "driver peak MB": round(peak.driver / 1e6),
+                "Ray head peak MB (gcs, raylet, dashboard)": round(peak.ray_head / 1e6),
+            }
+        )
+    size = folder_mb(out)
+    figures["output MB"] = round(size, 1)
+    figures["output MB/cell"] = round(size / n, 3)
+    if reads:
+        for label, command in read_commands(experiment, out):
+            for when in ("cold", "warm"):
+                r = timed(command)
+                figures[f"{label} [{when}]"] = f"{r['seconds']} s, {r['peak_mb']} MB" + (
+                    f", rc {r['rc']}: {r['error']}" if r["rc"] else ""
+                )
+    return figures
