@@ -472,7 +472,17 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _c
 
 
 def _read_yaml(path: Path) -> tuple[Any, dict]:
-    text = path.read_text()
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:  # e.g. a Latin-1 byte pasted into a description
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError(
+            "experiment",
+            f"not UTF-8: byte 0x{raw[err.start]:02x} at offset {err.start} (line {line}) cannot be "
+            "decoded; save the file as UTF-8",
+            f"{path}:{line}",
+        ) from None
     loader = _StrictLoader(text)
     loader.name = str(path)
     loader.lines = {}
@@ -603,6 +613,8 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     """Read and validate an experiment file (with ``--set`` overrides); every problem is a ConfigError
     naming the key (exit 2)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError("experiment", f"{path} is a directory; give the experiment's YAML file")
     if not path.is_file():
         raise ConfigError("experiment", f"no such file: {path}")
     data, lines = _read_yaml(path)

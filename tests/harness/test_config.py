@@ -136,6 +136,21 @@ def test_duplicated_yaml_key_is_an_error_not_last_wins(tmp_path, capsys):
     assert code == 2 and "duplicated key" in err and "epochs" in err, err
 
 
+def test_a_file_that_is_not_utf8_or_a_directory_is_one_line_and_exit_2(tmp_path, capsys):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(QUICKSTART.read_bytes().replace(b"description: Synthetic", b"description: Synth\xe9tic"))
+    for command in (["validate", str(path)], ["sweep", str(path), "--dry-run", "--output", str(tmp_path)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "not UTF-8" in err and "offset" in err and "latin1.yaml:" in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1, err
+    folder = tmp_path / "x.yaml"
+    folder.mkdir()
+    assert main(["validate", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "is a directory" in err and "no such file" not in err, err
+
+
 def test_errors_name_the_file_and_line(tmp_path):
     text = QUICKSTART.read_text().replace("  lr: 1.0e-3\n", "  lr: fast\n")
     path = tmp_path / "exp.yaml"
@@ -154,6 +169,7 @@ def test_errors_name_the_file_and_line(tmp_path):
     ],
     ids=["explicit protocol naming an unknown speaker", "5 folds over 4 speakers"],
 )
+@pytest.mark.skipif(not SPEECH.is_dir(), reason=f"shared RAVDESS sample not found at {SPEECH}")
 def test_listing_checks_fail_before_ray_starts(tmp_path, capsys, protocol, needle):
     root = tmp_path / "four-actors"
     root.mkdir()

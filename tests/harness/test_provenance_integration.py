@@ -78,6 +78,7 @@ def _epochs_logged(out: Path, name: str, key: str) -> int:
     return max(steps, default=0)
 
 
+@pytest.mark.skipif(not RAVDESS.is_dir(), reason=f"shared RAVDESS sample not found at {RAVDESS}")
 def test_a_data_change_reruns_its_cells_in_new_runs_and_an_operational_knob_reruns_nothing(tmp_path):
     root = tmp_path / "ravdess"
     root.mkdir()

@@ -33,7 +33,7 @@ def store(tmp_path_factory):
 def _csv_predictions(out: Path) -> dict[str, pd.DataFrame]:
     """run id -> its predictions.csv, read from the artifact folders by glob (not through our reader)."""
     found = {}
-    for path in (out / "mlartifacts").glob("*/*/artifacts/predictions.csv"):
+    for path in (out / "mlartifacts").glob("**/artifacts/predictions.csv"):
         found[path.parents[1].name] = pd.read_csv(path, dtype=str)
     return found
 
