@@ -142,7 +142,8 @@ def test_a_file_that_is_not_utf8_or_a_directory_is_one_line_and_exit_2(tmp_path,
     for command in (["validate", str(path)], ["sweep", str(path), "--dry-run", "--output", str(tmp_path)]):
         assert main(command) == 2
         err = capsys.readouterr().err
-        assert "not UTF-8" in err and "offset" in err and "latin1.yaml:" in err and "Traceback" not in err, err
+        assert "not UTF-8" in err and "offset" in err and "latin1.yaml:" in err, err
+        assert "Traceback" not in err
         assert len(err.strip().splitlines()) == 1, err
     folder = tmp_path / "x.yaml"
     folder.mkdir()
