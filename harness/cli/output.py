@@ -91,6 +91,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         experiment = spec.mlflow_experiment
         print(f"MLflow UI: {places.tracking_uri} (served by the tracking server; experiment {experiment!r})")
         return 0
+    from harness.tracking.relocate import adopt_output
+
+    adopt_output(places.tracking_uri, places.output)  # a moved output's UI shows the artifacts it holds
     url = f"http://{args.host}:{args.port}"
     _stop_on_signals()
     # One person browsing one file: one worker, and none of the server's job runners (7 processes that

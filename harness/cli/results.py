@@ -176,6 +176,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     exp = _collect(args)
     out = Path(exp.output or ".")
+    if exp.tracking_uri is not None:  # the figures go to the parent run: here, even in a moved output
+        from harness.tracking.relocate import adopt_output
+
+        adopt_output(exp.tracking_uri, out)
     path, parent = write_report(exp, out / "report.html", log_to_mlflow=not args.no_mlflow)
     print(f"report: {path}")
     print(f"figures (SVG and PNG): {path.parent / 'figures'}")

@@ -28,6 +28,7 @@ from harness.plan.cells import Cell
 from harness.plan.provenance import judge
 from harness.plan.sweep_plan import Kind, SweepPlan, elsewhere_note, plan_run
 from harness.tracking.places import store_lock
+from harness.tracking.relocate import adopt_output
 from harness.tracking.store import Tracker, brief, error_summary
 from harness.tracking.tags import (
     CELL_COUNTS,
@@ -128,6 +129,11 @@ class SweepDriver:
     def _open_store(self) -> None:
         places, spec = self.plan.places, self.plan.spec
         with store_lock(places.tracking_uri):  # two sweeps started at once must not both create it
+            moved = adopt_output(places.tracking_uri, places.output)
+            if moved:
+                self.echo(
+                    f"this output folder was moved or copied: {moved} runs now keep their artifacts here"
+                )
             self.tracker = Tracker.open(
                 places.tracking_uri, spec.mlflow_experiment, artifact_root=places.artifact_root
             )
