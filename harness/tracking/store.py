@@ -296,12 +296,12 @@ class Tracker:
         )
 
     def finish_run(self, run_id: str, final: dict[str, float], artifacts: dict[str, str | bytes]) -> None:
-        """Final metrics and artifacts first, the finished tag last: a cut-off run never looks finished."""
+        """Artifacts first, then final metrics and the finished tag: a cut-off run never looks finished."""
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, 0) for k, v in final.items()]
-        retried(lambda: self.client.log_batch(run_id, metrics=metrics))
         self._artifacts(run_id, artifacts)
-        self.tag(run_id, TAG_STATUS, FINISHED)
+        # the final metrics and the finished tag in one write: a run cut off before it holds neither
+        retried(lambda: self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(TAG_STATUS, FINISHED)]))
         retried(lambda: self.client.set_terminated(run_id, status="FINISHED"))
 
     def artifacts(self, run_id: str, artifacts: dict[str, str | bytes]) -> None:

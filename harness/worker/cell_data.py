@@ -7,6 +7,7 @@ all build it here, the same way.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
@@ -29,6 +30,15 @@ def tested_cache_path(cell: Cell, cache_paths: dict[str, str]) -> str | None:
     return cache_paths[cell.datasets[1].label] if len(cell.datasets) > 1 else None
 
 
+@functools.lru_cache(maxsize=4)
+def opened_cache(path: str) -> Any:
+    """The prepared cache at ``path``, opened (and self-checked) once per worker process: a lane's cells
+    read the same read-only cache one after another."""
+    from mmder.data.cache import ClipCache
+
+    return ClipCache.open(path)
+
+
 def build_cell(
     cell: Cell, cache_path: str, pretrained_path: str | None = None, test_cache_path: str | None = None
 ) -> dict[str, Any]:
@@ -37,13 +47,12 @@ def build_cell(
     A cross-corpus cell (two datasets) tests on the clips of ``test_cache_path``, its second
     dataset's cache, their labels read through the protocol's map onto the training classes.
     """
-    from mmder.data.cache import ClipCache
     from mmder.data.dataset import FusedClipDataset
     from mmder.data.folds import cross_corpus_targets, make_folds, validation_split
     from mmder.models.classifier import build_model
 
-    cache = ClipCache.open(cache_path)
-    test_cache = ClipCache.open(test_cache_path) if test_cache_path else cache
+    cache = opened_cache(cache_path)
+    test_cache = opened_cache(test_cache_path) if test_cache_path else cache
     norm = cell.preprocess.speaker_norm
     protocol = cell.dataset_config.protocol
     folds = make_folds(

@@ -127,6 +127,8 @@ def _open_train_run(job: CellJob, parts: dict[str, Any]) -> tuple[Tracker, str, 
         log_cell_dataset(tracker, run_id, job, parts["cache"], fold, parts["test_cache"])
     # a resumed run holds the epochs logged before the cut (under today's name, or the one of the code
     # that started it): they are not logged again
+    if created:  # a new run holds no epochs: two round trips fewer per cell
+        return tracker, run_id, EpochLog(tracker, run_id)
     done = tracker.logged_steps(run_id, TEST_WAR) | tracker.logged_steps(run_id, LEGACY_EPOCH_NAMES[TEST_WAR])
     return tracker, run_id, EpochLog(tracker, run_id, done=done)
 

@@ -45,7 +45,7 @@ def test_baseline_cells_run_in_the_same_folds_and_log_like_every_cell(tmp_path):
         rows = list(csv.DictReader(io.StringIO(text)))
         assert len(rows) == 2 * 6 * 2  # 2 test speakers x 6 classes x 2 clips
         assert list(rows[0]) == ["clip_id", "speaker", "true", "predicted"]  # the SVC gives no probabilities
-        assert {"job.yaml", "confusion.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"job.yaml", "confusion.svg"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
         speakers_by_fold.append({r["speaker"] for r in rows})
     # speaker-independent: the two folds test disjoint speakers, together all four
     assert (

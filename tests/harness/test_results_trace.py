@@ -10,6 +10,7 @@ import io
 import os
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pandas as pd
@@ -242,10 +243,15 @@ def test_every_cell_run_carries_its_job_figure_probabilities_and_test_metrics(sw
     for run in sweep["runs"]:
         run_id = run.info.run_id
         artifacts = {a.path for a in client.list_artifacts(run_id)}
-        assert {"job.yaml", "confusion.png", "predictions.csv", "confusion.csv"} <= artifacts, artifacts
+        assert {"job.yaml", "confusion.svg", "predictions.csv", "confusion.csv"} <= artifacts, artifacts
         assert _job(sweep, run).cell.key == run.data.tags["mmder.cell"]
-        png = Path(client.download_artifacts(run_id, "confusion.png", str(sweep["tmp"]))).read_bytes()
-        assert png.startswith(b"\x89PNG")
+        svg = Path(client.download_artifacts(run_id, "confusion.svg", str(sweep["tmp"]))).read_text()
+        counts = [
+            int(t.text)
+            for t in ElementTree.fromstring(svg).iter("{http://www.w3.org/2000/svg}text")
+            if t.text and t.text.isdigit()
+        ]
+        assert sum(counts) == len(_predictions(sweep, run)), "the figure's squares count every test clip"
 
         pred = _predictions(sweep, run)
         probs = [c for c in pred.columns if c.startswith("prob_")]
