@@ -10,6 +10,7 @@ receives them as their exact JSON and validates them back, so nothing is dropped
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -203,7 +204,9 @@ class Sections:
     model_id: dict[str, Any]
     training_id: dict[str, Any]
     search_id: dict[str, Any] | None
+    model_as_given: dict[str, Any]  # the model's identity with ``pretrained`` as the experiment gives it
     datasets: dict[str, tuple[DatasetConfig | None, dict[str, Any]]]  # label -> (tested on, identity)
+    blobs: dict[int, str]  # id of each shared identity above -> its canonical JSON, written once
 
     @classmethod
     def of(cls, spec: ExperimentConfig) -> Sections:
@@ -212,15 +215,16 @@ class Sections:
         for ds in spec.datasets:
             tested = tested_dataset(spec, ds)
             datasets[ds.label] = (tested, dataset_identity(ds, tested))
-        return cls(
-            spec=spec,
-            training=training,
-            preprocess_id=result_fields(spec.preprocess),
-            model_id=result_fields(spec.model),
-            training_id=result_fields(training),
-            search_id=result_fields(spec.search) if spec.search is not None else None,
-            datasets=datasets,
-        )
+        shared = {
+            "preprocess_id": result_fields(spec.preprocess),
+            "model_id": result_fields(spec.model),
+            "training_id": result_fields(training),
+            "search_id": result_fields(spec.search) if spec.search is not None else None,
+        }
+        shared["model_as_given"] = {**shared["model_id"], "pretrained": spec.model.pretrained}
+        blobs = {id(v): _canonical(v) for v in shared.values() if v is not None}
+        blobs.update({id(identity): _canonical(identity) for _, identity in datasets.values()})
+        return cls(spec=spec, training=training, datasets=datasets, blobs=blobs, **shared)
 
 
 def _seeds(spec: ExperimentConfig, setting: str) -> list[int]:
@@ -246,16 +250,15 @@ def _train_cell(
     spec = sections.spec
     baseline = BASELINES.get(setting)
     tested, _ = sections.datasets[ds.label]
-    identity = (
-        _baseline_identity(spec, ds, fold, setting, seed)
-        if baseline is not None  # reads the audio files: no model, no training, no cache
-        else _cell_identity(sections, ds, fold, setting, seed, pretrain_key)
-    )
+    if baseline is not None:  # reads the audio files: no model, no training, no cache
+        digest = _digest(_baseline_identity(spec, ds, fold, setting, seed))
+    else:
+        digest = _fast_digest(_cell_identity(sections, ds, fold, setting, seed, pretrain_key), sections.blobs)
     # Every field comes from the validated experiment: constructing without validating again keeps a
     # large grid's planning to the hashing (validation re-ran each dataset's option model per cell)
     return Cell.model_construct(
         # the corpus, not the display name (operational), keeps keys readable
-        key=f"{ds.corpus}-{setting}-f{fold}-s{seed}-{_digest(identity)}",
+        key=f"{ds.corpus}-{setting}-f{fold}-s{seed}-{digest}",
         dataset=ds.label,
         setting=setting,
         fold=fold,
@@ -280,7 +283,7 @@ def _cell_identity(
 ) -> dict[str, Any]:
     """What a deep cell's key hashes."""
     # with `mae`, the pre-training's key: a new pre-training makes new cells
-    model = {**sections.model_id, "pretrained": pretrain_key or sections.spec.model.pretrained}
+    model = {**sections.model_id, "pretrained": pretrain_key} if pretrain_key else sections.model_as_given
     identity: dict[str, Any] = {
         "dataset": sections.datasets[ds.label][1],
         "fold": fold,
@@ -294,6 +297,29 @@ def _cell_identity(
     if sections.search_id is not None:  # a changed space or budget is a different result
         identity["search"] = sections.search_id
     return identity
+
+
+@functools.cache
+def _key_text(key: str) -> str:
+    return json.dumps(key)
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _fast_digest(identity: dict[str, Any], blobs: dict[int, str]) -> str:
+    """``_digest(identity)``, writing the sections every cell shares (``blobs``: id -> their canonical
+    JSON, made once per experiment) as they are: the same bytes, without serialising them per cell."""
+    parts = []
+    for key in sorted(identity):
+        value = identity[key]
+        text = blobs.get(id(value))
+        if text is None:
+            plain_int = type(value) is int  # noqa: E721 - not bool, which JSON writes as true/false
+            text = str(value) if plain_int else _canonical(value)
+        parts.append(f"{_key_text(key)}:{text}")
+    return hashlib.sha256(("{" + ",".join(parts) + "}").encode()).hexdigest()[:10]
 
 
 def _baseline_identity(
