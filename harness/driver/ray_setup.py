@@ -126,9 +126,10 @@ def local_ray_env(concurrent_cells: int, workers_per_cell: int) -> None:
     # controller and workers otherwise keep pushing them.
     os.environ.setdefault("RAY_TRAIN_METRICS_ENABLED", "0")
     # Train's controller polls its workers every 2 s: a worker's report waits for that poll (its queue
-    # holds one), and so does the end of a run; a lane reports twice per cell. Polling 4x a second costs
-    # a few actor calls on one machine and saved ~5 s per Train run of a 2-cell test sweep.
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    # holds one), and so does the end of a run; a lane reports twice per cell. At 0.5 s a micro cell
+    # still waited ~0.5 s of its ~1 s in a lane for polls; 10x a second costs a few actor calls a
+    # second per lane and leaves ~0.1 s.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
     # The raylet warns ("N PYTHON worker processes have been started ...") into the driver's terminal
     # once more than 4x its start-up concurrency of processes exist, which it sets to the machine's
     # cores: 2 here, while a wave of 4 cells is 16 processes by design. Sized for the grid instead.
