@@ -31,7 +31,7 @@ from harness.tracking.failures import fail_run
 from harness.tracking.store import Tracker, error_summary
 from harness.tracking.tags import FINAL_UAR, FINAL_WAR
 from harness.worker.memory import memory_verdict, records_dir
-from harness.worker.resume import prune_cell
+from harness.worker.resume import drop_checkpoints, prune_cell
 from harness.worker.train_loop import start_worker, train_one
 from mmder.timing import mark_process_start, set_current_key
 
@@ -64,9 +64,11 @@ def train_lane(config: dict[str, Any]) -> dict[str, Any]:
         except BaseException:
             _write(attempt / f"error-rank{rank}.txt", traceback.format_exc())
             raise
-        if rank == 0:  # its older epochs and attempts go now; with keep_checkpoints: none, the trial
-            _write(attempt / FINISHED_MARK, "")  # drops the last one when the lane is over
+        if rank == 0:  # its older epochs and attempts go now; with keep_checkpoints: none its last
+            _write(attempt / FINISHED_MARK, "")  # one too (the mark stays: a restarted lane skips it)
             prune_cell(attempt.parent, job.cell.world_size, current=attempt.name)
+            if job.resources.keep_checkpoints == "none":
+                drop_checkpoints(attempt)
         finished.append(key)
         final = {FINAL_WAR: value["war"], FINAL_UAR: value["uar"]}
         ray.train.report({CELL_DONE: key, CELL_FAILED: 0, **final})
