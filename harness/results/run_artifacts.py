@@ -19,6 +19,7 @@ import pandas as pd
 from harness.results.predictions_table import RUN_ID, PredictionsTable, read_predictions_csv
 from harness.tracking.artifacts import local_artifact_dir
 from harness.tracking.places import sqlite_path
+from harness.tracking.runs import read_only
 from harness.tracking.tags import LEGACY_EPOCH_NAMES
 
 
@@ -129,13 +130,10 @@ def _sqlite_histories(
 ) -> dict[str, list[tuple[str, int, float]]]:
     """(run, step, value) of each metric name, the last logged value of a step winning (a resumed
     run can log a step twice)."""
-    import sqlite3
-
     if not path.exists() or not run_ids:
         return {}
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     out: dict[str, list[tuple[str, int, float]]] = {}
-    try:
+    with read_only(path) as db:
         db.execute("create temp table wanted (run_uuid text primary key)")
         db.executemany("insert or ignore into wanted values (?)", [(r,) for r in run_ids])
         marks = ",".join("?" * len(names))
@@ -145,6 +143,4 @@ def _sqlite_histories(
             names,
         ):
             out.setdefault(key, []).append((run_id, int(step), float(value)))
-    finally:
-        db.close()
     return out

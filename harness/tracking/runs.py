@@ -9,6 +9,8 @@ leaderboard read: ``info.run_id/status/start_time/end_time/artifact_uri``, ``dat
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,7 +19,15 @@ from harness.tracking.tags import LEGACY_EPOCH_NAMES, TEST_WAR
 
 _EPOCH_WAR = (TEST_WAR, LEGACY_EPOCH_NAMES[TEST_WAR])  # the per-epoch metric whose step says the epoch
 
-__all__ = ["by_cell", "finished_by_cell", "read_client_runs", "read_runs", "read_sqlite_runs", "search_all"]
+__all__ = [
+    "by_cell",
+    "finished_by_cell",
+    "read_client_runs",
+    "read_only",
+    "read_runs",
+    "read_sqlite_runs",
+    "search_all",
+]
 
 # Runs per MLflow query page. MLflow answers 1,000 runs when asked for no page size and at most 50,000 a
 # page: every query of ours pages, so a sweep of any size is counted whole.
@@ -38,6 +48,18 @@ def search_all(client: Any, experiment_ids: list[str], filter_string: str = "", 
             return runs
 
 
+@contextmanager
+def read_only(path: Path) -> Iterator[Any]:
+    """MLflow's SQLite file opened read-only: under WAL a reader never blocks the sweep's writers."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
 def _run(info: dict, tags: dict[str, str], metrics: dict[str, tuple[float, int]]) -> Any:
     """A light stand-in for an MLflow ``Run`` with what status and the planner read."""
     return SimpleNamespace(
@@ -52,28 +74,18 @@ def read_sqlite_runs(path: Path, experiment: str) -> list[Any] | None:
     Read-only (``mode=ro``) and under WAL never blocks the sweep's writers; None when the store or
     experiment does not exist yet.
     """
-    import sqlite3
-
     if not path.exists():
         return None
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
+    with read_only(path) as db:
         exp_id = _experiment_id(db, experiment)
         return None if exp_id is None else _sqlite_runs(db, exp_id)
-    finally:
-        db.close()
 
 
 def read_sqlite_experiment(path: Path, experiment_id: str) -> list[Any]:
     """Every run of the experiment with this id, as :func:`read_sqlite_runs` reads them (the driver's
     view of its own experiment: a few queries for the whole sweep, where MLflow's search took 3 ms a run)."""
-    import sqlite3
-
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
+    with read_only(path) as db:
         return _sqlite_runs(db, experiment_id)
-    finally:
-        db.close()
 
 
 def _sqlite_tags(db: Any, exp_id: Any) -> dict[str, dict[str, str]]:
@@ -135,15 +147,10 @@ def _experiment_id(db: Any, experiment: str) -> str | None:
 
 def sqlite_has_experiment(path: Path, experiment: str) -> bool:
     """Whether the SQLite store holds the experiment, without reading its runs."""
-    import sqlite3
-
     if not path.exists():
         return False
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
+    with read_only(path) as db:
         return _experiment_id(db, experiment) is not None
-    finally:
-        db.close()
 
 
 def read_client_runs(uri: str, experiment: str) -> list[Any] | None:
@@ -193,8 +200,6 @@ def read_runs(uri: str, experiment: str, missing_as_none: bool = False) -> list[
 
 def experiment_id(uri: str, experiment: str) -> str | None:
     """The experiment's id in the store, None when there is none; without MLflow's import on SQLite."""
-    import sqlite3
-
     from harness.tracking.places import sqlite_path
 
     path = sqlite_path(uri)
@@ -205,11 +210,8 @@ def experiment_id(uri: str, experiment: str) -> str | None:
         return found.experiment_id if found is not None else None
     if not path.exists():
         return None
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
+    with read_only(path) as db:
         exp_id = _experiment_id(db, experiment)
-    finally:
-        db.close()
     return str(exp_id) if exp_id is not None else None
 
 
@@ -249,20 +251,18 @@ def finished_elsewhere(path: Path, experiment: str, keys: set[str]) -> dict[str,
 
     if not path.exists() or not keys:
         return {}
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
-        rows = db.execute(
-            "select e.name, c.value from runs r join experiments e on e.experiment_id = r.experiment_id "
-            "join tags c on c.run_uuid = r.run_uuid and c.key = ? "
-            "join tags s on s.run_uuid = r.run_uuid and s.key = ? and s.value = ? "
-            "where e.name != ? and e.lifecycle_stage = 'active' and r.lifecycle_stage = 'active' "
-            "and not exists (select 1 from tags x where x.run_uuid = r.run_uuid and x.key = ?)",
-            (TAG_CELL, TAG_STATUS, FINISHED, experiment, TAG_SUPERSEDED),
-        ).fetchall()
+        with read_only(path) as db:
+            rows = db.execute(
+                "select e.name, c.value from runs r join experiments e on e.experiment_id = r.experiment_id "
+                "join tags c on c.run_uuid = r.run_uuid and c.key = ? "
+                "join tags s on s.run_uuid = r.run_uuid and s.key = ? and s.value = ? "
+                "where e.name != ? and e.lifecycle_stage = 'active' and r.lifecycle_stage = 'active' "
+                "and not exists (select 1 from tags x where x.run_uuid = r.run_uuid and x.key = ?)",
+                (TAG_CELL, TAG_STATUS, FINISHED, experiment, TAG_SUPERSEDED),
+            ).fetchall()
     except sqlite3.OperationalError:  # MLflow still creating its tables
         return {}
-    finally:
-        db.close()
     found: dict[str, set[str]] = {}
     for name, key in rows:
         if key in keys:
