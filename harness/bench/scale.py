@@ -24,6 +24,7 @@ import yaml
 
 SETTINGS = ["video", "audio", "CFAS", "SFAS", "FFLS", "FSLF", "OFOS", "RFAS"]
 CELLS_PER_SEED = 2 * len(SETTINGS)
+RAY_HEAD = ("gcs_server", "raylet", "dashboard")  # Ray's own head processes (not its workers)
 API = (
     "import sys; from harness.results import api; "
     "frame = api.{fn}(sys.argv[1], output=sys.argv[2]); print(len(frame))"
@@ -100,11 +101,11 @@ class Peak:
         while not self._stop.wait(0.5):
             try:
                 self.driver = max(self.driver, self.root.memory_info().rss)
-                head = 0
-                for child in self.root.children(recursive=True):
-                    name = child.name()
-                    if any(n in name for n in ("gcs_server", "raylet", "dashboard", "ray::")):
-                        head += child.memory_info().rss if "ray::" not in name else 0
+                head = sum(
+                    child.memory_info().rss
+                    for child in self.root.children(recursive=True)
+                    if any(n in child.name() for n in RAY_HEAD)
+                )
                 self.ray_head = max(self.ray_head, head)
             except psutil.Error:
                 continue

@@ -39,6 +39,7 @@ class PredictionsTable:
         self.folder = Path(output) / TABLE_DIR if output is not None else None
         self._rows: pd.DataFrame | None = None  # every row loaded so far (run_id column included)
         self._runs: set[str] = set()
+        self._absent: set[str] = set()  # runs looked for without predictions: not looked for again
 
     def rows(self, run_ids: Iterable[str], read_one: Callable[[str], pd.DataFrame | None]) -> pd.DataFrame:
         """The predictions of ``run_ids`` (rows of runs without predictions are absent), in table order;
@@ -46,7 +47,7 @@ class PredictionsTable:
         wanted = list(dict.fromkeys(run_ids))
         if self._rows is None:
             self._load()
-        missing = [r for r in wanted if r not in self._runs]
+        missing = [r for r in wanted if r not in self._runs and r not in self._absent]
         if missing:
             self._add(missing, read_one)
         rows = self._rows if self._rows is not None else pd.DataFrame(columns=[RUN_ID])
@@ -75,7 +76,9 @@ class PredictionsTable:
         frames = []
         for run_id in run_ids:
             pred = read_one(run_id)
-            if pred is not None:
+            if pred is None:
+                self._absent.add(run_id)
+            else:
                 frames.append(pred.assign(**{RUN_ID: run_id}))
         if not frames:
             return

@@ -178,21 +178,21 @@ class Tracker:
         )
         return run.info.run_id
 
-    def _cell_runs(self) -> list[Any]:
-        """Every run of the experiment: the embedded store read directly (a few queries for the whole
-        sweep), a server through paged searches."""
+    def _cell_runs(self, server_filter: str) -> list[Any]:
+        """The experiment's runs: the embedded store read whole and directly (a few queries for the whole
+        sweep), a server through paged searches of ``server_filter``."""
         path = sqlite_path(self.uri)
         if path is not None:
             return read_sqlite_experiment(path, self.experiment_id)
-        return self._search(f"tags.`{TAG_CELL}` != ''")
+        return self._search(server_filter)
 
     def finished_cells(self) -> dict[str, Any]:
         """key -> the newest finished run of that cell that no newer run superseded."""
-        return finished_by_cell(self._cell_runs())
+        return finished_by_cell(self._cell_runs(tag_filter(TAG_STATUS, FINISHED)))
 
     def cell_runs(self) -> dict[str, list[Any]]:
         """key -> every run of that cell that was not superseded, newest first."""
-        return by_cell(self._cell_runs())
+        return by_cell(self._cell_runs(f"tags.`{TAG_CELL}` != ''"))
 
     def runs_of(self, key: str) -> list[Any]:
         """The cell's runs that were not superseded, newest first (one query, whatever the sweep's size)."""

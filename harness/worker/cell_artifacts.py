@@ -39,8 +39,9 @@ def confusion_svg(confusion: list[list[int]], class_names: list[str], title: str
     cell's worker time (0.3 s of savefig), which a 10,000-cell sweep paid 10,000 times."""
     n = len(class_names)
     rows = [list(map(int, r)) for r in confusion]
-    cell, left, top = 34, 12 + 7 * max((len(c) for c in class_names), default=1), 40
-    bottom = top + n * cell + 12 + 7 * max((len(c) for c in class_names), default=1)
+    label = 12 + 7 * max((len(c) for c in class_names), default=1)  # room for the longest class name
+    cell, left, top = 34, label, 40
+    bottom = top + n * cell + label
     width, height = left + n * cell + 20, bottom + 10
     esc = html.escape
     parts = [
