@@ -189,7 +189,7 @@ class SweepDriver:
             if "signal" in self.stop:
                 return
             remaining = [c for c in remaining if c.key in others]
-            if remaining and not self.wait:
+            if remaining and not self.wait and not self.owners.watching:
                 self.outcome.refused.update(others)
                 return
             if remaining and not owned:
@@ -204,6 +204,8 @@ class SweepDriver:
             if key not in said:
                 said.add(key)
                 verb = "waiting for it" if self.wait else "refused (--wait waits for it)"
+                if self.owners.watches(key):
+                    verb = "watching its heartbeat"
                 self.echo(f"{key}: being run by another sweep ({who}); {verb}")
         for cell in owned:
             state = self.plan.state(cell.key)

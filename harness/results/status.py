@@ -95,7 +95,9 @@ def sweep_status(sweep: SweepPlan) -> SweepStatus:
         if "://" not in storage and row.state in ("running", "pending"):
             owner = read_owner(Path(storage) / cell.key)
             if owner is not None and owner.alive():
-                row.owner = owner.describe()
+                ahead = owner.skew()
+                skew = f"; its heartbeat is {ahead:.0f} s ahead of this host's clock (clock skew)"
+                row.owner = owner.describe() + (skew if ahead else "")
             elif row.state == "running":  # RUNNING in MLflow, but no live sweep owns it: cut off
                 row.state, row.detail = "pending", "cut off (its sweep is gone), resumes from its last epoch"
         status.cells.append(row)

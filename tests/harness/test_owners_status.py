@@ -27,11 +27,19 @@ def test_a_live_owner_refuses_and_a_dead_or_expired_one_never_blocks(tmp_path, m
     mine.release("cell")
     assert not (tmp_path / "cell" / OWNER_FILE).exists()
 
-    # an owner on another machine (its lock not shared) with a fresh lease refuses; expired, it does not
-    record = {"host": "node-b", "pid": 7, "since": 1.0, "heartbeat": 10**12}
+    # an owner on another machine (its lock not shared) with a fresh lease refuses; one whose record
+    # stays unchanged for a lease of this host's clock does not
+    import time
+
+    from harness.driver import owners as owners_module
+
+    record = {"host": "node-b", "pid": 7, "since": 1.0, "heartbeat": time.time()}
     (tmp_path / "cell" / OWNER_FILE).write_text(json.dumps(record))
     assert "node-b" in mine.acquire("cell").describe()
+    monkeypatch.setattr(owners_module, "LEASE_SECONDS", 0.2)
     (tmp_path / "cell" / OWNER_FILE).write_text(json.dumps(dict(record, heartbeat=1.0)))
+    assert "looks expired" in mine.acquire("cell").describe()
+    time.sleep(0.3)
     assert mine.acquire("cell") is None and read_owner(tmp_path / "cell").pid == os.getpid()
     mine.release_all()
 
@@ -159,3 +167,62 @@ def test_only_errors_that_can_pass_are_retried_and_each_says_so_in_one_line(caps
     assert retried(locked_once, delays=(0,)) == "written"
     (line,) = capsys.readouterr().out.splitlines()
     assert "database is locked" in line and "SQL" not in line and line.endswith("retrying in 0 s")
+
+
+def _other_host(cell_dir, heartbeat: float, beat: int = 1) -> None:
+    record = {"host": "node2", "pid": 4242, "since": heartbeat - 60, "heartbeat": heartbeat, "beat": beat}
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    (cell_dir / OWNER_FILE).write_text(json.dumps(record))
+
+
+def test_a_dead_owner_on_a_host_3h_ahead_is_taken_over_within_one_lease(tmp_path, monkeypatch):
+    """c741607 compared node2's future heartbeat with this clock: blocked for 3 hours, no word of skew."""
+    import time
+
+    from harness.driver import owners as owners_module
+
+    monkeypatch.setattr(owners_module, "LEASE_SECONDS", 1.0)
+    _other_host(tmp_path / "cell", time.time() + 3 * 3600)
+    mine = CellOwners(str(tmp_path))
+    first = mine.acquire("cell")
+    assert first is not None and "clock skew" in first.describe() and "3.0 h ahead" in first.describe()
+    assert mine.watching and mine.watches("cell")
+    started = time.monotonic()
+    while mine.acquire("cell") is not None:
+        assert time.monotonic() - started < 5, "a record that never changes is dead after one lease"
+        time.sleep(0.1)
+    assert time.monotonic() - started >= 0.9  # watched for a whole lease of this host's clock first
+    assert read_owner(tmp_path / "cell").pid == os.getpid() and not mine.watching
+    mine.release_all()
+
+
+def test_a_live_owner_on_a_host_3h_behind_is_never_taken_over(tmp_path, monkeypatch):
+    """c741607 judged its heartbeat expired at once: where locks are not shared, two sweeps ran it."""
+    import threading
+    import time
+
+    from harness.driver import owners as owners_module
+
+    monkeypatch.setattr(owners_module, "LEASE_SECONDS", 1.0)
+    stop = threading.Event()
+
+    def renew() -> None:  # node2's driver: renews every lease / 3 by its own (slow) clock
+        beat = 0
+        while not stop.is_set():
+            beat += 1
+            _other_host(tmp_path / "cell", time.time() - 3 * 3600, beat)
+            stop.wait(0.3)
+
+    thread = threading.Thread(target=renew, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.1)
+        mine = CellOwners(str(tmp_path))
+        started = time.monotonic()
+        while time.monotonic() - started < 3.0:  # three leases
+            assert mine.acquire("cell") is not None, "a live owner must never be taken over"
+            time.sleep(0.1)
+        assert read_owner(tmp_path / "cell").host == "node2"
+    finally:
+        stop.set()
+        thread.join()
