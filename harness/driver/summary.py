@@ -2,9 +2,10 @@
 
 The resolved experiment (``experiment.yaml``: every field with its default, ``--set`` overrides applied),
 its key params (:data:`~harness.tracking.tags.SWEEP_PARAMS`, the datasets, the cell count, the results
-version), one metric per (dataset, setting) and statistic (mean of WAR and UAR over the finished cells,
-its 95 % t interval and the speaker-bootstrap interval, :func:`~harness.tracking.tags.aggregate_metric`),
-and the leaderboard as CSV and
+version), one metric per (dataset, setting) and statistic (:data:`PARENT_STATS`: WAR and UAR pooled
+over the test predictions with their speaker-bootstrap interval, the headline, beside the mean over folds
+x seeds with its 95 % t interval; :func:`~harness.tracking.tags.aggregate_metric` names them), and the
+leaderboard as CSV and
 JSON (:mod:`harness.results.leaderboard`, as ``mmder leaderboard`` prints it). Written again each time a
 sweep of the experiment ends: metrics and artifacts then show the latest state. Params cannot change in
 MLflow: one whose value differs from the run's keeps its first value, and the note says which.
@@ -36,6 +37,9 @@ from mmder.versions import RESULTS_VERSION
 EXPERIMENT_FILE = "experiment.yaml"
 LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_JSON = "leaderboard.json"
+# the leaderboard's headline (pooled, speaker interval) beside the fold mean and its t interval: the
+# interval of one statistic must not sit beside the value of another
+PARENT_STATS = (*AGGREGATE_STATS, "pooled")
 
 
 def summarise_parent(tracker: Tracker, parent: str, plan: SweepPlan) -> None:
@@ -87,13 +91,14 @@ def sweep_params(plan: SweepPlan) -> dict[str, str]:
 
 
 def aggregate_metrics(table: Any) -> dict[str, float]:
-    """``war_mean/<dataset>/<setting>``, ``war_lo/...``, ``war_hi/...`` (t interval over folds x seeds),
-    ``war_spk_lo/...``, ``war_spk_hi/...`` (speaker bootstrap) and the same for UAR, per leaderboard row;
-    a statistic the leaderboard does not give (no finished cell, too few for an interval) is left out."""
+    """``war_pooled/<dataset>/<setting>`` with ``war_spk_lo/...``, ``war_spk_hi/...`` (speaker bootstrap),
+    ``war_mean/...`` with ``war_lo/...``, ``war_hi/...`` (t interval over folds x seeds) and the same for
+    UAR, per leaderboard row; a statistic the leaderboard does not give (no finished cell, too few for an
+    interval) is left out."""
     metrics = {}
     for row in table.to_dict("records"):
         for metric in AGGREGATE_METRICS:
-            for stat in AGGREGATE_STATS:
+            for stat in PARENT_STATS:
                 value = row.get(f"{metric}_{stat}")
                 if value is not None and not math.isnan(float(value)):
                     metrics[aggregate_metric(metric, stat, row["dataset"], row["setting"])] = float(value)

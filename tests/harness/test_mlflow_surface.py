@@ -120,6 +120,30 @@ def test_aggregate_metrics_leave_out_what_one_cell_cannot_give():
     assert len(metrics) == 8 + 2
 
 
+def test_parent_run_logs_the_pooled_headline_beside_the_fold_mean():
+    from harness.driver.summary import aggregate_metrics
+
+    row = {"dataset": "syn", "setting": "FSLF", "war_pooled": 71.0, "war_spk_lo": 65.0, "war_spk_hi": 77.0}
+    metrics = aggregate_metrics(pd.DataFrame([row | {"war_mean": 70.0, "uar_pooled": 68.0}]))
+    assert metrics["war_pooled/syn/FSLF"] == 71.0 and metrics["uar_pooled/syn/FSLF"] == 68.0
+    assert (metrics["war_spk_lo/syn/FSLF"], metrics["war_spk_hi/syn/FSLF"]) == (65.0, 77.0)
+    assert metrics["war_mean/syn/FSLF"] == 70.0
+
+
+def test_the_docs_name_the_parent_metrics_the_store_has():
+    """A parent metric the README or docs name is one the sweep logs, and each one logged is named."""
+    import re
+    from pathlib import Path
+
+    from harness.driver.summary import PARENT_STATS
+
+    root = Path(__file__).resolve().parents[2]
+    text = "\n".join(p.read_text() for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))])
+    named = set(re.findall(r"`(?:war|uar)_([a-z_]+)/", text))
+    assert named and named <= set(PARENT_STATS), named - set(PARENT_STATS)
+    assert set(PARENT_STATS) <= named, set(PARENT_STATS) - named
+
+
 def test_parent_params_never_change_a_logged_value(store):
     from harness.driver.summary import _log_params
 
