@@ -8,6 +8,7 @@ Kept apart from the table's figures (:mod:`harness.results.leaderboard`) and the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePath
 
 import pandas as pd
 
@@ -16,15 +17,45 @@ from mmder.eval import references as refs
 
 @dataclass
 class DatasetInfo:
-    """The protocol facts a reference comparison needs: corpus, classes, folds, frozen or fine-tuned."""
+    """The protocol facts a reader and a reference comparison need: corpus, classes, folds, frozen or
+    fine-tuned, how the encoder started and over how many seeds."""
 
     corpus: str
     classes: int | None
     folds: int
-    training: str  # "frozen" or "fine-tuned"
+    training: str  # "frozen" or "fine-tuned": the published rows' vocabulary
     speaker_norm: str = "none"  # preprocess.speaker_norm: test speakers standardised on their own clips
     # cross_corpus: the dataset tested on; published rows are in-corpus, so none is set beside these
     tested_on: str | None = None
+    encoder: str = ""  # encoder_start(model.pretrained); "" where unknown (then only `training` is said)
+    seeds: int = 0  # the grid's seeds; 0 where unknown
+
+
+FROM_SCRATCH = "from scratch"
+MAE_IN_SWEEP = "MAE pre-trained in this sweep"
+
+
+def encoder_start(pretrained: str | None) -> str:
+    """How every cell's encoder started, from ``model.pretrained``: ``null`` (random weights), ``mae``
+    (this experiment's own pre-training cells, one per fold) or a checkpoint, named by its file."""
+    if pretrained is None:
+        return FROM_SCRATCH
+    if pretrained == "mae":
+        return MAE_IN_SWEEP
+    return f"from checkpoint {PurePath(pretrained).name}"
+
+
+def training_words(info: DatasetInfo) -> str:
+    """'trained from scratch', 'fine-tuned, MAE pre-trained in this sweep', 'frozen encoder from checkpoint
+    x.pth': a model trained from random weights is not called fine-tuned."""
+    start = info.encoder
+    if not start:
+        return info.training
+    frozen = info.training == "frozen"
+    if start == FROM_SCRATCH:
+        return "frozen encoder from scratch (random)" if frozen else "trained from scratch"
+    sep = ", " if start == MAE_IN_SWEEP else " "
+    return ("frozen encoder" if frozen else info.training) + sep + start
 
 
 FOLD_FALLBACK = (
@@ -34,10 +65,15 @@ FOLD_FALLBACK = (
 
 
 def protocol_note(dataset: str, info: DatasetInfo | None) -> str:
-    """'synthetic  (synthetic, 6 classes, 2 folds, fine-tuned, ...)': what the numbers were measured on."""
+    """'synthetic  (synthetic, 6 classes, 2 folds, trained from scratch, 1 seed, ...)': what the numbers
+    were measured on."""
     if info is None:
         return str(dataset)
-    head = f"{dataset}  ({info.corpus}, {info.classes or '?'} classes, {info.folds} folds, {info.training}"
+    folds = f"{info.folds} fold{'s' if info.folds != 1 else ''}"
+    head = f"{dataset}  ({info.corpus}, {info.classes or '?'} classes, {folds}"
+    head += f", {training_words(info)}"
+    if info.seeds:
+        head += f", {info.seeds} seed{'s' if info.seeds != 1 else ''}"
     if info.speaker_norm != "none":  # a transductive protocol is said where the numbers are
         head += f", speaker-normalised ({info.speaker_norm}, transductive)"
     if info.tested_on:

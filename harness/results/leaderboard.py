@@ -21,7 +21,13 @@ from typing import Any, Protocol
 import pandas as pd
 
 # the protocol and the rendering live beside this module; their names are this module's API too
-from harness.results.board_protocol import FOLD_FALLBACK, DatasetInfo, protocol_note, reference_rows
+from harness.results.board_protocol import (
+    FOLD_FALLBACK,
+    DatasetInfo,
+    encoder_start,
+    protocol_note,
+    reference_rows,
+)
 from harness.results.board_text import FORMATS, folds_text, intervals_note, render, with_interval
 from harness.tracking.tags import TAG_DEVICE_COUNT, TAG_PREFIX
 from mmder.eval import stats
@@ -185,6 +191,8 @@ def collect_runs(experiment: str | Path | Any, output: str | Path | None = None)
             _training_kind(spec.training.recipe),
             spec.preprocess.speaker_norm,
             ds.protocol.get("test") if ds.protocol.get("kind") == "cross_corpus" else None,
+            encoder_start(spec.model.pretrained),
+            len(spec.grid.seeds),
         )
     return ExperimentRuns(
         name=spec.name,

@@ -176,7 +176,7 @@ def test_a_cross_corpus_row_says_what_it_was_tested_on_and_gets_no_in_corpus_ref
     table = leaderboard(exp.runs, exp.loader, exp.settings)
     crossed = {k: dataclasses.replace(v, tested_on="cremad") for k, v in exp.datasets.items()}
     assert reference_rows(table, crossed).empty
-    assert "1 folds, fine-tuned, tested on cremad)" in render(table, "table", crossed, references=True)
+    assert "1 fold, fine-tuned, tested on cremad)" in render(table, "table", crossed, references=True)
 
 
 def test_compare_pairs_runs_and_refuses_different_test_sets():

@@ -130,7 +130,7 @@ def test_leaderboard_with_intervals_missing_cell_and_references(store, capsys):
     experiment, output = store
     assert main(["leaderboard", str(experiment), "--output", str(output), "--references", "--per-class"]) == 0
     text = capsys.readouterr().out
-    assert "ravdess-speech  (ravdess, 8 classes, 3 folds, fine-tuned)" in text
+    assert "ravdess-speech  (ravdess, 8 classes, 3 folds, trained from scratch, 2 seeds)" in text
     assert "3/3 !1 missing" in text, text  # audio: fold 2 has seed 0 only
     assert "MultiMAE-DER FSLF" in text and "classes 8 vs 7; folds 3 vs 1 hold-out split" in text
     assert main(["leaderboard", str(experiment), "--output", str(output), "--format", "json"]) == 0
