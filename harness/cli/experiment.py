@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from harness.cli.base import Add, Handler, add_experiment_args, load
 
@@ -19,6 +20,7 @@ def register(add: Add) -> dict[str, Handler]:
         "         mmder validate experiments/paper.yaml   (paths on another machine are warnings here)",
     )
     add_experiment_args(v)
+    v.add_argument("--list", action="store_true", help="every cell, not the first and last few")
     sc = add(
         "schema",
         "Print the experiment file's JSON Schema (for editors that complete and check YAML).",
@@ -29,20 +31,31 @@ def register(add: Add) -> dict[str, Handler]:
     return {"validate": cmd_validate, "schema": cmd_schema}
 
 
+def _cell_line(cell: Any) -> str:
+    return f"  {cell.key}  {cell.dataset} / {cell.setting} / {cell.fold_name} / seed {cell.seed}"
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from harness.plan.cells import expand_cells, expand_pretrain_cells
     from harness.plan.checks import check_writable, missing_paths, read_listings
+    from harness.plan.grid_size import DEFAULT_MAX_CELLS, cell_lines, describe_axes, largest_axis
     from harness.plan.places import Places
 
     spec = load(args)
     places = Places.of(spec, args.output)
     check_writable(places, existing_only=True)  # creates nothing: only folders that exist
     cells = expand_cells(spec)
-    print(f"{args.experiment}: valid; {len(cells)} cells")
+    print(f"{args.experiment}: valid; {len(cells)} cells ({describe_axes(cells)})")
     for override in spec.overrides:
         print(f"  --set {override}  (validated; part of every key, as if written in the file)")
-    for cell in cells:
-        print(f"  {cell.key}  {cell.dataset} / {cell.setting} / {cell.fold_name} / seed {cell.seed}")
+    if len(cells) > (spec.resources.max_cells or DEFAULT_MAX_CELLS):
+        name, n = largest_axis(cells)
+        print(
+            f"warning: a sweep refuses more than {spec.resources.max_cells or DEFAULT_MAX_CELLS:,} cells "
+            f"without --yes (the {name} axis multiplies by {n:,})"
+        )
+    for line in cell_lines(cells, _cell_line, args.list):
+        print(line)
     if spec.model.pretrained == "mae":
         print(f"  + {len(expand_pretrain_cells(spec))} pre-trainings (mmder pretrain)")
     from mmder.presets import lr_rule

@@ -9,7 +9,9 @@ import sys
 
 from harness.cli import bench, data, experiment, output, results, sweep
 from harness.cli.base import Handler, make_parser
+from harness.driver.outcome import ExitCode
 from harness.experiment.errors import ConfigError
+from harness.tracking.places import StoreUnreadable
 
 GROUPS = (experiment, sweep, results, output, data, bench)  # in the order `mmder --help` lists them
 
@@ -50,16 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         for problem in err.problems:  # every problem at once: a file is fixed in one round
             print(f"mmder: error: {problem}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
+    except StoreUnreadable as err:
+        print(f"mmder: error: {err}", file=sys.stderr)
+        return ExitCode.USAGE
     except KeyboardInterrupt:
         print(
             "\nmmder: interrupted; run the same command again to continue where it stopped", file=sys.stderr
         )
-        return 130
+        return ExitCode.SIGINT
     except BrokenPipeError:
         # `mmder validate x.yaml | head`: the reader left; a traceback would only hide its output
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+        return ExitCode.BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -12,14 +12,8 @@ import traceback
 from typing import Any
 
 from harness.cli.base import Add, Handler, add_experiment_args, load
+from harness.driver.outcome import ExitCode, help_text
 from mmder.timing import mark
-
-EXIT_CODES = (
-    "exit codes: 0 all cells finished, 1 a cell failed, 2 bad experiment or command line, 3 cells\n"
-    "refused (another sweep owns them), 4 the sweep itself failed (Ray, data preparation, Tune: its\n"
-    "parent run ends FAILED with the error), 129 SIGHUP, 130 SIGINT, 143 SIGTERM (running cells end\n"
-    "KILLED; rerun to resume them)"
-)
 
 
 def register(add: Add) -> dict[str, Handler]:
@@ -28,14 +22,10 @@ def register(add: Add) -> dict[str, Handler]:
         "Run every unfinished cell of an experiment, then print its leaderboard.",
         cmd_sweep,
         "example: mmder sweep experiments/quickstart.yaml            (results in runs/quickstart)\n"
-        "         mmder sweep experiments/paper.yaml --dry-run\n" + EXIT_CODES,
+        "         mmder sweep experiments/paper.yaml --dry-run\n" + help_text(),
     )
     add_experiment_args(s)
-    s.add_argument("--dry-run", action="store_true", help="print the cells to run and to skip; start nothing")
-    s.add_argument(
-        "--address", help="Ray cluster address (default: the experiment's ray.address, else a local Ray)"
-    )
-    s.add_argument("--verbose", action="store_true", help="show the Ray Train workers' logs")
+    _run_args(s, "print the cells to run and to skip; start nothing")
     s.add_argument(
         "--accept-stale",
         action="store_true",
@@ -65,33 +55,63 @@ def register(add: Add) -> dict[str, Handler]:
         "         mmder sweep experiments/quickstart-mae.yaml   (cells start from the encoders)",
     )
     add_experiment_args(pt, "experiment YAML file (its `pretrain` section)")
-    pt.add_argument("--dry-run", action="store_true", help="print the pre-trainings to run and to skip")
-    pt.add_argument("--address", help="Ray cluster address")
-    pt.add_argument("--verbose", action="store_true", help="show the Ray Train workers' logs")
+    _run_args(pt, "print the pre-trainings to run and to skip")
     return {"sweep": cmd_sweep, "status": cmd_status, "pretrain": cmd_pretrain}
 
 
+def _run_args(parser: argparse.ArgumentParser, dry_run: str) -> None:
+    """What `sweep` and `pretrain` share: they run cells the same way."""
+    parser.add_argument("--dry-run", action="store_true", help=dry_run)
+    parser.add_argument(
+        "--list", action="store_true", help="with --dry-run: every cell, not the first and last few"
+    )
+    parser.add_argument(
+        "--address", help="Ray cluster address (default: the experiment's ray.address, else a local Ray)"
+    )
+    parser.add_argument("--verbose", action="store_true", help="show the Ray Train workers' logs")
+    parser.add_argument(
+        "--yes", action="store_true", help="run a grid above resources.max_cells (default 10000 cells)"
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over where the output holds checkpoints or artifacts but its MLflow store is gone",
+    )
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
+    return _drive(args, "train")
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    return _drive(args, "pretrain")
+
+
+def _drive(args: argparse.Namespace, kind: Any) -> int:
+    """Plan, run and report a sweep (``kind="train"``) or its pre-trainings (``"pretrain"``): one path,
+    so both refuse, stop and hint at the resume alike."""
     from harness.plan.sweep_plan import format_plan, plan_run, plan_sweep
 
     spec = load(args)
+    accept_stale = getattr(args, "accept_stale", False)
     if args.dry_run:
-        print(format_plan(plan_sweep(spec, args.output, accept_stale=args.accept_stale)))
-        return 0
+        print(format_plan(plan_sweep(spec, args.output, kind=kind, accept_stale=accept_stale), args.list))
+        return ExitCode.OK
     from harness.driver.sweep import SweepDriver
 
     t0 = time.monotonic()
-    plan = plan_run(spec, args.output, kind="train", accept_stale=args.accept_stale, echo=print)
-    driver = SweepDriver(plan, address=args.address, verbose=args.verbose, wait=args.wait)
-    output = plan.places.output
+    plan = plan_run(
+        spec, args.output, kind=kind, accept_stale=accept_stale, echo=print, yes=args.yes, fresh=args.fresh
+    )
+    driver = SweepDriver(plan, address=args.address, verbose=args.verbose, wait=getattr(args, "wait", False))
     again = " ".join(
         shlex.quote(w)
-        for w in ["mmder", "sweep", args.experiment, "--output", str(output)]
+        for w in ["mmder", args.command, args.experiment, "--output", str(plan.places.output)]
         + [x for o in spec.overrides for x in ("--set", o)]
     )
     outcome = _run(driver, again)
     if outcome is None:
-        return 4
+        return ExitCode.SWEEP_FAILED
     if outcome.signal is not None:
         name = signal.Signals(outcome.signal).name
         print(
@@ -99,27 +119,35 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             f"Resume with: {again}  (each cell continues from its last epoch checkpoint)",
             file=sys.stderr,
         )
-        return 128 + outcome.signal
+        return outcome.exit_code
     print()
-    mark("board_start")
-    print(_leaderboard(plan))
-    mark("board_end")
-    print(f"\nsweep took {time.monotonic() - t0:.0f} s; results in {output}")
-    if not (spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")):
-        print(f"MLflow UI: uv run mlflow ui --backend-store-uri {shlex.quote(plan.places.tracking_uri)}")
+    if kind == "train":
+        _closing(plan, t0, args.experiment)
+    else:
+        for cell in plan.cells:
+            print(f"{cell.setting}: {plan.places.encoder_path(cell.key)}")
     if outcome.failed:
         print(
             f"{len(outcome.failed)} cell(s) failed: {', '.join(outcome.failed)}; `{again}` retries them",
             file=sys.stderr,
         )
-        return 1
-    if outcome.refused:
+    elif outcome.refused:
         print(
             f"{len(outcome.refused)} cell(s) refused: another sweep runs them; `{again} --wait` waits",
             file=sys.stderr,
         )
-        return 3
-    return 0
+    return outcome.exit_code
+
+
+def _closing(plan: Any, t0: float, experiment: str) -> None:
+    """The sweep's leaderboard, where its results are, and how to browse them."""
+    output = plan.places.output
+    mark("board_start")
+    print(_leaderboard(plan))
+    mark("board_end")
+    print(f"\nsweep took {time.monotonic() - t0:.0f} s; results in {output}")
+    if not (plan.spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")):
+        print(f"MLflow UI: mmder ui {shlex.quote(experiment)} --output {shlex.quote(str(output))}")
 
 
 def _run(driver: Any, again: str) -> Any:
@@ -164,32 +192,3 @@ def cmd_status(args: argparse.Namespace) -> int:
     spec = load(args)
     places = find_results(spec, args.output)
     return show(spec, places.output, args.format, args.every if args.watch else None)
-
-
-def cmd_pretrain(args: argparse.Namespace) -> int:
-    from harness.plan.sweep_plan import format_plan, plan_run, plan_sweep
-
-    spec = load(args)
-    if args.dry_run:
-        print(format_plan(plan_sweep(spec, args.output, kind="pretrain")))
-        return 0
-    from harness.driver.sweep import SweepDriver
-
-    plan = plan_run(spec, args.output, kind="pretrain", accept_stale=False, echo=print)
-    again = f"mmder pretrain {shlex.quote(args.experiment)} --output {shlex.quote(str(plan.places.output))}"
-    outcome = _run(SweepDriver(plan, address=args.address, verbose=args.verbose), again)
-    if outcome is None:
-        return 4
-    if outcome.signal is not None:
-        print(
-            f"mmder: stopped; resume with: mmder pretrain {args.experiment} --output {plan.places.output}",
-            file=sys.stderr,
-        )
-        return 128 + outcome.signal
-    for cell in plan.cells:
-        print(f"{cell.setting}: {plan.places.encoder_path(cell.key)}")
-    failed = len(outcome.failed)
-    if failed:
-        print(f"{failed} pre-training(s) failed; run the same command again to retry them", file=sys.stderr)
-        return 1
-    return 0

@@ -1,9 +1,52 @@
-"""How a sweep invocation ends, and the exception a signal raises before Tune runs."""
+"""How a sweep invocation ends: its outcome, the exit code it maps to, and the exception a signal raises
+before Tune runs. Every exit code of the command line is named here once; the help text and the README's
+table are checked against :data:`MEANINGS` by a test."""
 
 from __future__ import annotations
 
 import signal
 from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    CELL_FAILED = 1
+    USAGE = 2  # a bad experiment, command line or store, found before any work
+    REFUSED = 3
+    SWEEP_FAILED = 4
+    SIGHUP = 128 + signal.SIGHUP
+    SIGINT = 128 + signal.SIGINT
+    BROKEN_PIPE = 141
+    SIGTERM = 128 + signal.SIGTERM
+
+    @classmethod
+    def of_signal(cls, signum: int) -> ExitCode:
+        return cls(128 + signum)
+
+
+# the README's rows ("| code | meaning |"): one meaning per code; the signals share one row
+MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "every cell finished",
+    ExitCode.CELL_FAILED: "a cell failed (the rest ran; rerun to retry it)",
+    ExitCode.USAGE: (
+        "a bad experiment, command line or MLflow store, found before any work (or, for the result "
+        "commands, no results where they looked)"
+    ),
+    ExitCode.REFUSED: "cells refused: another sweep owns them (`--wait` waits)",
+    ExitCode.SWEEP_FAILED: (
+        "the sweep itself failed (Ray, data preparation, Tune); its parent run ended `FAILED` with the error"
+    ),
+}
+SIGNAL_MEANING = "stopped by SIGHUP / SIGINT / SIGTERM; running cells end `KILLED`; rerun to resume"
+SIGNAL_CODES = (ExitCode.SIGHUP, ExitCode.SIGINT, ExitCode.SIGTERM)
+
+
+def help_text() -> str:
+    """The exit codes as `mmder sweep --help` lists them."""
+    codes = [f"{int(code)} {text.split(' (')[0]}" for code, text in MEANINGS.items()]
+    signals = " / ".join(str(int(c)) for c in SIGNAL_CODES)
+    return "exit codes: " + "; ".join(codes) + f"; {signals} {SIGNAL_MEANING}"
 
 
 @dataclass
@@ -18,6 +61,18 @@ class SweepOutcome:
 
     def __int__(self) -> int:  # the number of failed cells, as run_sweep returned before
         return len(self.failed)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.error is not None:
+            return ExitCode.SWEEP_FAILED
+        if self.signal is not None:
+            return ExitCode.of_signal(self.signal)
+        if self.failed:
+            return ExitCode.CELL_FAILED
+        if self.refused:
+            return ExitCode.REFUSED
+        return ExitCode.OK
 
 
 class Interrupted(Exception):

@@ -63,11 +63,6 @@ def run_sweep(
     return SweepDriver(plan, echo=echo, address=address, verbose=verbose, wait=wait).run()
 
 
-def run_pretrain(spec: ExperimentConfig, output: Path, **options: Any) -> SweepOutcome:
-    """MAE pre-training, one resumable cell per input setting."""
-    return run_sweep(spec, output, kind="pretrain", **options)
-
-
 @dataclass
 class SweepDriver:
     """The state of one sweep invocation: its plan, store, parent run, owned cells and stop flag."""

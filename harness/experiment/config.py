@@ -178,6 +178,12 @@ class ResourcesConfig(Strict):
         "max_failures), instead of starting a Train job and its processes for every cell; false: a Train "
         "job per cell. Local storage only (on s3:// every cell has its own job)",
     )
+    max_cells: int | None = operational(
+        None,
+        "the most cells a sweep runs without --yes (default 10000): a typo in a seeds or settings list "
+        "is refused before any work, naming the axis that multiplies",
+        ge=1,
+    )
     keep_checkpoints: Literal["last", "none"] = operational(
         "last",
         "what a finished cell keeps of its epoch checkpoints: last (its newest, to inspect or continue "

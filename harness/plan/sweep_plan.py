@@ -17,8 +17,10 @@ from harness.experiment.config import ExperimentConfig
 from harness.experiment.errors import ConfigError
 from harness.plan.cells import Cell, expand_cells, expand_pretrain_cells
 from harness.plan.checks import check_data_roots, check_writable, read_listings
+from harness.plan.grid_size import cell_lines, check_grid_size, describe_axes
 from harness.plan.places import Places
 from harness.plan.provenance import dataset_digests, judge
+from harness.plan.strays import stray_outputs
 from harness.tracking.places import sqlite_path
 from harness.tracking.tags import FINISHED, KIND_SWEEP, TAG_ERROR, TAG_KIND, TAG_STATUS, TAG_SWEEP
 
@@ -62,6 +64,7 @@ class SweepPlan:
     weights: dict[str, str | None] = field(default_factory=dict)  # key -> checkpoint it starts from
     # another MLflow experiment of the same store -> how many of these cells it holds finished
     elsewhere: dict[str, int] = field(default_factory=dict)
+    strays: str | None = None  # checkpoints or artifacts in the output with no store to account for them
 
     @property
     def todo(self) -> list[Cell]:
@@ -95,25 +98,42 @@ def plan_sweep(
 
 
 def plan_run(
-    spec: ExperimentConfig, output: str | Path | None, *, kind: Kind, accept_stale: bool, echo: Echo
+    spec: ExperimentConfig,
+    output: str | Path | None,
+    *,
+    kind: Kind,
+    accept_stale: bool,
+    echo: Echo,
+    yes: bool = False,
+    fresh: bool = False,
 ) -> SweepPlan:
     """The plan a sweep runs: every folder and checkpoint checked, synthetic corpora generated, every
     corpus listed strictly (bad data stops here, before Ray), pre-trained weights found for each cell."""
+    cells = expand_cells(spec) if kind == "train" else expand_pretrain_cells(spec)
+    check_grid_size(cells, spec.resources.max_cells, yes)
     places = Places.of(spec, output)
     check_writable(places)
     check_data_roots(spec, places)
     listings = read_listings(spec, places, echo, strict=True, generate=True)
-    plan = _judged(spec, kind, places, listings, accept_stale)
+    plan = _judged(spec, kind, places, listings, accept_stale, cells)
+    if plan.strays and not fresh:
+        raise ConfigError("--fresh", plan.strays)
     if kind == "train":
         plan.weights = {c.key: _weights(plan, c) for c in plan.todo}
     return plan
 
 
 def _judged(
-    spec: ExperimentConfig, kind: Kind, places: Places, listings: dict[str, Any], accept_stale: bool
+    spec: ExperimentConfig,
+    kind: Kind,
+    places: Places,
+    listings: dict[str, Any],
+    accept_stale: bool,
+    cells: list[Cell] | None = None,
 ) -> SweepPlan:
-    cells = expand_cells(spec) if kind == "train" else expand_pretrain_cells(spec)
-    plan = SweepPlan(spec, kind, places, cells, listings=listings)
+    if cells is None:
+        cells = expand_cells(spec) if kind == "train" else expand_pretrain_cells(spec)
+    plan = SweepPlan(spec, kind, places, cells, listings=listings, strays=stray_outputs(places))
     plan.digests = dataset_digests(spec, places.dataset_roots, listings)
     plan.runs, plan.parent = existing_runs(places.tracking_uri, spec.mlflow_experiment, spec.name)
     path = sqlite_path(places.tracking_uri)
@@ -194,23 +214,27 @@ def elsewhere_note(plan: SweepPlan) -> list[str]:
     return lines
 
 
-def format_plan(plan: SweepPlan) -> str:
+def format_plan(plan: SweepPlan, full: bool = False) -> str:
+    """Counts, then the cells: every one with ``full`` (or when few), else the first and last few."""
     counts: dict[str, int] = {}
     for c in plan.cells:
         action = plan.state(c.key).action
         counts[action] = counts.get(action, 0) + 1
     extra = "".join(f", {counts[a]} {a}" for a in ("stale", "retry", "resume") if counts.get(a))
     lines = [
-        f"{len(plan.cells)} cells: {len(plan.todo)} to run, {len(plan.finished)} finished (skipped){extra}"
+        f"{len(plan.cells)} cells: {len(plan.todo)} to run, {len(plan.finished)} finished (skipped){extra}",
+        f"  grid: {describe_axes(plan.cells)}",
     ]
+    if plan.strays:
+        lines.append(f"warning: {plan.strays}")
     lines += elsewhere_note(plan)
     width = max((len(c.key) for c in plan.cells), default=10)
     labels = {c.key: plan.state(c.key).label for c in plan.cells}
     status_w = max([6, *map(len, labels.values())])
     lines.append(f"  {'status':<{status_w}}  {'cell':<{width}}  dataset / setting / fold / seed")
-    for c in plan.cells:
-        lines.append(
-            f"  {labels[c.key]:<{status_w}}  {c.key:<{width}}  "
-            f"{c.dataset} / {c.setting} / {c.fold_name} / {c.seed}"
-        )
-    return "\n".join(lines)
+
+    def line(c: Cell) -> str:
+        where = f"{c.dataset} / {c.setting} / {c.fold_name} / {c.seed}"
+        return f"  {labels[c.key]:<{status_w}}  {c.key:<{width}}  {where}"
+
+    return "\n".join(lines + cell_lines(plan.cells, line, full))

@@ -12,6 +12,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+class StoreUnreadable(Exception):
+    """MLflow's SQLite file exists but cannot be read (truncated, overwritten, not a database).
+
+    One line naming the file and the two ways on: every command says it and exits 2, instead of a
+    ``sqlite3.DatabaseError`` traceback."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        super().__init__(
+            f"the MLflow store {path} cannot be read ({reason}): restore it from a backup, or move it "
+            f"aside (mv {path} {path}.broken) to start over, which retrains every cell"
+        )
+
+
 def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 

@@ -53,9 +53,15 @@ def read_only(path: Path) -> Iterator[Any]:
     """MLflow's SQLite file opened read-only: under WAL a reader never blocks the sweep's writers."""
     import sqlite3
 
+    from harness.tracking.places import StoreUnreadable
+
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
         yield db
+    except sqlite3.DatabaseError as err:
+        if "locked" in str(err) or "busy" in str(err):
+            raise  # a writer holds it for a moment: not damage
+        raise StoreUnreadable(path, str(err)) from err
     finally:
         db.close()
 

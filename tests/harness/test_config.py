@@ -290,6 +290,7 @@ def test_paper_grid_dry_runs_without_data_gpu_or_ray(tmp_path):
             "sweep",
             str(PAPER),
             "--dry-run",
+            "--list",
             "--output",
             str(tmp_path / "p"),
         ],
@@ -305,6 +306,7 @@ def test_paper_grid_dry_runs_without_data_gpu_or_ray(tmp_path):
     for dataset in ("ravdess", "cremad", "iemocap"):
         assert sum(f" {dataset} / " in ln for ln in lines) == 8 * (1 if dataset == "ravdess" else 5)
     assert "88 cells: 88 to run, 0 finished" in proc.stdout
+    assert "grid: 3 datasets x 8 settings x 1-5 folds x 1 seed" in proc.stdout
     assert not (tmp_path / "p").exists()
 
 
