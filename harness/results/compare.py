@@ -219,6 +219,7 @@ def record(c: Comparison) -> dict[str, object]:
         "diff_lo": sp.lo,
         "diff_hi": sp.hi,
         "speaker_p": sp.pvalue,
+        "speaker_p_floor": sp.smallest_p,  # no resample crossed 0: speaker_p is only an upper bound
         "unit": sp.unit,
         "clusters": sp.clusters,
         "pairs": len(c.pairs),
@@ -259,6 +260,7 @@ class AllPairs:
     matrix: pd.DataFrame  # settings x settings: BH-corrected speaker-level p (NaN on the diagonal)
     diff: pd.DataFrame  # settings x settings: row minus column, in points
     table: pd.DataFrame  # one ``record`` per pair, with the *_bh columns
+    metric: str = "war"
 
 
 def compare_all(
@@ -286,7 +288,7 @@ def compare_all(
             for c, p_adj in zip(comps, table["speaker_p_bh"], strict=True):
                 matrix.loc[c.a, c.b] = matrix.loc[c.b, c.a] = p_adj
                 diff.loc[c.a, c.b], diff.loc[c.b, c.a] = c.speaker.estimate, -c.speaker.estimate
-        out.append(AllPairs(dataset, comps, refused, matrix, diff, table))
+        out.append(AllPairs(dataset, comps, refused, matrix, diff, table, metric))
     return out
 
 
@@ -294,3 +296,16 @@ def format_p(p: float | None) -> str:
     if p is None or p != p:  # NaN: untestable, the notes say why
         return "n/a"
     return f"{p:.2g}" if p < 0.001 else f"{p:.4f}"
+
+
+def p_floor(resamples: int) -> float:
+    """The smallest two-sided p a paired bootstrap of ``resamples`` can give, +1-corrected (what
+    :func:`mmder.eval.stats.paired_speaker_bootstrap` returns when no resample reaches 0)."""
+    return 2.0 / (resamples + 1.0)
+
+
+def format_speaker_p(p: float | None, floor: bool) -> str:
+    """A speaker-level p as every format shows it: '< 0.001' where no resample crossed 0 (the p is then
+    only bounded by the resamples, and a BH-corrected one from it too), else '0.0123'."""
+    text = format_p(p)
+    return f"< {text}" if floor and text != "n/a" else text

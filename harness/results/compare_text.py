@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.results.compare import AllPairs, Comparison, format_p, notes, record
+from harness.results.compare import AllPairs, Comparison, format_p, format_speaker_p, notes, p_floor, record
 from mmder.eval import stats
 
 FORMATS = ("table", "csv", "json")
@@ -19,8 +19,10 @@ def method_note(n_resamples: int = stats.RESAMPLES, seed: int = stats.SEED) -> s
     """What each line's numbers are, in one sentence every format carries."""
     return (
         "speaker level: 95 % percentile interval and two-sided p of a paired bootstrap resampling test "
-        f"speakers with all their clips ({n_resamples} resamples, seed {seed}); fold level: paired t and "
-        "Wilcoxon over (fold, seed) pairs; clip level: McNemar exact, which assumes independent clips"
+        f"speakers with all their clips ({n_resamples} resamples, seed {seed}; where no resample crosses 0 "
+        f"p is only bounded: p < {format_p(p_floor(n_resamples))}, speaker_p_floor true); fold level: "
+        "paired t and Wilcoxon over (fold, seed) pairs; clip level: McNemar exact, which assumes "
+        "independent clips"
     )
 
 
@@ -30,7 +32,7 @@ def _speaker_line(c: Comparison) -> str:
     if not sp.has_interval:
         return f"  {what}: no interval (see note)"
     p = (
-        f"p <= {format_p(sp.pvalue)} (no resample reached 0)"
+        f"p {format_speaker_p(sp.pvalue, True)} (no resample crossed 0 in {sp.resamples})"
         if sp.smallest_p
         else f"p = {format_p(sp.pvalue)}"
     )
@@ -70,22 +72,44 @@ def _all_notes(r: AllPairs) -> list[str]:
 def format_all(results: list[AllPairs]) -> str:
     lines = []
     for r in results:
-        lines.append(f"{r.dataset}: all pairs, Benjamini-Hochberg over {len(r.comparisons)} comparisons")
+        lines.append(
+            f"{r.dataset}: all pairs, {r.metric.upper()}, Benjamini-Hochberg over {len(r.comparisons)} "
+            "comparisons"
+        )
         if not r.table.empty:
-            shown = r.table[SHOWN_ALL].copy()
-            for col in [c for c in shown.columns if c.endswith("_p") or c.endswith("_bh")]:
-                shown[col] = shown[col].map(format_p)
+            shown = p_text(r.table)[SHOWN_ALL]
             text = shown.to_string(index=False, float_format="%.2f")
             lines.append("\n".join("  " + ln for ln in text.splitlines()))
-            lines.append("  BH-corrected speaker-level p (row vs column; diagonal: -):")
-            matrix = r.matrix.map(format_p)
-            for s in matrix.index:
-                matrix.loc[s, s] = "-"
-            lines.append("\n".join("    " + ln for ln in matrix.to_string().splitlines()))
+            lines.append(f"  BH-corrected speaker-level p, {r.metric.upper()} (row vs column; diagonal: -):")
+            lines.append("\n".join("    " + ln for ln in _matrix_text(r).splitlines()))
         lines += [f"  note: {n}" for n in _all_notes(r)]
         lines += [f"  refused: {msg}" for msg in r.refused]
         lines.append("")
     return "\n".join(lines).rstrip() or "(no finished cells yet)"
+
+
+def _matrix_text(r: AllPairs) -> str:
+    """The BH-corrected p matrix as text; a pair whose p is a floor reads '< 0.001' as in its row."""
+    matrix = r.matrix.map(format_p)
+    for c in r.comparisons:
+        if c.speaker.smallest_p:
+            matrix.loc[c.a, c.b] = matrix.loc[c.b, c.a] = format_speaker_p(r.matrix.loc[c.a, c.b], True)
+    for s in matrix.index:
+        matrix.loc[s, s] = "-"
+    return matrix.to_string()
+
+
+def p_text(table: pd.DataFrame) -> pd.DataFrame:
+    """The p columns of ``record`` rows as text, the speaker-level ones marked '< ' where they are a floor."""
+    shown = table.copy()
+    no_floor = pd.Series(False, index=table.index)
+    floor = table["speaker_p_floor"].astype(bool) if "speaker_p_floor" in table.columns else no_floor
+    for col in [c for c in shown.columns if c.endswith("_p") or c.endswith("_bh")]:
+        if col.startswith("speaker_p"):
+            shown[col] = [format_speaker_p(p, f) for p, f in zip(table[col], floor, strict=True)]
+        else:
+            shown[col] = table[col].map(format_p)
+    return shown
 
 
 def _json_rows(rows: pd.DataFrame) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness.results.compare import compare_all, format_p  # noqa: E402
+from harness.results.compare_text import p_text  # noqa: E402
 from harness.results.leaderboard import (  # noqa: E402
     ExperimentRuns,
     experiment_leaderboard,
@@ -346,8 +347,7 @@ def _dataset_section(
             + "<p>The table adds the fold-level paired t and Wilcoxon and, last, McNemar per clip, which "
             "assumes independent clips.</p>"
         )
-        p_cols = [c for c in pairs.table.columns if c.endswith("_p") or c.endswith("_bh")]
-        parts.append(_table(pairs.table.assign(**{c: pairs.table[c].map(format_p) for c in p_cols})))
+        parts.append(_table(p_text(pairs.table)))  # a floor p reads '< 0.001', as in `compare --all`
     for msg in pairs.refused if pairs is not None else []:
         parts.append(f'<p class="note">refused: {html.escape(msg)}</p>')
     return parts
