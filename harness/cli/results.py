@@ -46,6 +46,12 @@ def register(add: Add) -> dict[str, Handler]:
         help="print published results below, with deltas and protocol notes",
     )
     lb.add_argument(
+        "--latex-costs",
+        action="store_true",
+        help="--format latex: add the cost columns (wall s/cell, clips/s, device-h, MFU) to the paper's "
+        "table of setting, UAR and WAR with their intervals",
+    )
+    lb.add_argument(
         "--show-params",
         action="store_true",
         help="print the hyper-parameters each row's search chose (experiments with a `search:` block)",
@@ -99,7 +105,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     exp = _collect(args)
     table = experiment_leaderboard(exp, per_class=args.per_class)  # the report shows this same table
-    print(render(table, args.format, exp.datasets, references=args.references))
+    print(render(table, args.format, exp.datasets, references=args.references, costs=args.latex_costs))
     if args.show_params:
         print(chosen_params_table(exp))
     return 0

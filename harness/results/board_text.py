@@ -163,39 +163,80 @@ def render(
     fmt: str = "table",
     datasets: dict[str, DatasetInfo] | None = None,
     references: bool = False,
+    costs: bool = False,
 ) -> str:
-    """The leaderboard as text in one of FORMATS; with ``references``, published rows follow. Every
-    format carries the protocol of each dataset and what the intervals are; CSV and JSON keep full
-    precision."""
+    """The leaderboard as text in one of FORMATS; with ``references``, published rows follow (or one
+    line saying there are none). Every format carries the protocol of each dataset and what the
+    intervals are; CSV and JSON keep full precision. LaTeX is a paper's table (setting, UAR and WAR with
+    their intervals); ``costs`` adds the cost columns there."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
     datasets = datasets or {}
     ref = reference_rows(table, datasets) if references and not table.empty else pd.DataFrame()
+    unpublished = unpublished_line(table, datasets, ref) if references else ""
     if fmt == "json":
-        return _json(table, datasets, ref if references else None)
+        return _json(table, datasets, ref if references else None, unpublished)
     notes = [protocol_note(d, datasets.get(d)) for d in table["dataset"].unique()] + [intervals_note()]
     if fmt == "csv":
         text = "".join(f"# {n}\n" for n in notes) + table.to_csv(index=False)
         if references and not ref.empty:
             text += f"\n# references {refs.REFERENCES_VERSION}\n" + ref.to_csv(index=False)
-        return text
+        return text + (f"# {unpublished}\n" if unpublished else "")
     if table.empty:
         return "(no finished cells yet)"
     shown = _display(table, datasets)
     notes += _footnotes(table)
     if fmt == "latex":
-        return _latex_text(shown, ref, notes)
+        text = _latex_text(paper_columns(shown, costs), ref, notes)
+        return text + (f"% {unpublished}\n" if unpublished else "")
     if fmt == "markdown":
         text = _markdown(shown) + "\n\nTable: " + "; ".join(notes)
         if references and not ref.empty:
             text += f"\n\nPublished results (references {refs.REFERENCES_VERSION}):\n\n" + _markdown(
                 _references_display(ref)
             )
-        return text
-    return _table_text(shown, table, ref if references else None, datasets)
+        return text + (f"\n\n{unpublished}" if unpublished else "")
+    text = _table_text(shown, table, ref if references else None, datasets)
+    return text + (f"\n{unpublished}" if unpublished else "")
 
 
-def _json(table: pd.DataFrame, datasets: dict[str, DatasetInfo], ref: pd.DataFrame | None) -> str:
+COST_COLUMNS = ["wall s/cell", "clips/s", "device-h", "MFU"]
+PAPER_COLUMNS = ["setting", "UAR % [95% spk]", "WAR % [95% spk]"]
+
+
+def paper_columns(shown: pd.DataFrame, costs: bool = False) -> pd.DataFrame:
+    """What fits a paper's column: setting, UAR and WAR with their intervals (the dataset where there
+    are several; the fold status where a row is unfinished, as its '!' mark is footnoted; per-class
+    recall where asked for), and the cost columns only with ``costs``."""
+    known = {"dataset", "folds", "seeds", "n", "speakers", "mean UAR [95% t]", "mean WAR [95% t]"}
+    known |= {*PAPER_COLUMNS, *COST_COLUMNS}
+    cols = (["dataset"] if shown["dataset"].nunique() > 1 else []) + PAPER_COLUMNS[:1]
+    if shown["folds"].astype(str).str.contains("!").any():
+        cols.append("folds")
+    cols += PAPER_COLUMNS[1:] + [c for c in shown.columns if c not in known]  # per-class recall
+    return shown[cols + (COST_COLUMNS if costs else [])]
+
+
+def unpublished_line(table: pd.DataFrame, datasets: dict[str, DatasetInfo], ref: pd.DataFrame) -> str:
+    """One line naming the datasets no published row stands beside ("" when every one has some)."""
+    have = set(ref["dataset"]) if not ref.empty else set()
+    lacking = []
+    for d in table["dataset"].unique() if not table.empty else []:
+        info = datasets.get(d)
+        if d in have:
+            continue
+        if info is not None and info.tested_on:
+            lacking.append(f"{d} (cross-corpus: published rows are in-corpus)")
+        else:
+            lacking.append(f"{d} (corpus {info.corpus if info else '?'})")
+    if not lacking:
+        return ""
+    return f"published results (references {refs.REFERENCES_VERSION}): none for {', '.join(lacking)}"
+
+
+def _json(
+    table: pd.DataFrame, datasets: dict[str, DatasetInfo], ref: pd.DataFrame | None, unpublished: str = ""
+) -> str:
     """An object: the protocol of each dataset, what the intervals are, and the rows at full precision."""
     present = table["dataset"].unique() if not table.empty else list(datasets)
     payload: dict[str, Any] = {
@@ -212,6 +253,8 @@ def _json(table: pd.DataFrame, datasets: dict[str, DatasetInfo], ref: pd.DataFra
     if ref is not None:
         payload["references_version"] = refs.REFERENCES_VERSION
         payload["references"] = _json_rows(ref)
+        if unpublished:
+            payload["references_note"] = unpublished
     return json.dumps(payload, indent=2, ensure_ascii=False)
 
 

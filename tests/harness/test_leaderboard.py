@@ -106,7 +106,7 @@ def test_every_format_carries_the_protocol_and_csv_json_keep_full_precision():
     assert "\\caption{ds  (ravdess, 8 classes, 3 folds, fine-tuned); UAR/WAR in \\%" in latex
     assert "\\label{tab:mmder-leaderboard}" in latex
     # text columns left, every number column right-aligned
-    assert "\\begin{tabular}{ll" + "r" * (len(_display_columns(latex)) - 2) + "}" in latex
+    assert "\\begin{tabular}{l" + "r" * (len(_display_columns(latex)) - 1) + "}" in latex
 
 
 def _display_columns(latex: str) -> list[str]:
