@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from harness.experiment.errors import ConfigError, ConfigErrors
-from harness.experiment.overrides import apply_overrides, parse_path
+from harness.experiment.overrides import apply_overrides, names_key, nearest
 from harness.experiment.search import SearchConfig
 from mmder.config import ModelConfig, PretrainConfig, Strict, TrainingConfig, operational
 from mmder.data.preprocess import PreprocessConfig
@@ -596,23 +596,18 @@ def _problem(error: Any, data: Any, source: str | None, lines: dict, overrides: 
     cause = (error.get("ctx") or {}).get("error")
     if isinstance(cause, _LocatedError):
         loc, message = loc + cause.loc, str(cause)
-    if error["type"] == "extra_forbidden":
+    unknown = error["type"] == "extra_forbidden"
+    if unknown:
         allowed = _allowed_keys(ExperimentConfig, loc)
-        if allowed:
-            message += f"; allowed keys here: {', '.join(allowed)}"
+        near = nearest(loc[-1], allowed)
+        message += f" (did you mean {dotted((*loc[:-1], near))}?)" if near else ""
+        message += f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
     key = dotted(loc)
-    given = [o for o in overrides if _same_key(o.partition("=")[0], key)]
+    given = [o for o in overrides if names_key(o.partition("=")[0], key, unknown)]
     if given:
         return ConfigError(key, message, f"--set {given[-1]}")
     line = _line_of(data, loc, lines)
     return ConfigError(key, message, f"{source}:{line}" if source and line else source)
-
-
-def _same_key(override: str, key: str) -> bool:
-    """Whether an override's key names ``key`` or a section holding it (``datasets.0.root`` is
-    ``datasets[0].root``)."""
-    spelled = dotted(tuple(parse_path(override.strip())))
-    return key == spelled or key.startswith(spelled + ".") or key.startswith(spelled + "[")
 
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -9,6 +9,7 @@ before validation, so an override is validated, keyed and recorded exactly as if
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any
 
@@ -72,3 +73,25 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def _length(node: Any) -> str:
     return f"{len(node)} items" if isinstance(node, list) else "no items: it is not a list"
+
+
+def _dotted(path: list[str | int]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+
+
+def names_key(override: str, key: str, unknown: bool = False) -> bool:
+    """Whether the override ``override`` (its KEY, ``datasets.0.root`` spelled either way) set ``key``
+    or a section holding it; with ``unknown`` (``key`` is an unknown key) also whether it created
+    ``key``: ``trainin.epochs`` made the section ``trainin``, so the unknown ``trainin`` is its doing."""
+    spelled = _dotted(parse_path(override.strip()))
+    pairs = [(key, spelled), (spelled, key)] if unknown else [(key, spelled)]
+    return any(
+        longer == shorter or longer.startswith(shorter + ".") or longer.startswith(shorter + "[")
+        for longer, shorter in pairs
+    )
+
+
+def nearest(name: object, allowed: list[str]) -> str | None:
+    """The allowed key nearest a misspelt one (difflib's ratio 0.6 or more), for 'did you mean'."""
+    close = difflib.get_close_matches(str(name), allowed, n=1)
+    return close[0] if close else None
