@@ -12,18 +12,24 @@ from typing import Any
 import pandas as pd
 
 from harness.results.board_protocol import FOLD_FALLBACK, DatasetInfo, protocol_note, reference_rows
+from harness.results.board_seeds import one_model_note, one_model_rows
 from mmder.eval import references as refs
 from mmder.eval import stats
 
 FORMATS = ("table", "csv", "markdown", "json", "latex")
 
 
-def intervals_note() -> str:
-    """What the intervals are, in words every format carries."""
-    return (
+def intervals_note(t_columns: bool = True) -> str:
+    """What the intervals are, in words every format carries (the t interval's only where it is shown)."""
+    spk = (
         "UAR/WAR in %; [95% spk]: pooled over test predictions, 95 % percentile bootstrap resampling test "
-        f"speakers ({stats.RESAMPLES} resamples, seed {stats.SEED}); mean [95% t]: mean over folds x "
-        f"seeds, 95 % Student t interval (none below {stats.MIN_T_VALUES} values)"
+        f"speakers ({stats.RESAMPLES} resamples, seed {stats.SEED})"
+    )
+    if not t_columns:
+        return spk
+    return spk + (
+        f"; mean [95% t]: mean over folds x seeds, 95 % Student t interval (none below {stats.MIN_T_VALUES} "
+        "values)"
     )
 
 
@@ -89,11 +95,23 @@ def _display(table: pd.DataFrame, datasets: dict[str, DatasetInfo]) -> pd.DataFr
     return pd.DataFrame(out)
 
 
-def _footnotes(raw: pd.DataFrame) -> list[str]:
-    """What a reader must know to read these rows: unfinished cells, missing or cut intervals."""
-    lines = []
+def _footnotes(raw: pd.DataFrame, t_columns: bool = True) -> list[str]:
+    """What a reader must know to read these rows: one model per fold, unfinished cells, missing or cut
+    intervals (the t interval's only where it is shown)."""
+    lines = [one_model_note(raw)] if one_model_rows(raw).shape[0] else []
     if (raw["missing"] > 0).any():
         lines.append("! = cells not finished yet: the figures rest only on the finished ones (see n)")
+    if t_columns:
+        lines += _t_footnotes(raw)
+    if (raw["war_spk_lo"].isna() & raw["war_pooled"].notna()).any():
+        lines.append(f"no speaker interval below {stats.MIN_CLUSTERS} test speakers")
+    if (raw["interval_unit"] == "fold").any():
+        lines.append(FOLD_FALLBACK)
+    return lines
+
+
+def _t_footnotes(raw: pd.DataFrame) -> list[str]:
+    lines = []
     if (raw["war_lo"].isna() & (raw["n"] > 0)).any():
         lines.append(
             f"no t interval below n={stats.MIN_T_VALUES} (fold, seed) values: it would span most of 0-100"
@@ -102,10 +120,6 @@ def _footnotes(raw: pd.DataFrame) -> list[str]:
         (raw["war_lo"] == 0.0) | (raw["war_hi"] == 100.0) | (raw["uar_lo"] == 0.0) | (raw["uar_hi"] == 100.0)
     ).any():
         lines.append("a t interval reaching past 0 or 100 is cut there")
-    if (raw["war_spk_lo"].isna() & raw["war_pooled"].notna()).any():
-        lines.append(f"no speaker interval below {stats.MIN_CLUSTERS} test speakers")
-    if (raw["interval_unit"] == "fold").any():
-        lines.append(FOLD_FALLBACK)
     return lines
 
 
@@ -178,17 +192,20 @@ def render(
         return _json(table, datasets, ref if references else None, unpublished)
     notes = [protocol_note(d, datasets.get(d)) for d in table["dataset"].unique()] + [intervals_note()]
     if fmt == "csv":
-        text = "".join(f"# {n}\n" for n in notes) + table.to_csv(index=False)
+        conditional = one_model_note(table)
+        text = "".join(f"# {n}\n" for n in [*notes, *([conditional] if conditional else [])])
+        text += table.to_csv(index=False)
         if references and not ref.empty:
             text += f"\n# references {refs.REFERENCES_VERSION}\n" + ref.to_csv(index=False)
         return text + (f"# {unpublished}\n" if unpublished else "")
     if table.empty:
         return "(no finished cells yet)"
     shown = _display(table, datasets)
-    notes += _footnotes(table)
-    if fmt == "latex":
-        text = _latex_text(paper_columns(shown, costs), ref, notes)
+    if fmt == "latex":  # a paper's table: no t interval shown, none described
+        caption = [*notes[:-1], intervals_note(t_columns=False), *_footnotes(table, t_columns=False)]
+        text = _latex_text(paper_columns(shown, costs), ref, caption)
         return text + (f"% {unpublished}\n" if unpublished else "")
+    notes += _footnotes(table)
     if fmt == "markdown":
         text = _markdown(shown) + "\n\nTable: " + "; ".join(notes)
         if references and not ref.empty:
@@ -249,7 +266,11 @@ def _json(
         "resamples": stats.RESAMPLES,
         "seed": stats.SEED,
         "rows": _json_rows(table),
+        # rows on one trained model per fold: their speaker interval is conditional on those models
+        "one_model_per_fold": _json_rows(one_model_rows(table)[["dataset", "setting"]]),
     }
+    if payload["one_model_per_fold"]:
+        payload["one_model_note"] = one_model_note(table)
     if ref is not None:
         payload["references_version"] = refs.REFERENCES_VERSION
         payload["references"] = _json_rows(ref)

@@ -41,6 +41,8 @@ class Comparison:
     mcnemar: stats.McNemar  # per clip: assumes independent clips
     folds: stats.PairedTests
     notes: list[str] = field(default_factory=list)
+    pair_diffs: list[tuple[int, int, float]] = field(default_factory=list)  # (fold, seed, A-B) per run pair
+    models: tuple[int, int] = (0, 0)  # the trained models (finished runs) behind A and behind B
 
     @property
     def label(self) -> str:
@@ -187,6 +189,9 @@ def compare(
         notes.append(f"left out (finished for one setting only): {', '.join(unpaired)}")
     if metric == "uar":
         notes.append("McNemar tests per-clip correctness, i.e. WAR; the bootstrap and fold tests use UAR")
+    models = (int(pairs["key_a"].nunique()), int(pairs["key_b"].nunique()))
+    notes += one_model_notes(a, b, models, int(pairs["fold"].nunique()))
+    diffs = pairs[f"{metric}_a"].astype(float) - pairs[f"{metric}_b"].astype(float)
     speaker = stats.paired_speaker_bootstrap(t, pa, pb, clusters, metric, unit, n_resamples, seed)
     return Comparison(
         dataset=dataset,
@@ -202,7 +207,33 @@ def compare(
         mcnemar=stats.mcnemar_exact(pa == t, pb == t),
         folds=stats.paired_fold_tests(pairs[f"{metric}_a"].astype(float), pairs[f"{metric}_b"].astype(float)),
         notes=notes,
+        pair_diffs=sorted(
+            (int(f), int(s), float(d)) for f, s, d in zip(pairs["fold"], pairs["seed"], diffs, strict=True)
+        ),
+        models=models,
     )
+
+
+def one_model_notes(a: str, b: str, models: tuple[int, int], folds: int) -> list[str]:
+    """What a speaker-level test means where a side rests on one trained model per fold: it resamples
+    test speakers with the models held fixed, so it is conditional on them (a classical baseline,
+    which no seed changes, is no such side)."""
+    sides = [s for s, m in zip((a, b), models, strict=True) if m <= folds and not _seedless(s)]
+    if not sides:
+        return []
+    return [
+        f"one trained model per fold behind {' and '.join(sides)}: the speaker-level interval and p are "
+        "conditional on these trained models (seed-to-seed training variance is not in them); they say "
+        "these models differ on new test speakers, not that retraining would"
+    ]
+
+
+def pair_diffs_text(diffs: list[tuple[int, int, float]]) -> str:
+    """'f0 s0 +2.10, f1 s0 +16.70', or per fold 'f0: s0 +2.10 s1 +1.40; f1: ...' where folds have seeds."""
+    folds = sorted({f for f, _, _ in diffs})
+    if len(diffs) == len(folds):
+        return ", ".join(f"f{f} s{s} {d:+.2f}" for f, s, d in diffs)
+    return "; ".join(f"f{f}: " + " ".join(f"s{s} {d:+.2f}" for g, s, d in diffs if g == f) for f in folds)
 
 
 def record(c: Comparison) -> dict[str, object]:
@@ -223,6 +254,9 @@ def record(c: Comparison) -> dict[str, object]:
         "unit": sp.unit,
         "clusters": sp.clusters,
         "pairs": len(c.pairs),
+        "models_a": c.models[0],
+        "models_b": c.models[1],
+        "pair_diffs": pair_diffs_text(c.pair_diffs),  # A-B per (fold, seed) run pair, in points
         "fold_mean_diff": ft.mean_diff,
         "t_p": ft.t_pvalue,
         "wilcoxon_p": ft.wilcoxon_pvalue,

@@ -7,7 +7,16 @@ from typing import Any
 
 import pandas as pd
 
-from harness.results.compare import AllPairs, Comparison, format_p, format_speaker_p, notes, p_floor, record
+from harness.results.compare import (
+    AllPairs,
+    Comparison,
+    format_p,
+    format_speaker_p,
+    notes,
+    p_floor,
+    pair_diffs_text,
+    record,
+)
 from mmder.eval import stats
 
 FORMATS = ("table", "csv", "json")
@@ -48,11 +57,20 @@ def format_comparison(c: Comparison) -> str:
         _speaker_line(c),
         f"  fold level (n={ft.n} (fold, seed) pairs): mean A-B {ft.mean_diff:+.2f}, "
         f"paired t p = {format_p(ft.t_pvalue)}, Wilcoxon p = {format_p(ft.wilcoxon_pvalue)}",
+        f"    A-B per (fold, seed): {pair_diffs_text(c.pair_diffs)}",
+        f"    trained models: A {_models(c.models[0], c)}, B {_models(c.models[1], c)}",
         f"  clip level, assumes independent clips: McNemar exact: {mc.b} clips only A right, "
         f"{mc.c} only B right, p = {format_p(mc.pvalue)}",
     ]
     lines += [f"  note: {n}" for n in notes(c)]
     return "\n".join(lines)
+
+
+def _models(n: int, c: Comparison) -> str:
+    """'2 (1 per fold)': the finished runs behind one side of the pairs."""
+    folds = len({f for f, _, _ in c.pair_diffs}) or 1
+    per = f"{n // folds} per fold" if n % folds == 0 else f"{n / folds:.1f} per fold"
+    return f"{n} ({per})"
 
 
 def _all_notes(r: AllPairs) -> list[str]:

@@ -47,7 +47,7 @@ def test_clip_level_mcnemar_is_significant_but_the_speaker_level_is_not_and_the_
     text = format_comparison(c)
     lines = text.splitlines()
     assert lines[2].startswith("  speaker level: paired bootstrap over 6 test speakers: 95 % [")
-    assert lines[4].startswith("  clip level, assumes independent clips: McNemar exact: 40 clips only A")
+    assert lines[6].startswith("  clip level, assumes independent clips: McNemar exact: 40 clips only A")
     assert (
         "note: clip-level McNemar is significant (p = 2.4e-05) but the speaker-level bootstrap is not "
         "(its interval includes 0)" in text
