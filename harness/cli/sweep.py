@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import signal
 import sys
 import time
 import traceback
 from typing import Any
 
 from harness.cli.base import Add, Handler, add_experiment_args, load
-from harness.driver.outcome import ExitCode, help_text
+from harness.driver.outcome import ExitCode, help_text, stopped_message
 from mmder.timing import mark
 
 
@@ -109,16 +108,12 @@ def _drive(args: argparse.Namespace, kind: Any) -> int:
         for w in ["mmder", args.command, args.experiment, "--output", str(plan.places.output)]
         + [x for o in spec.overrides for x in ("--set", o)]
     )
+    driver.resume_hint = again
     outcome = _run(driver, again)
     if outcome is None:
         return ExitCode.SWEEP_FAILED
     if outcome.signal is not None:
-        name = signal.Signals(outcome.signal).name
-        print(
-            f"mmder: stopped by {name}; {len(outcome.killed)} running cell(s) ended KILLED. "
-            f"Resume with: {again}  (each cell continues from its last epoch checkpoint)",
-            file=sys.stderr,
-        )
+        print(stopped_message(outcome, again), file=sys.stderr)
         return outcome.exit_code
     print()
     if kind == "train":

@@ -75,6 +75,15 @@ class SweepOutcome:
         return ExitCode.OK
 
 
+def stopped_message(outcome: SweepOutcome, again: str) -> str:
+    """What a sweep stopped by a signal says, whichever path ended it (the graceful one or the guard)."""
+    name = signal.Signals(outcome.signal).name if outcome.signal else "a signal"
+    return (
+        f"mmder: stopped by {name}; {len(outcome.killed)} running cell(s) ended KILLED. "
+        f"Resume with: {again}  (each cell continues from its last epoch checkpoint)"
+    )
+
+
 class Interrupted(Exception):
     """SIGINT, SIGTERM or SIGHUP arrived before Tune ran: stop where we are, cleanly."""
 

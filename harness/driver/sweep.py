@@ -12,7 +12,10 @@ SIGINT/SIGTERM) and ends the sweep's parent run with counts.
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -20,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.driver.outcome import Interrupted, SweepOutcome
+from harness.driver.outcome import Interrupted, SweepOutcome, stopped_message
 from harness.driver.owners import CellOwners
+from harness.driver.stop_guard import kill_local_ray, start_guard
 from harness.driver.tune_grid import run_grid
 from harness.experiment.config import ExperimentConfig
 from harness.plan.cells import Cell
@@ -79,6 +83,10 @@ class SweepDriver:
     stop: dict[str, int] = field(default_factory=dict)  # "signal": signum; "tune": Tune is running
     started: list[Cell] = field(default_factory=list)  # every cell handed to Tune
     ray_started: bool = False
+    resume_hint: str = ""  # the command that resumes this sweep, said whichever way it stops
+    _ended: threading.Event = field(default_factory=threading.Event)  # runs and parent ended
+    _end_lock: threading.Lock = field(default_factory=threading.Lock)  # the close or the guard, not both
+    _closing_ray: threading.Event = field(default_factory=threading.Event)  # the close shuts Ray down
 
     @property
     def what(self) -> str:
@@ -164,8 +172,29 @@ class SweepDriver:
             return
         self.stop["signal"] = signum
         self.echo(f"\nmmder: {signal.Signals(signum).name}: stopping the sweep (running cells end KILLED)")
+        start_guard(self._ended, self._closing_ray, self._end_without_ray)
         if not self.stop.get("tune"):
             raise Interrupted(signum)
+
+    def _end_without_ray(self, why: str) -> None:
+        """The stop guard's way out (:mod:`harness.driver.stop_guard`): what is left of the local Ray
+        killed, the cut-off runs and the parent ended through MLflow alone, the resume hint, exit."""
+        with self._end_lock:
+            if self._ended.is_set():
+                return
+            self.echo(f"mmder: {why}; ending the runs without it")
+            kill_local_ray()
+            self.outcome.signal = self.stop["signal"]
+            try:
+                self.outcome.killed = self._end_cut_off()
+                self._end_parent()
+            finally:
+                if self.owners is not None:
+                    self.owners.release_all()
+                self._ended.set()
+            print(stopped_message(self.outcome, self.resume_hint), file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            os._exit(self.outcome.exit_code)
 
     def _rounds(self) -> None:
         """Run what is ours; with --wait, look again at what other sweeps run until nothing is left."""
@@ -224,17 +253,24 @@ class SweepDriver:
     def _close(self, previous: dict[int, Any]) -> None:
         """After a signal or a failure of the sweep itself: Ray down first (its trials and workers with
         it), then cut-off runs KILLED; always: the parent run ended with counts (FAILED with the error
-        when the sweep failed), owned cells released, signal handlers restored."""
+        when the sweep failed), owned cells released, signal handlers restored. Unless the stop guard
+        got there first (Ray gone): then it ends them and the process."""
         assert self.owners is not None
         if "signal" in self.stop:
             self.outcome.signal = self.stop["signal"]
-        if self.outcome.signal is not None or self.outcome.error is not None:
-            if self.ray_started:
-                _shutdown_ray()
-            self.outcome.killed = self._end_cut_off()
+        stopping = self.outcome.signal is not None or self.outcome.error is not None
+        if stopping and self.ray_started:
+            self._closing_ray.set()
+            _shutdown_ray()
         try:
-            self._end_parent()
+            with self._end_lock:
+                if self._ended.is_set():
+                    return
+                if stopping:
+                    self.outcome.killed = self._end_cut_off()
+                self._end_parent()
         finally:
+            self._ended.set()
             self.owners.release_all()
             for s, handler in previous.items():
                 signal.signal(s, handler)
