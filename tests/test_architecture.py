@@ -95,12 +95,46 @@ def test_every_mlflow_tag_of_ours_is_spelled_only_in_the_tag_module():
     assert not spelled, "use harness.tracking.tags:\n" + "\n".join(spelled)
 
 
-def test_no_harness_function_is_longer_than_a_screen():
+# The harness's packages from the top down: a package imports only packages below it. The command
+# line drives benches and sweeps; a sweep drives searches and reads results; results read what workers
+# wrote; workers run planned cells; a plan reads experiments and the store. Written once, here.
+LAYERS = ("cli", "bench", "driver", "search", "results", "worker", "plan", "tracking", "experiment")
+
+
+def test_every_package_imports_only_packages_below_it():
+    modules = _modules()
+    upward = []
+    for name, path in modules.items():
+        parts = name.split(".")
+        if parts[0] != "harness" or len(parts) < 3:
+            continue
+        mine = LAYERS.index(parts[1])
+        for other in _imports(name, path, modules):
+            theirs = other.split(".")
+            if theirs[0] == "harness" and len(theirs) > 1 and theirs[1] in LAYERS:
+                if LAYERS.index(theirs[1]) < mine:
+                    upward.append(f"{name} imports {other} (a {theirs[1]} module, above {parts[1]})")
+    assert set(LAYERS) == {p.name for p in (ROOT / "harness").iterdir() if (p / "__init__.py").exists()}
+    assert not upward, "\n".join(upward)
+
+
+def test_no_function_is_longer_than_a_screen():
     long = [
         f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
-        for path in sorted((ROOT / "harness").rglob("*.py"))
+        for pkg in PACKAGES
+        for path in sorted((ROOT / pkg).rglob("*.py"))
         for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 80
+    ]
+    assert not long, "\n".join(long)
+
+
+def test_no_module_is_longer_than_600_lines():
+    long = [
+        f"{path.relative_to(ROOT)} ({n} lines)"
+        for pkg in PACKAGES
+        for path in sorted((ROOT / pkg).rglob("*.py"))
+        if (n := len(path.read_text().splitlines())) > 600
     ]
     assert not long, "\n".join(long)
 
@@ -148,7 +182,7 @@ def test_the_experiment_and_its_plan_never_import_torch_ray_or_mlflow(package):
 def test_validating_and_planning_every_shipped_experiment_imports_no_torch(tmp_path):
     code = (
         "from harness.cli.main import main\n"
-        "from harness.experiment.config import load_experiment\n"
+        "from harness.experiment.loading import load_experiment\n"
         "from harness.plan.sweep_plan import plan_sweep\n"
         f"for path in {[str(p) for p in EXPERIMENTS]!r}:\n"
         "    with contextlib.redirect_stdout(io.StringIO()):\n"

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.experiment.config import load_experiment
+from harness.experiment.loading import load_experiment
 from harness.plan.cells import Cell, expand_cells
 from harness.worker.cell_data import build_cell, fit_cell
 from mmder.config import TrainingConfig

@@ -174,7 +174,7 @@ def bench_overhead(
 ) -> dict[str, str]:
     """Run the small sweep, then summarise its marks; returns the figures to print."""
     from harness.driver.sweep import run_sweep
-    from harness.experiment.config import parse_experiment
+    from harness.experiment.loading import parse_experiment
     from mmder.fusion import SETTINGS
 
     names = list(SETTINGS)[:settings]

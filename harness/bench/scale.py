@@ -60,7 +60,7 @@ def scale_experiment(cells: int, concurrency: int = 2) -> dict[str, Any]:
 def write_made_up(experiment: Path, output: Path) -> int:
     """Every cell's finished run, written without training, as current as a trained one."""
     from harness.bench.scale_runs import MadeUpFold, write_finished_run
-    from harness.experiment.config import load_experiment
+    from harness.experiment.loading import load_experiment
     from harness.plan.provenance import code_versions
     from harness.plan.sweep_plan import plan_run
     from harness.tracking.places import store_lock

@@ -91,7 +91,7 @@ def add_set_arg(parser: argparse.ArgumentParser) -> None:
 
 def load(args: argparse.Namespace) -> Any:
     """The experiment the command names, with its ``--set`` overrides, validated."""
-    from harness.experiment.config import load_experiment
+    from harness.experiment.loading import load_experiment
 
     return load_experiment(args.experiment, args.overrides)
 

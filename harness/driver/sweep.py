@@ -6,7 +6,7 @@ cell's Train run is named by its key, so a cell cut off by a crash continues fro
 A finished run counts only while its identity holds (:mod:`harness.plan.provenance`: data digest,
 declared versions); otherwise the cell is ``stale`` and runs again in a new run, from epoch 0: its
 checkpoints belong to the older identity and are removed first. The driver owns every cell it runs
-(:mod:`harness.driver.owners`), ends each run honestly (FINISHED, FAILED with its error, KILLED on
+(:mod:`harness.plan.owners`), ends each run honestly (FINISHED, FAILED with its error, KILLED on
 SIGINT/SIGTERM) and ends the sweep's parent run with counts.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.driver.outcome import Interrupted, SweepOutcome, stopped_message
-from harness.driver.owners import CellOwners
+from harness.plan.owners import CellOwners
 from harness.driver.stop_guard import kill_local_ray, start_guard
 from harness.driver.tune_grid import run_grid
 from harness.experiment.config import ExperimentConfig

@@ -30,7 +30,7 @@ CELL_KEY = f"config/{PARAM_CELL_KEY}"
 
 
 def _spec(experiment: str | Path | Any, overrides: list[str] | None) -> Any:
-    from harness.experiment.config import load_experiment
+    from harness.experiment.loading import load_experiment
 
     return load_experiment(experiment, overrides) if isinstance(experiment, str | Path) else experiment
 

@@ -140,7 +140,7 @@ def collect_runs(experiment: str | Path | Any, output: str | Path | None = None)
     Re-point this when harness.experiment / harness.plan / harness.tracking move; nothing else imports
     them.
     """
-    from harness.experiment.config import load_experiment
+    from harness.experiment.loading import load_experiment
     from harness.plan.cells import expand_cells
     from harness.plan.places import Places
     from harness.results.run_artifacts import RunArtifacts

@@ -58,7 +58,7 @@ class SweepStatus:
 
 def sweep_status(sweep: SweepPlan) -> SweepStatus:
     """Every cell's state now, as the sweep's planner judges it (so status and --dry-run agree)."""
-    from harness.driver.owners import read_owner
+    from harness.plan.owners import read_owner
 
     storage = sweep.places.storage
     status = SweepStatus(sweep.spec.name)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sweep_helpers import child_runs, client_for, mmder, tiny_experiment
 
-from harness.experiment.config import load_experiment
+from harness.experiment.loading import load_experiment
 from harness.plan.cells import expand_cells
 
 

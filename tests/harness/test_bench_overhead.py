@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.bench.overhead import cell_stages, overhead_experiment, startup_seconds, training_share
-from harness.experiment.config import parse_experiment
+from harness.experiment.loading import parse_experiment
 
 
 def _marks() -> list[dict]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sweep_helpers import tiny_experiment
 
-from harness.experiment.config import load_experiment
+from harness.experiment.loading import load_experiment
 from harness.plan.cells import expand_cells
 from harness.plan.sweep_plan import plan_sweep
 from harness.results.board_cache import board_signature, cached_board, store_board

@@ -48,7 +48,7 @@ def test_the_protocol_line_counts_seeds_and_folds():
 def test_shipped_experiments_say_how_their_encoder_started(experiment, said, tmp_path):
     from pathlib import Path
 
-    from harness.experiment.config import load_experiment
+    from harness.experiment.loading import load_experiment
     from harness.results.leaderboard import collect_runs
 
     root = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ import yaml
 from sweep_helpers import tiny_experiment
 
 from harness.cli.main import build_parser, main
-from harness.experiment.config import load_experiment
+from harness.experiment.loading import load_experiment
 from harness.plan.cells import expand_cells
 from harness.plan.provenance import git_commit
 from mmder.versions import package_version

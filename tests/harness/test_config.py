@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from harness.cli.main import main
-from harness.experiment.config import load_experiment
 from harness.experiment.errors import ConfigError
+from harness.experiment.loading import load_experiment
 from harness.plan.cells import CellJob, expand_cells
 from harness.tracking.places import resolve_uri
 

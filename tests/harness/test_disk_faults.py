@@ -13,7 +13,7 @@ import pytest
 from sweep_helpers import mmder, tiny_experiment
 
 from harness.cli.main import main
-from harness.experiment.config import load_experiment
+from harness.experiment.loading import load_experiment
 from harness.plan.sweep_plan import plan_run
 from harness.tracking.runs import read_sqlite_runs
 from harness.tracking.tags import KIND_SWEEP, TAG_CELL, TAG_ERROR, TAG_KIND

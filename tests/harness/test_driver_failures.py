@@ -10,7 +10,7 @@ from sweep_helpers import tiny_experiment
 
 from harness.cli.main import main
 from harness.driver.sweep import SweepDriver
-from harness.experiment.config import load_experiment
+from harness.experiment.loading import load_experiment
 from harness.plan.sweep_plan import SweepPlan, plan_run
 from harness.tracking.runs import read_sqlite_runs
 from harness.tracking.tags import KIND_SWEEP, TAG_ERROR, TAG_KIND

@@ -54,7 +54,7 @@ def test_a_grid_above_max_cells_is_refused_and_yes_lets_it_plan(tmp_path, capsys
     out = str(tmp_path / "out")
     assert main(["sweep", str(exp), "--output", out]) == ExitCode.USAGE
     assert "6 cells (1 dataset x 2 settings x 1 fold x 3 seeds) is above 4" in capsys.readouterr().err
-    from harness.experiment.config import load_experiment
+    from harness.experiment.loading import load_experiment
     from harness.plan.sweep_plan import plan_run
 
     plan = plan_run(load_experiment(exp), out, kind="train", accept_stale=False, echo=print, yes=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.experiment.config import parse_experiment
+from harness.experiment.loading import parse_experiment
 from harness.plan.cells import expand_cells
 from harness.plan.lanes import cell_cost, lane_name, make_lanes
 

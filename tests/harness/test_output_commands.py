@@ -15,7 +15,7 @@ import pytest
 from sweep_helpers import tiny_experiment
 
 from harness.cli.main import main
-from harness.experiment.config import load_experiment
+from harness.experiment.loading import load_experiment
 from harness.plan.cells import expand_cells
 from harness.plan.places import Places
 from harness.plan.provenance import code_versions

@@ -11,7 +11,7 @@ import sys
 import pytest
 from sweep_helpers import ROOT, tiny_experiment
 
-from harness.driver.owners import OWNER_FILE, CellOwners, read_owner
+from harness.plan.owners import OWNER_FILE, CellOwners, read_owner
 from harness.plan.provenance import code_versions, judge
 from harness.tracking.store import EpochLog
 from harness.tracking.tags import TAG_DATA_DIGEST
@@ -31,7 +31,7 @@ def test_a_live_owner_refuses_and_a_dead_or_expired_one_never_blocks(tmp_path, m
     # stays unchanged for a lease of this host's clock does not
     import time
 
-    from harness.driver import owners as owners_module
+    from harness.plan import owners as owners_module
 
     record = {"host": "node-b", "pid": 7, "since": 1.0, "heartbeat": time.time()}
     (tmp_path / "cell" / OWNER_FILE).write_text(json.dumps(record))
@@ -75,7 +75,7 @@ def test_a_failing_store_keeps_the_epochs_and_sends_them_later():
 
 @pytest.mark.filterwarnings("ignore")
 def test_status_shows_done_running_failed_stale_and_pending_without_ray(tmp_path):
-    from harness.experiment.config import load_experiment
+    from harness.experiment.loading import load_experiment
     from harness.plan.cells import expand_cells
     from harness.plan.places import Places
     from harness.plan.sweep_plan import plan_sweep
@@ -179,7 +179,7 @@ def test_a_dead_owner_on_a_host_3h_ahead_is_taken_over_within_one_lease(tmp_path
     """c741607 compared node2's future heartbeat with this clock: blocked for 3 hours, no word of skew."""
     import time
 
-    from harness.driver import owners as owners_module
+    from harness.plan import owners as owners_module
 
     monkeypatch.setattr(owners_module, "LEASE_SECONDS", 1.0)
     _other_host(tmp_path / "cell", time.time() + 3 * 3600)
@@ -201,7 +201,7 @@ def test_a_live_owner_on_a_host_3h_behind_is_never_taken_over(tmp_path, monkeypa
     import threading
     import time
 
-    from harness.driver import owners as owners_module
+    from harness.plan import owners as owners_module
 
     monkeypatch.setattr(owners_module, "LEASE_SECONDS", 1.0)
     stop = threading.Event()

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.experiment.config import load_experiment
+from harness.experiment.loading import load_experiment
 from harness.plan.cells import expand_cells
 from harness.plan.provenance import code_versions
 from harness.plan.sweep_plan import judge_cell
@@ -58,7 +58,7 @@ def test_a_classical_baseline_runs_once_per_fold_whatever_the_seeds_and_keeps_it
     """Its SVC ignores the seed: three seeds computed the same eGeMAPS SVM three times (issue 22)."""
     from sweep_helpers import tiny_experiment
 
-    from harness.experiment.config import load_experiment
+    from harness.experiment.loading import load_experiment
     from harness.plan.cells import expand_cells
 
     settings = {"settings": ["audio", "audio-egemaps-svm"]}

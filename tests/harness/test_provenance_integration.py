@@ -231,7 +231,7 @@ def test_sigint_sigterm_sighup_sigkill_each_cut_a_sweep_and_each_rerun_resumes_e
     its own MLflow run."""
     import json
 
-    from harness.experiment.config import load_experiment
+    from harness.experiment.loading import load_experiment
     from harness.plan.cells import expand_cells
 
     epochs = 5
@@ -339,7 +339,7 @@ def test_two_sweeps_at_once_run_each_cell_once_and_a_killed_owner_never_blocks(t
     sweeps = [_popen("sweep", str(exp), "--output", str(out), "--wait", env=env, log=log) for log in logs]
     try:
         # once a cell is being trained, kill whichever sweep owns it: the other one must take it over
-        from harness.driver.owners import read_owner
+        from harness.plan.owners import read_owner
 
         _wait_for(lambda: paused(hold, 1), sweeps[0], logs[0])
         owner = read_owner(out / "ray" / paused(hold, 1)[0])

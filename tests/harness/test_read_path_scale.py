@@ -102,7 +102,7 @@ def test_every_mlflow_query_pages_and_counts_every_run(store, monkeypatch):
 
 
 def test_status_and_a_rerun_count_every_finished_cell(store):
-    from harness.experiment.config import load_experiment
+    from harness.experiment.loading import load_experiment
     from harness.plan.sweep_plan import plan_sweep
 
     experiment, out = store

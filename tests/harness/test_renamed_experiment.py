@@ -11,7 +11,7 @@ from sweep_helpers import tiny_experiment
 
 from harness.cli.main import main
 from harness.driver import sweep as driver_sweep
-from harness.experiment.config import load_experiment
+from harness.experiment.loading import load_experiment
 from harness.plan.cells import expand_cells
 from harness.plan.places import Places
 from harness.plan.provenance import code_versions

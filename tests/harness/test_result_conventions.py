@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from results_helpers import make_experiment
 
-from harness.experiment.config import load_experiment
 from harness.experiment.errors import ConfigError
+from harness.experiment.loading import load_experiment
 from harness.results.board_protocol import DatasetInfo
 from harness.results.compare import compare, compare_all, format_speaker_p, p_floor
 from harness.results.compare_text import format_all, format_comparison, render_all, render_comparisons

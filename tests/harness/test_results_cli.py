@@ -67,7 +67,7 @@ def _predictions(fold: int, setting: str, seed: int) -> list[dict[str, str]]:
 def fill_store(experiment: Path, output: Path, skip: set[tuple[str, int, int]]) -> None:
     from mlflow.tracking import MlflowClient
 
-    from harness.experiment.config import load_experiment
+    from harness.experiment.loading import load_experiment
     from harness.plan.cells import expand_cells
 
     spec = load_experiment(experiment)

@@ -197,7 +197,7 @@ def test_the_golden_sweeps_predictions_are_pinned_with_the_results_version(sweep
 
 
 def test_the_parent_run_carries_the_experiment_params_aggregates_and_leaderboard(sweep):
-    from harness.experiment.config import parse_experiment
+    from harness.experiment.loading import parse_experiment
     from harness.plan.cells import expand_cells
     from harness.results.leaderboard import experiment_leaderboard
     from mmder.versions import RESULTS_VERSION

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from sweep_helpers import ROOT, client_for, mmder, tiny_experiment
 
-from harness.experiment.config import load_experiment
 from harness.experiment.errors import ConfigError
+from harness.experiment.loading import load_experiment
 from harness.plan.cells import expand_cells
 
 SEARCH = {

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from harness.cli.main import main
-from harness.experiment.config import load_experiment
+from harness.experiment.loading import load_experiment
 from harness.plan.cells import expand_cells, expand_pretrain_cells
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ from harness.plan.checks import ensure_synthetic
 
 def _finished_output(tmp_path):
     """An output with two finished cells: their runs, their artifacts and a checkpoint folder each."""
-    from harness.experiment.config import load_experiment
+    from harness.experiment.loading import load_experiment
     from harness.plan.places import Places
     from harness.plan.sweep_plan import plan_sweep
     from harness.tracking.places import store_lock
