@@ -276,7 +276,6 @@ def bench_step(
     the caller after the memory is released. ``inspect`` runs one extra, untimed step under the
     profiler (attention kernel) and one under CUDA's sync debug mode.
     """
-    on_gpu = torch.cuda.is_available()
     t_build = time.perf_counter()
     with bench_engine(
         size,
@@ -290,81 +289,156 @@ def bench_step(
         compile=compile,
         num_classes=num_classes,
     ) as engine:
-        device = engine.device
-        dtype = next(engine.module.parameters()).dtype
-        x = torch.randn(batch_size, 3, num_frames, image_size, image_size, device=device, dtype=dtype)
-        y = torch.randint(0, num_classes, (batch_size,), device=device)
-        loss_fn = torch.nn.CrossEntropyLoss()
-
-        def forward_backward() -> None:
-            engine.backward(loss_fn(engine(x).float(), y))
-
-        def step() -> None:
-            forward_backward()
-            engine.step()
-
-        build_s = time.perf_counter() - t_build
-        t_first = time.perf_counter()
-        for _ in range(warmup):
-            step()
-        kernel = sdpa_kernels(step) if inspect else "not checked"
-        syncs = count_host_syncs(step) if inspect else None
-        if on_gpu:
-            torch.cuda.synchronize()
-        first_steps_s = time.perf_counter() - t_first
-        if on_gpu:
-            torch.cuda.reset_peak_memory_stats()
-        optimizer_spans: list[tuple[Any, Any]] = []
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            forward_backward()
-            before = _stamp(on_gpu)
-            engine.step()
-            optimizer_spans.append((before, _stamp(on_gpu)))
-        if on_gpu:
-            torch.cuda.synchronize()
-        seconds = (time.perf_counter() - t0) / steps
-        optimizer_ms = sum(_elapsed_ms(a, b) for a, b in optimizer_spans) / steps
+        shape = _BatchShape(batch_size, num_frames, image_size, num_classes)
+        m = _measure(engine, shape, warmup=warmup, steps=steps, inspect=inspect, t_build=t_build)
         compile_stats = _compile_stats() if compile else None
-        tokens = engine.module.num_tokens
-        total = None
-        if on_gpu:
-            memory = torch.cuda.max_memory_allocated(device) / 2**30
-            total = torch.cuda.get_device_properties(device).total_memory / 2**30
-            device_name = torch.cuda.get_device_name(device)
-        else:
-            memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-            device_name = f"CPU ({torch.get_num_threads()} threads)"
 
     spec = resolve_size(size)
     flops = 3 * forward_flops(spec, num_frames=num_frames, image_size=image_size, num_classes=num_classes)
-    achieved = flops * batch_size / seconds / 1e12
-    peak = peak_tflops or detect_peak_tflops(device)
+    achieved = flops * batch_size / m.seconds / 1e12
+    peak = peak_tflops or detect_peak_tflops(m.device)
     return StepBenchmark(
         size=size,
-        device=device_name,
+        device=m.device_name,
         batch_size=batch_size,
-        tokens_per_clip=tokens,
+        tokens_per_clip=m.tokens,
         precision="bf16" if bf16 else "fp32",
         zero_stage=zero_stage,
         checkpointing=checkpointing,
         compiled=compile,
-        step_ms=1e3 * seconds,
-        clips_per_s=batch_size / seconds,
-        tokens_per_s=batch_size * tokens / seconds,
+        step_ms=1e3 * m.seconds,
+        clips_per_s=batch_size / m.seconds,
+        tokens_per_s=batch_size * m.tokens / m.seconds,
         achieved_tflops=achieved,
         peak_tflops=peak,
         mfu=achieved / peak if peak else None,
+        peak_memory_gib=m.peak_memory_gib,
+        memory_total_gib=m.memory_total_gib,
+        sdpa_kernel=m.sdpa_kernel,
+        host_syncs_per_step=m.host_syncs,
+        steps=steps,
+        build_s=m.build_s,
+        first_steps_s=m.first_steps_s,
+        optimizer_ms=m.optimizer_ms,
+        compile_stats=compile_stats,
+    )
+
+
+@dataclass(frozen=True)
+class _BatchShape:
+    """The random batch a benchmark steps on: clips of ``num_frames`` x ``image_size``^2, random labels."""
+
+    batch_size: int
+    num_frames: int
+    image_size: int
+    num_classes: int
+
+
+@dataclass
+class _Measured:
+    """What the steps of :func:`bench_step` gave, read off while its engine still exists."""
+
+    device: torch.device
+    device_name: str
+    tokens: int
+    seconds: float  # per timed step
+    optimizer_ms: float  # engine.step() alone, per timed step
+    peak_memory_gib: float
+    memory_total_gib: float | None
+    sdpa_kernel: str
+    host_syncs: int | None
+    build_s: float
+    first_steps_s: float
+
+
+def _measure(
+    engine: Any, shape: _BatchShape, *, warmup: int, steps: int, inspect: bool, t_build: float
+) -> _Measured:
+    """Warm-up, inspection and timed steps on one random batch; ``t_build`` is when the build began.
+
+    The batch is made before the build time is read, as it always was, so ``build_s`` includes it.
+    """
+    on_gpu = torch.cuda.is_available()
+    dtype = next(engine.module.parameters()).dtype
+    size = (shape.batch_size, 3, shape.num_frames, shape.image_size, shape.image_size)
+    x = torch.randn(*size, device=engine.device, dtype=dtype)
+    y = torch.randint(0, shape.num_classes, (shape.batch_size,), device=engine.device)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def forward_backward() -> None:
+        engine.backward(loss_fn(engine(x).float(), y))
+
+    def step() -> None:
+        forward_backward()
+        engine.step()
+
+    build_s = time.perf_counter() - t_build
+    kernel, syncs, first_steps_s = _warm_up(step, warmup, inspect=inspect, on_gpu=on_gpu)
+    seconds, optimizer_ms = _timed_steps(engine, forward_backward, steps, on_gpu=on_gpu)
+    memory, total, device_name = _peak_memory(engine.device, on_gpu=on_gpu)
+    return _Measured(
+        device=engine.device,
+        device_name=device_name,
+        tokens=engine.module.num_tokens,
+        seconds=seconds,
+        optimizer_ms=optimizer_ms,
         peak_memory_gib=memory,
         memory_total_gib=total,
         sdpa_kernel=kernel,
-        host_syncs_per_step=syncs,
-        steps=steps,
+        host_syncs=syncs,
         build_s=build_s,
         first_steps_s=first_steps_s,
-        optimizer_ms=optimizer_ms,
-        compile_stats=compile_stats,
     )
+
+
+def _warm_up(
+    step: Callable[[], None], warmup: int, *, inspect: bool, on_gpu: bool
+) -> tuple[str, int | None, float]:
+    """The untimed first steps, then the inspection steps: (SDPA kernel, host syncs, their seconds).
+
+    Compilation, allocator growth and the profiler's overhead land here, not in the timed steps.
+    """
+    t_first = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    kernel = sdpa_kernels(step) if inspect else "not checked"
+    syncs = count_host_syncs(step) if inspect else None
+    if on_gpu:
+        torch.cuda.synchronize()
+    return kernel, syncs, time.perf_counter() - t_first
+
+
+def _timed_steps(
+    engine: Any, forward_backward: Callable[[], None], steps: int, *, on_gpu: bool
+) -> tuple[float, float]:
+    """Seconds per step and the optimizer's milliseconds per step; peak memory counts from here on.
+
+    The optimizer is timed on the device's timeline (CUDA events) on a GPU, so it needs no sync per step.
+    """
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
+    optimizer_spans: list[tuple[Any, Any]] = []
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        forward_backward()
+        before = _stamp(on_gpu)
+        engine.step()
+        optimizer_spans.append((before, _stamp(on_gpu)))
+    if on_gpu:
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - t0) / steps
+    optimizer_ms = sum(_elapsed_ms(a, b) for a, b in optimizer_spans) / steps
+    return seconds, optimizer_ms
+
+
+def _peak_memory(device: torch.device, *, on_gpu: bool) -> tuple[float, float | None, str]:
+    """(peak GiB, device total GiB or None, device name): the device's allocator on a GPU, else max RSS."""
+    if on_gpu:
+        memory = torch.cuda.max_memory_allocated(device) / 2**30
+        total = torch.cuda.get_device_properties(device).total_memory / 2**30
+        return memory, total, torch.cuda.get_device_name(device)
+    memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    return memory, None, f"CPU ({torch.get_num_threads()} threads)"
 
 
 def compare_compiled(
