@@ -23,7 +23,7 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +139,23 @@ def _alone(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
     return fn(**kwargs)
 
 
+@dataclass
+class _SuiteRun:
+    """One :func:`run_suite` call's settings and the records it has written so far."""
+
+    image_size: int
+    num_frames: int
+    memory_fraction: float
+    max_batch: int
+    deadline_s: float
+    warmup: int
+    steps: int
+    output: Path | None
+    echo: Callable[[str], None]
+    t_start: float = field(default_factory=time.perf_counter)
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
 def run_suite(
     plan: str | list[Case],
     *,
@@ -154,82 +171,113 @@ def run_suite(
 ) -> list[dict[str, Any]]:
     """Measure every case of ``plan`` until ``deadline_s``; one record per measured or skipped batch."""
     cases = PLANS[plan] if isinstance(plan, str) else plan
-    t_start = time.perf_counter()
-    records: list[dict[str, Any]] = []
+    run = _SuiteRun(
+        image_size=image_size,
+        num_frames=num_frames,
+        memory_fraction=memory_fraction,
+        max_batch=max_batch,
+        deadline_s=deadline_s,
+        warmup=warmup,
+        steps=steps,
+        output=output,
+        echo=echo,
+    )
     best: dict[tuple[str, int, bool], int] = {}
-
-    def emit(record: dict[str, Any]) -> None:
-        records.append(record)
-        if output is not None:
-            with output.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    ceiling = in_fresh_process(matmul_tflops) if torch.cuda.is_available() else None
-    if ceiling is not None:
-        echo(f"bf16 8192^3 matmul: {ceiling:.0f} TFLOP/s measured")
-        emit({"kind": "matmul", "tflops": ceiling})
-
-    def measure(case: Case, batch: int) -> StepBenchmark | None:
-        elapsed = time.perf_counter() - t_start
-        if elapsed > deadline_s:
-            why = f"{elapsed:.0f} s past the start, deadline {deadline_s:.0f} s"
-            emit({"kind": "skipped", "case": case.name, "batch": batch, "why": why})
-            echo(f"{case.name} b{batch}: skipped ({why})")
-            return None
-        try:
-            result = in_fresh_process(
-                bench_step,
-                size=case.size,
-                batch_size=batch,
-                num_frames=num_frames,
-                image_size=image_size,
-                zero_stage=case.zero,
-                bf16=torch.cuda.is_available(),
-                checkpointing=case.checkpointing,
-                compile=case.compile,
-                warmup=warmup,
-                steps=steps if batch <= 64 else max(2, steps // 2),
-            )
-        except torch.OutOfMemoryError:
-            emit({"kind": "oom", "case": case.name, "batch": batch})
-            echo(f"{case.name} b{batch}: out of memory")
-            return None
-        except Exception as exc:  # a case that breaks (e.g. compile + ZeRO-3) must not end the plan
-            emit({"kind": "error", "case": case.name, "batch": batch, "error": repr(exc)[:2000]})
-            echo(f"{case.name} b{batch}: failed: {exc!r}\n{traceback.format_exc(limit=6)}")
-            return None
-        emit({"kind": "step", "case": case.name} | result.as_dict())
-        echo("\n".join(result.lines()))
-        return result
-
+    _measure_ceiling(run)
     for case in cases:
-        results: list[StepBenchmark] = []
-        if not case.sweep:
-            batch = best.get(case.twin, case.start_batch)
-            if (r := measure(case, batch)) is not None:
-                results.append(r)
+        if case.sweep:
+            results = _sweep(run, case)
         else:
-            for batch in (case.start_batch, 2 * case.start_batch):
-                if (r := measure(case, batch)) is not None:
-                    results.append(r)
-            if len(results) == 2 and results[0].memory_total_gib:
-                points = [(r.batch_size, r.peak_memory_gib) for r in results]
-                target = next_batch(points, results[0].memory_total_gib, memory_fraction)
-                if target > max_batch:
-                    echo(f"{case.name}: {memory_fraction:.0%} of memory at batch ~{target}; cap {max_batch}")
-                    emit({"kind": "cap", "case": case.name, "predicted_batch": target, "cap": max_batch})
-                    target = max_batch
-                if target:
-                    r = measure(case, target)
-                    if r is None and records[-1]["kind"] == "oom":
-                        r = measure(case, max(2 * case.start_batch, int(target * 0.85) // 8 * 8))
-                    if r is not None:
-                        results.append(r)
+            r = _measure(run, case, best.get(case.twin, case.start_batch))
+            results = [] if r is None else [r]
         if results:
             top = max(results, key=lambda r: r.clips_per_s)
             best.setdefault(case.key, top.batch_size)
-    emit({"kind": "done", "seconds": time.perf_counter() - t_start})
-    return records
+    _emit(run, {"kind": "done", "seconds": time.perf_counter() - run.t_start})
+    return run.records
+
+
+def _emit(run: _SuiteRun, record: dict[str, Any]) -> None:
+    """Keep ``record`` and append it to the output file at once, so a run cut off keeps what it measured."""
+    run.records.append(record)
+    if run.output is not None:
+        with run.output.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _measure_ceiling(run: _SuiteRun) -> None:
+    """Record the bf16 matmul rate this GPU really reaches (nothing on a CPU): the MFU's honest ceiling."""
+    ceiling = in_fresh_process(matmul_tflops) if torch.cuda.is_available() else None
+    if ceiling is not None:
+        run.echo(f"bf16 8192^3 matmul: {ceiling:.0f} TFLOP/s measured")
+        _emit(run, {"kind": "matmul", "tflops": ceiling})
+
+
+def _measure(run: _SuiteRun, case: Case, batch: int) -> StepBenchmark | None:
+    """One case at one batch in a fresh process, recorded; None when skipped, out of memory or failed."""
+    elapsed = time.perf_counter() - run.t_start
+    if elapsed > run.deadline_s:
+        why = f"{elapsed:.0f} s past the start, deadline {run.deadline_s:.0f} s"
+        _emit(run, {"kind": "skipped", "case": case.name, "batch": batch, "why": why})
+        run.echo(f"{case.name} b{batch}: skipped ({why})")
+        return None
+    try:
+        result = in_fresh_process(
+            bench_step,
+            size=case.size,
+            batch_size=batch,
+            num_frames=run.num_frames,
+            image_size=run.image_size,
+            zero_stage=case.zero,
+            bf16=torch.cuda.is_available(),
+            checkpointing=case.checkpointing,
+            compile=case.compile,
+            warmup=run.warmup,
+            steps=run.steps if batch <= 64 else max(2, run.steps // 2),
+        )
+    except torch.OutOfMemoryError:
+        _emit(run, {"kind": "oom", "case": case.name, "batch": batch})
+        run.echo(f"{case.name} b{batch}: out of memory")
+        return None
+    except Exception as exc:  # a case that breaks (e.g. compile + ZeRO-3) must not end the plan
+        _emit(run, {"kind": "error", "case": case.name, "batch": batch, "error": repr(exc)[:2000]})
+        run.echo(f"{case.name} b{batch}: failed: {exc!r}\n{traceback.format_exc(limit=6)}")
+        return None
+    _emit(run, {"kind": "step", "case": case.name} | result.as_dict())
+    run.echo("\n".join(result.lines()))
+    return result
+
+
+def _sweep(run: _SuiteRun, case: Case) -> list[StepBenchmark]:
+    """The start batch, twice it, then the batch their memory line predicts fills the target fraction.
+
+    A predicted batch that runs out of memory is retried once at 85 % of it (never below the second).
+    """
+    results: list[StepBenchmark] = []
+    for batch in (case.start_batch, 2 * case.start_batch):
+        if (r := _measure(run, case, batch)) is not None:
+            results.append(r)
+    total = results[0].memory_total_gib if len(results) == 2 else None
+    if not total:
+        return results
+    target = _target_batch(run, case, [(r.batch_size, r.peak_memory_gib) for r in results], total)
+    if target:
+        r = _measure(run, case, target)
+        if r is None and run.records[-1]["kind"] == "oom":
+            r = _measure(run, case, max(2 * case.start_batch, int(target * 0.85) // 8 * 8))
+        if r is not None:
+            results.append(r)
+    return results
+
+
+def _target_batch(run: _SuiteRun, case: Case, points: list[tuple[int, float]], total: float) -> int:
+    """The batch at which memory fills ``memory_fraction`` of ``total`` GiB, capped (and said so)."""
+    target = next_batch(points, total, run.memory_fraction)
+    if target > run.max_batch:
+        run.echo(f"{case.name}: {run.memory_fraction:.0%} of memory at batch ~{target}; cap {run.max_batch}")
+        _emit(run, {"kind": "cap", "case": case.name, "predicted_batch": target, "cap": run.max_batch})
+        target = run.max_batch
+    return target
 
 
 def summary_table(records: list[dict[str, Any]]) -> str:
