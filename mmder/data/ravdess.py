@@ -92,16 +92,38 @@ def list_ravdess(
     ``extra`` holds modality, channel, intensity, statement, repetition and gender. Files that do
     not parse, that a filter leaves out, or that repeat a clip are listed in ``skipped``.
     """
+    _check_options(root, classes, modality)
+    files = walk_files(root)
+    listing = CorpusListing(list(EMOTIONS if classes == 8 else EMOTIONS_7), [], seen=len(files))
+    parsed = _parse_files(listing, root, files)
+    chosen, why = _resolve_modality(modality, parsed, include_song)
+    seen: dict[str, str] = {}
+    for path, where, f in parsed:
+        problem = _file_problem(
+            path, f, seen, chosen=chosen, asked=modality, why=why, include_song=include_song
+        )
+        if problem is not None:
+            listing.reject(problem[0], where, problem[1])
+            continue
+        seen[f["id"]] = where
+        listing.clips.append(_clip(f, where, classes))
+    return listing
+
+
+def _check_options(root: Path, classes: int, modality: str) -> None:
+    """Refuse unknown options and a missing root before anything is listed."""
     if classes not in (7, 8):
         raise ValueError(f"ravdess: classes must be 7 or 8, got {classes!r}")
     if modality not in ("auto", "av", "video", "audio", "all"):
         raise ValueError(f"ravdess: modality must be auto, av, video, audio or all, got {modality!r}")
     if not root.is_dir():
         raise FileNotFoundError(f"ravdess: no folder {root}")
-    files = walk_files(root)
-    listing = CorpusListing(list(EMOTIONS if classes == 8 else EMOTIONS_7), [], seen=len(files))
-    clips = listing.clips
-    seen: dict[str, str] = {}
+
+
+def _parse_files(
+    listing: CorpusListing, root: Path, files: list[Path]
+) -> list[tuple[Path, str, dict[str, str]]]:
+    """(path, absolute path, name fields) of each media file, in natural order; the rest go to ``listing``."""
     parsed: list[tuple[Path, str, dict[str, str]]] = []
     for path in sorted(files, key=lambda p: natural_key(str(p.relative_to(root)))):
         if path.suffix.lower() not in VIDEO_EXTS | AUDIO_EXTS or not path.is_file():
@@ -112,57 +134,68 @@ def list_ravdess(
             parsed.append((path, where, parse_name(path.stem)))
         except ValueError as exc:
             listing.reject(_NOT_RAVDESS, where, f"name {path.name!r}: {exc}")
-    asked = modality
-    why = f"modality: {modality}"
-    if modality == "auto":
-        has_av = any(
-            f["modality"] == "av" and (include_song or f["channel"] == "speech") for _, _, f in parsed
-        )
-        modality = "av" if has_av else "all"
-        why = "modality: auto keeps the full-AV files when there are any; modality: all keeps every file"
-    for path, where, f in parsed:
-        ext = path.suffix.lower()
-        if f["channel"] == "song" and not include_song:
-            reason = "song recording (vocal channel 02) left out; include_song: true keeps it"
-            listing.reject("song files left out (include_song: false)", where, reason)
-            continue
-        if modality != "all" and f["modality"] != modality:
-            kind = f"{f['modality']} files left out (modality: {asked})"
-            listing.reject(kind, where, f"modality {f['modality']} left out ({why})")
-            continue
-        if f["modality"] == "audio" and ext not in AUDIO_EXTS:
-            reason = f"audio-only file (modality 03) with a video extension {ext}"
-            listing.reject("audio-only files with a video extension", where, reason)
-            continue
-        if f["modality"] != "audio" and ext not in VIDEO_EXTS:
-            reason = f"video file (modality {f['modality']}) with an audio extension {ext}"
-            listing.reject("video files with an audio extension", where, reason)
-            continue
-        if f["id"] in seen:
-            reason = f"duplicate of {seen[f['id']]} (same 7 fields)"
-            listing.reject("repeats of a clip (same 7 fields)", where, reason)
-            continue
-        seen[f["id"]] = where
-        label = f["emotion"]
-        if classes == 7 and label == "calm":
-            label = "neutral"
-        gender = "male" if int(f["actor"]) % 2 else "female"
-        clips.append(
-            Clip(
-                clip_id=f["id"],
-                video=where if f["modality"] in ("av", "video") else None,
-                audio=where if f["modality"] in ("av", "audio") else None,
-                label=label,
-                speaker=f"Actor_{f['actor']}",
-                extra=(
-                    ("modality", f["modality"]),
-                    ("channel", f["channel"]),
-                    ("emotion", f["emotion"]),
-                    ("intensity", f["intensity"]),
-                    ("statement", f["statement"]),
-                    ("repetition", f["repetition"]),
-                    ("gender", gender),
-                ),
-            )
-        )
-    return listing
+    return parsed
+
+
+def _resolve_modality(
+    modality: str, parsed: list[tuple[Path, str, dict[str, str]]], include_song: bool
+) -> tuple[str, str]:
+    """The modality to keep, ``auto`` resolved on the files found, and the reason to give for leaving out."""
+    if modality != "auto":
+        return modality, f"modality: {modality}"
+    has_av = any(f["modality"] == "av" and (include_song or f["channel"] == "speech") for _, _, f in parsed)
+    why = "modality: auto keeps the full-AV files when there are any; modality: all keeps every file"
+    return ("av" if has_av else "all"), why
+
+
+def _file_problem(
+    path: Path,
+    f: dict[str, str],
+    seen: dict[str, str],
+    *,
+    chosen: str,
+    asked: str,
+    why: str,
+    include_song: bool,
+) -> tuple[str, str] | None:
+    """(kind, reason) when a parsed file is no clip here: filtered out, a wrong extension or a repeat."""
+    ext = path.suffix.lower()
+    if f["channel"] == "song" and not include_song:
+        reason = "song recording (vocal channel 02) left out; include_song: true keeps it"
+        return "song files left out (include_song: false)", reason
+    if chosen != "all" and f["modality"] != chosen:
+        kind = f"{f['modality']} files left out (modality: {asked})"
+        return kind, f"modality {f['modality']} left out ({why})"
+    if f["modality"] == "audio" and ext not in AUDIO_EXTS:
+        reason = f"audio-only file (modality 03) with a video extension {ext}"
+        return "audio-only files with a video extension", reason
+    if f["modality"] != "audio" and ext not in VIDEO_EXTS:
+        reason = f"video file (modality {f['modality']}) with an audio extension {ext}"
+        return "video files with an audio extension", reason
+    if f["id"] in seen:
+        return "repeats of a clip (same 7 fields)", f"duplicate of {seen[f['id']]} (same 7 fields)"
+    return None
+
+
+def _clip(f: dict[str, str], where: str, classes: int) -> Clip:
+    """The clip of one kept file; with 7 classes calm is neutral (``extra`` keeps the corpus's emotion)."""
+    label = f["emotion"]
+    if classes == 7 and label == "calm":
+        label = "neutral"
+    gender = "male" if int(f["actor"]) % 2 else "female"
+    return Clip(
+        clip_id=f["id"],
+        video=where if f["modality"] in ("av", "video") else None,
+        audio=where if f["modality"] in ("av", "audio") else None,
+        label=label,
+        speaker=f"Actor_{f['actor']}",
+        extra=(
+            ("modality", f["modality"]),
+            ("channel", f["channel"]),
+            ("emotion", f["emotion"]),
+            ("intensity", f["intensity"]),
+            ("statement", f["statement"]),
+            ("repetition", f["repetition"]),
+            ("gender", gender),
+        ),
+    )
