@@ -311,69 +311,114 @@ def load_pretrained(
     canon, unused, notes = to_canonical(raw, layout)
     mapping, kind = _target_names(model)
     own = model.state_dict()
-    to_load: dict[str, torch.Tensor] = {}
-    skipped: list[str] = []
-    unexpected = list(unused)
+    matched = _match_tensors(
+        canon,
+        own,
+        mapping,
+        kind=kind,
+        layout=layout,
+        strict_shapes=strict_shapes,
+        skip_head_mismatch=skip_head_mismatch,
+    )
+    notes += matched.notes
+    unexpected = unused + matched.unexpected
+    if any(k.startswith("head.") for k in matched.skipped) and kind == "classifier":
+        notes.append(_head_note(canon, own))
+    if not matched.to_load:
+        raise ValueError(
+            f"nothing in the {layout} checkpoint fits this model; unused keys start with {unexpected[:5]}"
+        )
+    if kind == "classifier":
+        notes += _final_norm_notes(canon)
+    result = model.load_state_dict(matched.to_load, strict=False)
+    missing = sorted(set(result.missing_keys) - set(matched.skipped))
+    return LoadReport(
+        loaded=sorted(matched.to_load),
+        missing=missing,
+        unexpected=sorted(unexpected),
+        layout=layout,
+        skipped=sorted(matched.skipped),
+        notes=notes,
+    )
+
+
+@dataclass
+class _Matched:
+    """Canonical tensors sorted against a model: to load, kept at init, with no place; notes on shapes."""
+
+    to_load: dict[str, torch.Tensor] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _match_tensors(
+    canon: Mapping[str, torch.Tensor],
+    own: Mapping[str, torch.Tensor],
+    mapping: Mapping[str, str],
+    *,
+    kind: str,
+    layout: str,
+    strict_shapes: bool,
+    skip_head_mismatch: bool,
+) -> _Matched:
+    """Each canonical tensor to its model name, when the model has it at that shape.
+
+    A head of another class count is skipped (``skip_head_mismatch``); any other shape mismatch raises
+    with ``strict_shapes``, else it is kept at init with a note.
+    """
+    matched = _Matched()
     for cname, value in canon.items():
         target = mapping.get(cname)
         if target is None:
             src = f"encoder.{cname}" if layout == "official-pretrained" and not _is_decoder(cname) else cname
-            unexpected.append(src)
+            matched.unexpected.append(src)
             continue
         want = tuple(own[target].shape)
         got = tuple(value.shape)
-        if want != got:
-            if kind == "classifier" and target.startswith("head.") and skip_head_mismatch:
-                skipped.append(target)
-                continue
-            if strict_shapes:
-                raise ValueError(
-                    f"checkpoint tensor {target!r} has shape {list(got)} but the model expects "
-                    f"{list(want)} ({layout} layout); the model size, patch/tubelet size or "
-                    "channel count does not match the checkpoint"
-                )
-            skipped.append(target)
-            notes.append(
-                f"{target}: shape {list(got)} in the checkpoint vs {list(want)} in the model; kept at init."
-            )
+        if want == got:
+            matched.to_load[target] = value
             continue
-        to_load[target] = value
-    if any(k.startswith("head.") for k in skipped) and kind == "classifier":
-        head_w = canon.get("head.weight")
-        n_ckpt = head_w.shape[0] if head_w is not None else "?"
-        notes.append(
-            f"The checkpoint head has {n_ckpt} classes and the model {own['head.weight'].shape[0]}: "
-            "head.weight/head.bias keep their fresh initialisation."
+        if kind == "classifier" and target.startswith("head.") and skip_head_mismatch:
+            matched.skipped.append(target)
+            continue
+        if strict_shapes:
+            raise ValueError(
+                f"checkpoint tensor {target!r} has shape {list(got)} but the model expects "
+                f"{list(want)} ({layout} layout); the model size, patch/tubelet size or "
+                "channel count does not match the checkpoint"
+            )
+        matched.skipped.append(target)
+        matched.notes.append(
+            f"{target}: shape {list(got)} in the checkpoint vs {list(want)} in the model; kept at init."
         )
-    if not to_load:
-        raise ValueError(
-            f"nothing in the {layout} checkpoint fits this model; unused keys start with {unexpected[:5]}"
-        )
-    if (
-        kind == "classifier"
-        and "norm.weight" in canon
-        and "head.weight" in canon
-        and "fc_norm.weight" not in canon
-    ):
-        notes.append(
+    return matched
+
+
+def _head_note(canon: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> str:
+    """Why the classifier's head was not loaded: the two class counts."""
+    head_w = canon.get("head.weight")
+    n_ckpt = head_w.shape[0] if head_w is not None else "?"
+    return (
+        f"The checkpoint head has {n_ckpt} classes and the model {own['head.weight'].shape[0]}: "
+        "head.weight/head.bias keep their fresh initialisation."
+    )
+
+
+def _final_norm_notes(canon: Mapping[str, torch.Tensor]) -> list[str]:
+    """What a pre-trained encoder's final ``norm`` means for the mean-pooling classifier (unused, and
+    a warning when the checkpoint's head was trained on it)."""
+    if "norm.weight" not in canon:
+        return []
+    if "head.weight" in canon and "fc_norm.weight" not in canon:
+        return [
             "Warning: this checkpoint's head was trained on a final-norm first-token feature, not on "
             "mean pooling + fc_norm as this model computes; fine-tune the head before trusting it."
-        )
-    elif kind == "classifier" and "norm.weight" in canon:
-        notes.append(
-            "The encoder's final 'norm' of a pre-trained checkpoint is not used: the mean-pooling "
-            "classifier has a separate fc_norm, which starts fresh."
-        )
-    result = model.load_state_dict(to_load, strict=False)
-    missing = sorted(set(result.missing_keys) - set(skipped))
-    return LoadReport(
-        loaded=sorted(to_load),
-        missing=missing,
-        unexpected=sorted(unexpected),
-        layout=layout,
-        skipped=sorted(skipped),
-        notes=notes,
-    )
+        ]
+    return [
+        "The encoder's final 'norm' of a pre-trained checkpoint is not used: the mean-pooling "
+        "classifier has a separate fc_norm, which starts fresh."
+    ]
 
 
 def _is_decoder(canonical_name: str) -> bool:
