@@ -358,9 +358,13 @@ def _own(
 
 
 def _shutdown_ray() -> None:
-    import ray
+    try:
+        import ray
 
-    if ray.is_initialized():
+        initialized = ray.is_initialized()
+    except (ImportError, AttributeError):  # a signal cut `import ray` short: it started no Ray
+        return
+    if initialized:
         ray.shutdown()
 
 
