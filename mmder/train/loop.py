@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -41,7 +41,7 @@ from mmder.train.engine import (
     sum_across_ranks,
 )
 from mmder.train.optim import trainable_parameters
-from mmder.train.probe import prepare_probe
+from mmder.train.probe import ProbeInputs, prepare_probe
 from mmder.train.recipes import Recipe, parse_recipe
 
 
@@ -186,24 +186,67 @@ def fit(
     torch.manual_seed(seed)
     if recipe.frozen_encoder:
         p = prepare_probe(model, train_set, test_set, cfg, seed=seed, resume_from=resume_from)
-        return _run_epochs(
-            p.engine,
-            p.optimizer,
-            p.loader,
-            p.sampler,
-            p.train_set,
-            p.test_set,
-            num_classes,
-            cfg,
-            seed=seed,
-            start_epoch=p.start_epoch,
-            resumed_from=p.resumed_from,
-            report=report,
-            inputs=p.inputs,
-            eval_inputs=p.eval_inputs,
-            eval_workers=p.data_workers,
-            val_set=val_set,
-        )
+        return _run_epochs(_probe_loop(p, num_classes, cfg, report=report, seed=seed, val_set=val_set))
+    loop = _finetune_loop(
+        model,
+        recipe,
+        train_set,
+        test_set,
+        num_classes,
+        cfg,
+        report=report,
+        resume_from=resume_from,
+        seed=seed,
+        val_set=val_set,
+    )
+    return _run_epochs(loop)
+
+
+def _probe_loop(
+    p: ProbeInputs,
+    num_classes: int,
+    cfg: TrainingConfig,
+    *,
+    report: Reporter,
+    seed: int,
+    val_set: Dataset | None,
+) -> _EpochLoop:
+    """The linear probe's loop: the head trains on cached encoder features (:mod:`mmder.train.probe`)."""
+    return _EpochLoop(
+        engine=p.engine,
+        optimizer=p.optimizer,
+        loader=p.loader,
+        sampler=p.sampler,
+        train_set=p.train_set,
+        test_set=p.test_set,
+        num_classes=num_classes,
+        cfg=cfg,
+        seed=seed,
+        start_epoch=p.start_epoch,
+        resumed_from=p.resumed_from,
+        report=report,
+        inputs=p.inputs,
+        eval_inputs=p.eval_inputs,
+        eval_workers=p.data_workers,
+        val_set=val_set,
+    )
+
+
+def _finetune_loop(
+    model: nn.Module,
+    recipe: Recipe,
+    train_set: Dataset,
+    test_set: Dataset,
+    num_classes: int,
+    cfg: TrainingConfig,
+    *,
+    report: Reporter,
+    resume_from: str | None,
+    seed: int,
+    val_set: Dataset | None,
+) -> _EpochLoop:
+    """The loop of ``finetune`` and ``partial:K``: the recipe's parameters trainable, an engine over the
+    clips (resumed when asked), mixing and spectrogram augmentation as the config sets them."""
     rank, world = dist.get_rank(), dist.get_world_size()
     trainable_parameters(model, recipe.mode)
 
@@ -219,15 +262,15 @@ def fit(
     def inputs(x: Tensor) -> Tensor:
         return x.to(engine.device, dtype=dtype)
 
-    return _run_epochs(
-        engine,
-        optimizer,
-        loader,
-        sampler,
-        train_set,
-        test_set,
-        num_classes,
-        cfg,
+    return _EpochLoop(
+        engine=engine,
+        optimizer=optimizer,
+        loader=loader,
+        sampler=sampler,
+        train_set=train_set,
+        test_set=test_set,
+        num_classes=num_classes,
+        cfg=cfg,
         seed=seed,
         start_epoch=start_epoch,
         resumed_from=resumed_from,
@@ -274,101 +317,149 @@ def _frozen_modules(model: nn.Module, recipe: Recipe) -> list[nn.Module]:
     return [model.patch_embed, *blocks[: len(blocks) - recipe.trained_blocks]]
 
 
-def _run_epochs(
-    engine: Any,
-    optimizer: Any,
-    loader: DataLoader,
-    sampler: DistributedSampler,
-    train_set: Dataset,
-    test_set: Dataset,
-    num_classes: int,
-    cfg: TrainingConfig,
-    *,
-    seed: int,
-    start_epoch: int,
-    resumed_from: int | None,
-    report: Reporter,
-    inputs: Inputs,
-    eval_inputs: Inputs,
-    eval_workers: int,
-    mixer: VideoMixup | None = None,
-    frozen_modules: Sequence[nn.Module] = (),
-    val_set: Dataset | None = None,
-    spec_augment: SpecAugment | None = None,
-) -> EpochResult:
+@dataclass
+class _EpochLoop:
+    """Everything the epoch loop runs on, built by :func:`fit` for the recipe at hand.
+
+    The linear probe passes its cached-feature engine, loader and input functions and no mixer, spec
+    augmentation or frozen modules; fine-tuning passes all of them.
+    """
+
+    engine: Any
+    optimizer: Any
+    loader: DataLoader
+    sampler: DistributedSampler
+    train_set: Dataset
+    test_set: Dataset
+    num_classes: int
+    cfg: TrainingConfig
+    seed: int
+    start_epoch: int
+    resumed_from: int | None
+    report: Reporter
+    inputs: Inputs  # a training batch to the engine's input
+    eval_inputs: Inputs  # an evaluation batch to the engine's input
+    eval_workers: int
+    mixer: VideoMixup | None = None
+    frozen_modules: Sequence[nn.Module] = ()
+    val_set: Dataset | None = None
+    spec_augment: SpecAugment | None = None
+    first_step_pending: bool = True  # the timeline's first_step mark is still to be set
+
+
+def _run_epochs(loop: _EpochLoop) -> EpochResult:
     """The epoch loop shared by all recipes: train, evaluate, checkpoint, report."""
     best: EpochResult | None = None
     rank = dist.get_rank()
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    criterion = nn.CrossEntropyLoss(label_smoothing=loop.cfg.label_smoothing)
     result: EpochResult | None = None
-    first_step = True
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(loop.start_epoch, loop.cfg.epochs):
         mark("epoch_start")
         t0 = time.perf_counter()
-        engine.train()
-        for m in frozen_modules:
-            m.eval()
-        sampler.set_epoch(epoch)
-        set_epoch(train_set, epoch)
-        if mixer is not None:
-            mixer.reseed(_stream_seed(seed, rank, epoch))
-        if spec_augment is not None:
-            spec_augment.reseed([*_stream_seed(seed, rank, epoch), 1])
-        loss_sum, seen = 0.0, 0
-        for x, y, _ in loader:
-            x = inputs(x)
-            y = y.to(x.device)
-            if spec_augment is not None:
-                x = spec_augment(x)
-            if mixer is not None:
-                x, target = mixer(x, y)
-                loss = soft_target_cross_entropy(engine(x), target)
-            else:
-                logits = engine(x)
-                loss = criterion(logits.float(), y.to(logits.device))
-            engine.backward(loss)
-            engine.step()
-            if first_step:
-                mark("first_step")
-                first_step = False
-            loss_sum += float(loss.detach()) * len(y)
-            seen += len(y)
-        loss_total, clips = sum_across_ranks(loss_sum, seen)
+        _start_epoch(loop, epoch, rank)
+        loss_total, clips = sum_across_ranks(*_train_batches(loop, criterion))
         train_seconds = time.perf_counter() - t0
-        set_epoch(test_set, epoch)
-        ev = evaluate(engine, test_set, cfg, num_classes, inputs=eval_inputs, workers=eval_workers)
+        set_epoch(loop.test_set, epoch)
+        ev = _evaluate(loop, loop.test_set)
         result = _epoch_result(
             ev,
-            optimizer,
-            cfg,
+            loop.optimizer,
+            loop.cfg,
             epoch=epoch,
             train_loss=loss_total / max(1.0, clips),
             seconds=time.perf_counter() - t0,
         )
-        result.resumed_from_epoch = resumed_from
+        result.resumed_from_epoch = loop.resumed_from
         result.train_clips_per_s = clips / train_seconds if train_seconds > 0 else 0.0
-        result.peak_memory_mb = peak_memory_mb(engine.device)
-        if val_set is not None:
-            set_epoch(val_set, epoch)
-            vev = evaluate(engine, val_set, cfg, num_classes, inputs=eval_inputs, workers=eval_workers)
-            result.val_loss, result.val_uar, result.val_war = vev["test_loss"], vev["uar"], vev["war"]
+        result.peak_memory_mb = peak_memory_mb(loop.engine.device)
+        if loop.val_set is not None:
+            _validate(loop, loop.val_set, result, epoch)
             if best is None or (result.val_uar, result.val_war) >= (best.val_uar, best.val_war):
                 best = result
-        with epoch_checkpoint(engine, epoch) as checkpoint_dir:
-            report(result, checkpoint_dir)
+        with epoch_checkpoint(loop.engine, epoch) as checkpoint_dir:
+            loop.report(result, checkpoint_dir)
         mark("epoch_end")
 
     if result is None:
-        # The checkpoint already holds the last epoch (the run was cut off after saving it): only the
-        # final evaluation is missing, so redo that rather than train again.
-        ev = evaluate(engine, test_set, cfg, num_classes, inputs=eval_inputs, workers=eval_workers)
-        result = _epoch_result(ev, optimizer, cfg, epoch=cfg.epochs - 1, train_loss=float("nan"), seconds=0.0)
-        result.resumed_from_epoch = resumed_from
-        report(result, None)
-    if best is not None and best is not result:
-        import dataclasses
+        result = _evaluate_only(loop)
+    return _selected(result, best, loop.cfg.epochs)
 
-        return dataclasses.replace(best, selected_epoch=best.epoch, epochs=cfg.epochs)
+
+def _start_epoch(loop: _EpochLoop, epoch: int, rank: int) -> None:
+    """Train mode (frozen blocks stay in eval) and every per-epoch stream set to this epoch.
+
+    The sampler, the dataset and the mixing streams are seeded per (seed, rank, epoch), so a resumed run
+    replays the epochs it redoes.
+    """
+    loop.engine.train()
+    for m in loop.frozen_modules:
+        m.eval()
+    loop.sampler.set_epoch(epoch)
+    set_epoch(loop.train_set, epoch)
+    if loop.mixer is not None:
+        loop.mixer.reseed(_stream_seed(loop.seed, rank, epoch))
+    if loop.spec_augment is not None:
+        loop.spec_augment.reseed([*_stream_seed(loop.seed, rank, epoch), 1])
+
+
+def _train_batches(loop: _EpochLoop, criterion: nn.Module) -> tuple[float, int]:
+    """One pass over this rank's training batches: (sum of per-clip losses, clips seen)."""
+    loss_sum, seen = 0.0, 0
+    for x, y, _ in loop.loader:
+        x = loop.inputs(x)
+        y = y.to(x.device)
+        if loop.spec_augment is not None:
+            x = loop.spec_augment(x)
+        if loop.mixer is not None:
+            x, target = loop.mixer(x, y)
+            loss = soft_target_cross_entropy(loop.engine(x), target)
+        else:
+            logits = loop.engine(x)
+            loss = criterion(logits.float(), y.to(logits.device))
+        loop.engine.backward(loss)
+        loop.engine.step()
+        if loop.first_step_pending:
+            mark("first_step")
+            loop.first_step_pending = False
+        loss_sum += float(loss.detach()) * len(y)
+        seen += len(y)
+    return loss_sum, seen
+
+
+def _evaluate(loop: _EpochLoop, dataset: Dataset) -> dict[str, Any]:
+    """:func:`evaluate` with the loop's engine, input function and workers."""
+    return evaluate(
+        loop.engine, dataset, loop.cfg, loop.num_classes, inputs=loop.eval_inputs, workers=loop.eval_workers
+    )
+
+
+def _validate(loop: _EpochLoop, val_set: Dataset, result: EpochResult, epoch: int) -> None:
+    """This epoch's validation loss, UAR and WAR into ``result``: fit chooses its epoch on them."""
+    set_epoch(val_set, epoch)
+    vev = _evaluate(loop, val_set)
+    result.val_loss, result.val_uar, result.val_war = vev["test_loss"], vev["uar"], vev["war"]
+
+
+def _evaluate_only(loop: _EpochLoop) -> EpochResult:
+    """The last epoch's result when no epoch was left to train, reported without a checkpoint.
+
+    The checkpoint already holds the last epoch (the run was cut off after saving it): only the final
+    evaluation is missing, so redo that rather than train again.
+    """
+    cfg = loop.cfg
+    ev = _evaluate(loop, loop.test_set)
+    result = _epoch_result(
+        ev, loop.optimizer, cfg, epoch=cfg.epochs - 1, train_loss=float("nan"), seconds=0.0
+    )
+    result.resumed_from_epoch = loop.resumed_from
+    loop.report(result, None)
+    return result
+
+
+def _selected(result: EpochResult, best: EpochResult | None, epochs: int) -> EpochResult:
+    """What fit returns: the last epoch, or with a validation set the epoch chosen on it, marked so."""
+    if best is not None and best is not result:
+        return replace(best, selected_epoch=best.epoch, epochs=epochs)
     if best is not None:
         result.selected_epoch = result.epoch
     return result
