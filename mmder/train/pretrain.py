@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -77,8 +78,6 @@ def pretrain(
     seed: int = 0,
 ) -> PretrainResult:
     """Pre-train ``cfg.epochs`` epochs (or the rest, when resuming); returns the last epoch's result."""
-    import deepspeed
-
     ensure_process_group()
     silence_deepspeed_cpu_build()
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -88,27 +87,8 @@ def pretrain(
     loader = DataLoader(
         train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.data_workers, drop_last=False
     )
-    lr = cfg.peak_lr(world)
-    optimizer = adamw(model, lr=lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
-    factor = warmup_cosine(
-        epochs=cfg.epochs,
-        warmup_epochs=cfg.warmup_epochs,
-        lr=lr,
-        min_lr=cfg.min_lr,
-        steps_per_epoch=max(1, len(loader)),
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    config = engine_config(
-        batch_size=cfg.batch_size,
-        zero_stage=cfg.zero_stage,
-        precision=cfg.resolved_precision(),
-        grad_clip=cfg.grad_clip,
-    )
-    engine, optimizer, _, _ = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config
-    )
+    engine, optimizer = _pretrain_engine(model, cfg, world=world, steps_per_epoch=max(1, len(loader)))
     start_epoch, resumed_from = resume_engine(engine, resume_from)
-    dtype = next(engine.module.parameters()).dtype
     # 8 training speakers' clips, seen hundreds of times: perturbed speakers give the MAE more to learn
     augment = SpecAugment(time_shift=cfg.time_shift, freq_warp=cfg.freq_warp)
 
@@ -120,19 +100,7 @@ def pretrain(
         set_epoch(train_set, epoch)
         masks = torch.Generator().manual_seed(_mask_seed(seed, rank, epoch))
         augment.reseed([seed, rank, epoch, 2])  # a resumed run replays the epochs it redoes
-        loss_sum, seen = 0.0, 0
-        for x, _, _ in loader:
-            if augment.active:
-                x = augment(x)
-            x = x.to(engine.device, dtype=dtype)
-            mask = model.make_mask(
-                len(x), cfg.mask_ratio, generator=masks, device=engine.device, kind=cfg.masking
-            )
-            loss = engine(x, mask).float()
-            engine.backward(loss)
-            engine.step()
-            loss_sum += float(loss.detach()) * len(x)
-            seen += len(x)
+        loss_sum, seen = _pretrain_batches(engine, model, loader, cfg, masks, augment)
         result = PretrainResult(
             epoch=epoch,
             epochs=cfg.epochs,
@@ -155,6 +123,61 @@ def pretrain(
         )
         report(result, None)
     return result
+
+
+def _pretrain_engine(
+    model: VideoMAEPretrainer, cfg: PretrainConfig, *, world: int, steps_per_epoch: int
+) -> tuple[Any, Any]:
+    """The DeepSpeed engine and its optimizer: VideoMAE's AdamW (betas 0.9, 0.95) at the lr scaled to
+    the global batch, with a per-step warm-up cosine schedule."""
+    import deepspeed
+
+    lr = cfg.peak_lr(world)
+    optimizer = adamw(model, lr=lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    factor = warmup_cosine(
+        epochs=cfg.epochs,
+        warmup_epochs=cfg.warmup_epochs,
+        lr=lr,
+        min_lr=cfg.min_lr,
+        steps_per_epoch=steps_per_epoch,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    config = engine_config(
+        batch_size=cfg.batch_size,
+        zero_stage=cfg.zero_stage,
+        precision=cfg.resolved_precision(),
+        grad_clip=cfg.grad_clip,
+    )
+    engine, optimizer, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config
+    )
+    return engine, optimizer
+
+
+def _pretrain_batches(
+    engine: Any,
+    model: VideoMAEPretrainer,
+    loader: DataLoader,
+    cfg: PretrainConfig,
+    masks: torch.Generator,
+    augment: SpecAugment,
+) -> tuple[float, int]:
+    """One pass over this rank's batches, each with fresh tube masks: (sum of per-clip losses, clips)."""
+    dtype = next(engine.module.parameters()).dtype
+    loss_sum, seen = 0.0, 0
+    for x, _, _ in loader:
+        if augment.active:
+            x = augment(x)
+        x = x.to(engine.device, dtype=dtype)
+        mask = model.make_mask(
+            len(x), cfg.mask_ratio, generator=masks, device=engine.device, kind=cfg.masking
+        )
+        loss = engine(x, mask).float()
+        engine.backward(loss)
+        engine.step()
+        loss_sum += float(loss.detach()) * len(x)
+        seen += len(x)
+    return loss_sum, seen
 
 
 def export_encoder(model: VideoMAEPretrainer, path: str | os.PathLike[str]) -> Path:
