@@ -13,18 +13,22 @@ import pandas as pd
 
 from harness.results.board_protocol import FOLD_FALLBACK, DatasetInfo, protocol_note, reference_rows
 from harness.results.board_seeds import one_model_note, one_model_rows
+from harness.results.seed_bootstrap import LABEL, interval_words
 from mmder.eval import references as refs
 from mmder.eval import stats
 
 FORMATS = ("table", "csv", "markdown", "json", "latex")
 
 
-def intervals_note(t_columns: bool = True) -> str:
-    """What the intervals are, in words every format carries (the t interval's only where it is shown)."""
+def intervals_note(t_columns: bool = True, two_level: bool = False) -> str:
+    """What the intervals are, in words every format carries (the t interval's only where it is shown,
+    the two-level one's only where a row has it)."""
     spk = (
         "UAR/WAR in %; [95% spk]: pooled over test predictions, 95 % percentile bootstrap resampling test "
         f"speakers ({stats.RESAMPLES} resamples, seed {stats.SEED})"
     )
+    if two_level:
+        spk += "; " + interval_words()
     if not t_columns:
         return spk
     return spk + (
@@ -55,6 +59,32 @@ def _speaker_interval(mean: float, lo: float, hi: float, speakers: float, unit: 
     return f"{mean:.1f} [{lo:.1f}, {hi:.1f}]"
 
 
+def has_two_level(table: pd.DataFrame) -> bool:
+    """Whether some row's headline interval resamples seeds too."""
+    return "interval" in table.columns and bool((table["interval"] == LABEL).any())
+
+
+def headline_label(table: pd.DataFrame) -> str:
+    """The headline columns' interval label: 'spk', 'seed+spk', or 'spk; *seed+spk' where rows differ
+    (the two-level cells then carry a '*')."""
+    kinds = set(table.loc[table["interval"].astype(str) != "", "interval"]) if "interval" in table else set()
+    if kinds == {LABEL}:
+        return LABEL
+    return f"spk; *{LABEL}" if LABEL in kinds else "spk"
+
+
+def _headline(r: Any, metric: str, mixed: bool) -> str:
+    """A row's pooled value with its headline interval: the two-level one where the row has it."""
+    pooled, spk = (
+        getattr(r, f"{metric}_pooled"),
+        (getattr(r, f"{metric}_spk_lo"), getattr(r, f"{metric}_spk_hi")),
+    )
+    if getattr(r, "interval", "") != LABEL:
+        return _speaker_interval(pooled, *spk, r.speakers, r.interval_unit)
+    lo, hi = getattr(r, f"{metric}_seed_lo"), getattr(r, f"{metric}_seed_hi")
+    return _speaker_interval(pooled, lo, hi, r.speakers, r.interval_unit) + ("*" if mixed else "")
+
+
 def _status(r: Any, expected_folds: int | None) -> str:
     folds = f"{r.folds}/{expected_folds}" if expected_folds else str(r.folds)
     return folds + (f" !{r.missing} missing" if r.missing else "")
@@ -63,6 +93,8 @@ def _status(r: Any, expected_folds: int | None) -> str:
 def _display(table: pd.DataFrame, datasets: dict[str, DatasetInfo]) -> pd.DataFrame:
     """Text cells for table/markdown/LaTeX: intervals, fold status with a visible mark, costs."""
     out = []
+    label = headline_label(table)
+    mixed = label.startswith("spk;")
     for record in table.to_dict("records"):
         # by name, not itertuples: a class label such as `frown-ee` or `colère` is no identifier and
         # itertuples renamed its column, so every per-class cell printed as missing
@@ -75,12 +107,8 @@ def _display(table: pd.DataFrame, datasets: dict[str, DatasetInfo]) -> pd.DataFr
             "seeds": r.seeds,
             "n": r.n,
             "speakers": _num(r.speakers, 0),
-            "UAR % [95% spk]": _speaker_interval(
-                r.uar_pooled, r.uar_spk_lo, r.uar_spk_hi, r.speakers, r.interval_unit
-            ),
-            "WAR % [95% spk]": _speaker_interval(
-                r.war_pooled, r.war_spk_lo, r.war_spk_hi, r.speakers, r.interval_unit
-            ),
+            f"UAR % [95% {label}]": _headline(r, "uar", mixed),
+            f"WAR % [95% {label}]": _headline(r, "war", mixed),
             "mean UAR [95% t]": with_interval(r.uar_mean, r.uar_lo, r.uar_hi, r.n),
             "mean WAR [95% t]": with_interval(r.war_mean, r.war_lo, r.war_hi, r.n),
             "wall s/cell": _num(r.wall_s_per_cell, 0),
@@ -190,7 +218,10 @@ def render(
     unpublished = unpublished_line(table, datasets, ref) if references else ""
     if fmt == "json":
         return _json(table, datasets, ref if references else None, unpublished)
-    notes = [protocol_note(d, datasets.get(d)) for d in table["dataset"].unique()] + [intervals_note()]
+    two = has_two_level(table)
+    notes = [protocol_note(d, datasets.get(d)) for d in table["dataset"].unique()] + [
+        intervals_note(True, two)
+    ]
     if fmt == "csv":
         conditional = one_model_note(table)
         text = "".join(f"# {n}\n" for n in [*notes, *([conditional] if conditional else [])])
@@ -202,7 +233,7 @@ def render(
         return "(no finished cells yet)"
     shown = _display(table, datasets)
     if fmt == "latex":  # a paper's table: no t interval shown, none described
-        caption = [*notes[:-1], intervals_note(t_columns=False), *_footnotes(table, t_columns=False)]
+        caption = [*notes[:-1], intervals_note(False, two), *_footnotes(table, t_columns=False)]
         text = _latex_text(paper_columns(shown, costs), ref, caption)
         return text + (f"% {unpublished}\n" if unpublished else "")
     notes += _footnotes(table)
@@ -218,19 +249,20 @@ def render(
 
 
 COST_COLUMNS = ["wall s/cell", "clips/s", "device-h", "MFU"]
-PAPER_COLUMNS = ["setting", "UAR % [95% spk]", "WAR % [95% spk]"]
+PAPER_COLUMNS = ["setting", "UAR % [95% spk]", "WAR % [95% spk]"]  # the headline label varies by table
 
 
 def paper_columns(shown: pd.DataFrame, costs: bool = False) -> pd.DataFrame:
     """What fits a paper's column: setting, UAR and WAR with their intervals (the dataset where there
     are several; the fold status where a row is unfinished, as its '!' mark is footnoted; per-class
     recall where asked for), and the cost columns only with ``costs``."""
+    headline = [c for c in shown.columns if c.startswith(("UAR % [95%", "WAR % [95%"))]
     known = {"dataset", "folds", "seeds", "n", "speakers", "mean UAR [95% t]", "mean WAR [95% t]"}
-    known |= {*PAPER_COLUMNS, *COST_COLUMNS}
-    cols = (["dataset"] if shown["dataset"].nunique() > 1 else []) + PAPER_COLUMNS[:1]
+    known |= {"setting", *headline, *COST_COLUMNS}
+    cols = (["dataset"] if shown["dataset"].nunique() > 1 else []) + ["setting"]
     if shown["folds"].astype(str).str.contains("!").any():
         cols.append("folds")
-    cols += PAPER_COLUMNS[1:] + [c for c in shown.columns if c not in known]  # per-class recall
+    cols += headline + [c for c in shown.columns if c not in known]  # per-class recall
     return shown[cols + (COST_COLUMNS if costs else [])]
 
 
@@ -262,7 +294,7 @@ def _json(
             for d in present
             if d in datasets
         },
-        "note": intervals_note(),
+        "note": intervals_note(True, has_two_level(table)),
         "resamples": stats.RESAMPLES,
         "seed": stats.SEED,
         "rows": _json_rows(table),
@@ -326,7 +358,7 @@ def _table_text(
             )
             lines.append(_indent(part_ref.to_string(index=False), 4))
         lines.append("")
-    lines.append(intervals_note())
+    lines.append(intervals_note(True, has_two_level(table)))
     return "\n".join(lines).rstrip()
 
 

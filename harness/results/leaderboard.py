@@ -2,10 +2,12 @@
 
 Per (dataset, setting): how many folds, seeds, runs and test speakers it rests on and how many cells
 are still missing; UAR/WAR pooled over all test predictions with a 95 % bootstrap interval that
-resamples test speakers (the headline: the speakers are what was sampled); the mean of per-fold UAR/WAR
-with a 95 % t interval over folds x seeds (none below 3 values); optionally per-class recall; and what
-the cells cost (wall time, clips/s, device-hours, MFU). Every format carries the protocol note. An
-unfinished row is shown, marked, with its missing count: it is never quietly averaged over fewer folds.
+resamples test speakers (the headline: the speakers are what was sampled), and where some fold has >= 2
+seeds a two-level interval that resamples the seeds too (then the headline, labelled seed+spk); the
+mean of per-fold UAR/WAR with a 95 % t interval over folds x seeds (none below 3 values); optionally
+per-class recall; and what the cells cost (wall time, clips/s, device-hours, MFU). Every format carries
+the protocol note. An unfinished row is shown, marked, with its missing count: it is never quietly
+averaged over fewer folds.
 
 Only ``collect_runs`` knows the experiment file and MLflow layout (harness.experiment.config/grid/tracking);
 everything else works on an ``ExperimentRuns`` (a DataFrame of cells + an artifact loader), so it is
@@ -29,6 +31,13 @@ from harness.results.board_protocol import (
     reference_rows,
 )
 from harness.results.board_text import FORMATS, folds_text, intervals_note, render, with_interval
+from harness.results.seed_bootstrap import (
+    LABEL,
+    SPEAKER_LABEL,
+    several_seeds,
+    two_level_bootstrap,
+    with_clusters,
+)
 from harness.tracking.tags import TAG_DEVICE_COUNT, TAG_PREFIX
 from mmder.eval import stats
 
@@ -79,6 +88,11 @@ COLUMNS = [
     "war_pooled",
     "war_spk_lo",
     "war_spk_hi",
+    "interval",
+    "uar_seed_lo",
+    "uar_seed_hi",
+    "war_seed_lo",
+    "war_seed_hi",
     "wall_s_per_cell",
     "train_clips_per_s",
     "device_hours",
@@ -255,12 +269,17 @@ def speaker_clusters(pred: pd.DataFrame) -> tuple[Any, str, str]:
 
 
 def _speaker_intervals(pooled: pd.DataFrame) -> dict[str, Any]:
-    """Pooled UAR/WAR intervals that resample test speakers (NaN below stats.MIN_CLUSTERS)."""
+    """Pooled UAR/WAR intervals that resample test speakers (NaN below stats.MIN_CLUSTERS); where some
+    fold has >= 2 seeds, also the two-level one (seeds and speakers), which is then the headline."""
     clusters, unit, _ = speaker_clusters(pooled)
-    out: dict[str, Any] = {"interval_unit": unit}
+    two_level = several_seeds(pooled)
+    out: dict[str, Any] = {"interval_unit": unit, "interval": LABEL if two_level else SPEAKER_LABEL}
     for metric in ("uar", "war"):
         ci = stats.speaker_bootstrap(pooled["true"], pooled["predicted"], clusters, metric, unit)
         out[f"{metric}_spk_lo"], out[f"{metric}_spk_hi"] = ci.lo, ci.hi
+        seeded = two_level_bootstrap([with_clusters(pooled, clusters)], metric, unit) if two_level else None
+        out[f"{metric}_seed_lo"] = seeded.lo if seeded else float("nan")
+        out[f"{metric}_seed_hi"] = seeded.hi if seeded else float("nan")
     out["speakers"] = ci.clusters if unit == "speaker" else float("nan")
     return out
 
@@ -293,7 +312,8 @@ def _row(group: pd.DataFrame, pooled: pd.DataFrame, per_class: bool) -> dict[str
     no_pool = {
         "speakers": nan,
         "interval_unit": "",
-        **{f"{m}_spk_{e}": nan for m in ("uar", "war") for e in ("lo", "hi")},
+        "interval": "",
+        **{f"{m}_{i}_{e}": nan for m in ("uar", "war") for i in ("spk", "seed") for e in ("lo", "hi")},
     }
     row.update(_speaker_intervals(pooled) if complete else no_pool)
     wall = done["wall_seconds"].astype(float)

@@ -91,3 +91,39 @@ def test_too_few_speakers_gives_no_interval() -> None:
     pred = seed_predictions({(0, 0): 0.5, (0, 1): 0.7}, speakers=3)
     two = two_level_bootstrap([with_clusters(pred, pred["speaker"])], "war")
     assert np.isnan(two.lo) and "too few" in two.note
+
+
+def _board(accuracies: dict[tuple[str, int, int], float]) -> tuple[pd.DataFrame, object]:
+    from results_helpers import experiment_from_predictions
+
+    from harness.results.leaderboard import leaderboard
+
+    spec = {}
+    for (setting, fold, seed), acc in accuracies.items():
+        pred = seed_predictions({(fold, seed): acc}).drop(columns=["fold", "seed"])
+        spec[(setting, fold, seed)] = pred
+    exp = experiment_from_predictions(spec)
+    return leaderboard(exp.runs, exp.loader, exp.settings), exp
+
+
+def test_leaderboard_headline_is_two_level_where_seeds_are_several() -> None:
+    from harness.results.board_text import render
+
+    accs = {("FSLF", f, s): a for f in range(3) for s, a in enumerate((0.35, 0.6, 0.9))}
+    accs |= {("audio", f, 0): 0.6 for f in range(3)}
+    table, exp = _board(accs)
+    several = table.set_index("setting").loc["FSLF"]
+    one = table.set_index("setting").loc["audio"]
+    assert several.interval == "seed+spk" and one.interval == "spk"
+    assert several.war_seed_hi - several.war_seed_lo > several.war_spk_hi - several.war_spk_lo
+    assert np.isnan(one.war_seed_lo)
+    text = render(table, "table", exp.datasets)
+    assert "[95% spk; *seed+spk]" in text and "two-level bootstrap" in text
+    assert f"{several.war_pooled:.1f} [{several.war_seed_lo:.1f}, {several.war_seed_hi:.1f}]*" in text
+    assert "one trained model per fold (audio)" in text  # the one-seed row keeps its conditional note
+    for fmt in ("markdown", "latex", "json", "csv"):
+        assert "seed+spk" in render(table, fmt, exp.datasets), fmt
+    only = table[table["setting"] == "FSLF"]
+    assert "[95% seed+spk]" in render(only, "markdown", exp.datasets)
+    one_only = render(table[table["setting"] == "audio"], "markdown", exp.datasets)
+    assert "[95% spk]" in one_only and "seed+spk" not in one_only
