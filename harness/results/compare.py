@@ -19,6 +19,13 @@ import numpy as np
 import pandas as pd
 
 from harness.results.leaderboard import ExperimentRuns, pooled_predictions, speaker_clusters
+from harness.results.seed_bootstrap import (
+    LABEL,
+    SPEAKER_LABEL,
+    several_seeds,
+    two_level_bootstrap,
+    with_clusters,
+)
 from mmder.eval import stats
 
 
@@ -43,6 +50,7 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
     pair_diffs: list[tuple[int, int, float]] = field(default_factory=list)  # (fold, seed, A-B) per run pair
     models: tuple[int, int] = (0, 0)  # the trained models (finished runs) behind A and behind B
+    interval: str = SPEAKER_LABEL  # "seed+spk" where both sides' seeds were resampled too
 
     @property
     def label(self) -> str:
@@ -192,7 +200,9 @@ def compare(
     models = (int(pairs["key_a"].nunique()), int(pairs["key_b"].nunique()))
     notes += one_model_notes(a, b, models, int(pairs["fold"].nunique()))
     diffs = pairs[f"{metric}_a"].astype(float) - pairs[f"{metric}_b"].astype(float)
-    speaker = stats.paired_speaker_bootstrap(t, pa, pb, clusters, metric, unit, n_resamples, seed)
+    speaker, interval = _difference(clips, clusters, metric, unit, n_resamples, seed, (a, b))
+    if interval == LABEL:
+        notes.append(seeds_note(clips))
     return Comparison(
         dataset=dataset,
         a=a,
@@ -211,6 +221,37 @@ def compare(
             (int(f), int(s), float(d)) for f, s, d in zip(pairs["fold"], pairs["seed"], diffs, strict=True)
         ),
         models=models,
+        interval=interval,
+    )
+
+
+def _difference(
+    clips: pd.DataFrame,
+    clusters: np.ndarray,
+    metric: str,
+    unit: str,
+    n_resamples: int,
+    seed: int,
+    names: tuple[str, str],
+) -> tuple[stats.ClusterInterval, str]:
+    """A - B with its bootstrap: two-level (each side's seeds within folds, and test speakers shared by
+    both sides) where both sides have >= 2 seeds in a fold and neither is a seedless baseline; else the
+    speaker bootstrap with the trained models held fixed."""
+    t, pa, pb = clips["true"].to_numpy(), clips["pred_a"].to_numpy(), clips["pred_b"].to_numpy()
+    if several_seeds(clips) and not any(_seedless(n) for n in names):
+        sides = [with_clusters(clips, clusters, "pred_a"), with_clusters(clips, clusters, "pred_b")]
+        return two_level_bootstrap(sides, metric, unit, n_resamples, seed, names=names), LABEL
+    return stats.paired_speaker_bootstrap(t, pa, pb, clusters, metric, unit, n_resamples, seed), SPEAKER_LABEL
+
+
+def seeds_note(clips: pd.DataFrame) -> str:
+    """What the two-level interval and p resample, and how many seeds per fold each side has."""
+    per_fold = clips.groupby("fold")["seed"].nunique()
+    seeds = ", ".join(f"f{f} {k}" for f, k in per_fold.items())
+    return (
+        f"seeds resampled too ([95% {LABEL}]): each resample draws both sides' seeds within each fold "
+        f"(independently; seeds per fold: {seeds}) and test speakers shared by both sides, so training "
+        "variance is in the interval and p"
     )
 
 
@@ -252,6 +293,7 @@ def record(c: Comparison) -> dict[str, object]:
         "speaker_p": sp.pvalue,
         "speaker_p_floor": sp.smallest_p,  # no resample crossed 0: speaker_p is only an upper bound
         "unit": sp.unit,
+        "interval": c.interval,  # "seed+spk": seeds resampled too; "spk": trained models held fixed
         "clusters": sp.clusters,
         "pairs": len(c.pairs),
         "models_a": c.models[0],

@@ -38,6 +38,10 @@ def method_note(n_resamples: int = stats.RESAMPLES, seed: int = stats.SEED) -> s
 def _speaker_line(c: Comparison) -> str:
     sp = c.speaker
     what = f"{sp.unit} level: paired bootstrap over {sp.clusters} test {sp.unit}s"
+    if c.interval == "seed+spk":
+        what = (
+            f"seed+{sp.unit} level: paired two-level bootstrap over seeds and {sp.clusters} test {sp.unit}s"
+        )
     if not sp.has_interval:
         return f"  {what}: no interval (see note)"
     p = (
@@ -45,7 +49,8 @@ def _speaker_line(c: Comparison) -> str:
         if sp.smallest_p
         else f"p = {format_p(sp.pvalue)}"
     )
-    return f"  {what}: 95 % [{sp.lo:+.2f}, {sp.hi:+.2f}], {p}"
+    label = "95 %" if c.interval == "spk" else f"[95% {c.interval}]"
+    return f"  {what}: {label} [{sp.lo:+.2f}, {sp.hi:+.2f}], {p}"
 
 
 def format_comparison(c: Comparison) -> str:

@@ -13,6 +13,8 @@ every seed predicts the same the two intervals coincide: the seed draw can only 
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,22 +96,24 @@ def two_level_bootstrap(
     n_resamples: int = stats.RESAMPLES,
     seed: int = stats.SEED,
     confidence: float = 0.95,
+    names: Sequence[str] | None = None,
 ) -> stats.ClusterInterval:
     """The pooled metric of one side (or A - B of two) with a percentile interval over resamples of
     seeds within folds and of test speakers; two sides share the speaker draw (paired on speakers) and
-    draw their seeds independently. Each side: columns true, predicted, fold, seed, cluster."""
+    draw their seeds independently, each from a stream named by ``names`` (so B vs A is exactly the
+    negative of A vs B). Each side: columns true, predicted, fold, seed, cluster."""
     if metric not in stats.METRICS:
         raise ValueError(f"metric {metric!r} is not allowed; allowed: {', '.join(stats.METRICS)}")
     nan = float("nan")
     if any(s.empty for s in sides):
         return stats.ClusterInterval(nan, nan, nan, 0, unit, note="no test clips")
-    names, codes = np.unique(pd.concat([s["cluster"] for s in sides]).astype(str), return_inverse=True)
+    labels, codes = np.unique(pd.concat([s["cluster"] for s in sides]).astype(str), return_inverse=True)
     classes = np.unique(pd.concat([s["true"] for s in sides]).astype(str))
     parts, start = [], 0
     for s in sides:
-        parts.append(_side(s, codes[start : start + len(s)], classes, names.size))
+        parts.append(_side(s, codes[start : start + len(s)], classes, labels.size))
         start += len(s)
-    n = names.size
+    n = labels.size
     whole = [_value(metric, p, np.ones((1, n)), np.ones((1, *p.counts.shape[1:3])))[0] for p in parts]
     estimate = float(whole[0] - whole[1]) if len(whole) == 2 else float(whole[0])
     if n < stats.MIN_CLUSTERS:
@@ -118,8 +122,13 @@ def two_level_bootstrap(
     draw = np.random.default_rng(seed).integers(0, n, (n_resamples, n))  # as scipy's bootstrap draws
     spk = np.zeros((n_resamples, n))
     np.add.at(spk, (np.arange(n_resamples)[:, None], draw), 1.0)
-    seed_rng = np.random.default_rng([seed, 1])  # its own stream: the speaker draw stays the same
-    values = [_value(metric, p, spk, _seed_weights(p, n_resamples, seed_rng)) for p in parts]
+    # seeds from streams of their own: the speaker draw stays the speaker bootstrap's
+    one = np.random.default_rng([seed, 1])
+    rngs = [np.random.default_rng([seed, 1, zlib.crc32(n.encode())]) for n in names] if names else None
+    values = [
+        _value(metric, p, spk, _seed_weights(p, n_resamples, rngs[i] if rngs else one))
+        for i, p in enumerate(parts)
+    ]
     dist = values[0] - values[1] if len(values) == 2 else values[0]
     alpha = (1.0 - confidence) / 2.0
     lo, hi = (float(x) for x in np.quantile(dist, [alpha, 1.0 - alpha]))

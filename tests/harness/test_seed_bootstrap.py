@@ -127,3 +127,40 @@ def test_leaderboard_headline_is_two_level_where_seeds_are_several() -> None:
     assert "[95% seed+spk]" in render(only, "markdown", exp.datasets)
     one_only = render(table[table["setting"] == "audio"], "markdown", exp.datasets)
     assert "[95% spk]" in one_only and "seed+spk" not in one_only
+
+
+def test_compare_resamples_seeds_when_both_sides_have_several() -> None:
+    from harness.results.compare import compare, record
+    from harness.results.compare_text import format_comparison
+
+    accs = {("FSLF", f, s): a for f in range(3) for s, a in enumerate((0.35, 0.6, 0.9))}
+    accs |= {("audio", f, s): 0.6 for f in range(3) for s in range(3)}
+    _, exp = _board(accs)
+    c = compare(exp, "ds", "FSLF", "audio", "war")
+    assert c.interval == "seed+spk" and c.models == (9, 9)
+    fixed = stats.paired_speaker_bootstrap(
+        *(np.asarray(x) for x in _paired_arrays(exp, "FSLF", "audio")), "war"
+    )
+    assert c.speaker.estimate == pytest.approx(fixed.estimate)
+    assert c.speaker.hi - c.speaker.lo > fixed.hi - fixed.lo
+    text = format_comparison(c)
+    assert "seed+speaker level: paired two-level bootstrap" in text and "[95% seed+spk]" in text
+    assert "seeds resampled too" in text
+    assert record(c)["interval"] == "seed+spk"
+
+
+def test_compare_with_one_seed_keeps_the_speaker_bootstrap() -> None:
+    from harness.results.compare import compare
+
+    accs = {("FSLF", f, 0): 0.7 for f in range(3)} | {("audio", f, 0): 0.5 for f in range(3)}
+    _, exp = _board(accs)
+    c = compare(exp, "ds", "FSLF", "audio", "war")
+    assert c.interval == "spk" and not any("seeds resampled" in n for n in c.notes)
+    assert any("conditional on these trained models" in n for n in c.notes)
+
+
+def _paired_arrays(exp: object, a: str, b: str) -> tuple[np.ndarray, ...]:
+    from harness.results.compare import paired_predictions
+
+    clips, _ = paired_predictions(exp, "ds", a, b)
+    return (clips["true"], clips["pred_a"], clips["pred_b"], clips["speaker"])
