@@ -41,6 +41,11 @@ def register(add: Add) -> dict[str, Handler]:
     lb.add_argument("--format", choices=list(LEADERBOARD_FORMATS), default="table")
     lb.add_argument("--per-class", action="store_true", help="add per-class recall (pooled predictions)")
     lb.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="add seed-ensemble rows: each clip's class probabilities averaged over a cell's k seeds",
+    )
+    lb.add_argument(
         "--references",
         action="store_true",
         help="print published results below, with deltas and protocol notes",
@@ -106,6 +111,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     exp = _collect(args)
     table = experiment_leaderboard(exp, per_class=args.per_class)  # the report shows this same table
     print(render(table, args.format, exp.datasets, references=args.references, costs=args.latex_costs))
+    if args.ensemble:
+        from harness.results.ensemble import experiment_ensemble, render_ensemble
+
+        print(render_ensemble(experiment_ensemble(exp), args.format))
     if args.show_params:
         print(chosen_params_table(exp))
     return 0

@@ -23,7 +23,7 @@ from harness.results.leaderboard import (
 from harness.results.where import find_results
 from harness.tracking.tags import PARAM_CELL_KEY
 
-__all__ = ["cells", "experiment_runs", "leaderboard", "predictions"]
+__all__ = ["cells", "ensemble", "experiment_runs", "leaderboard", "predictions"]
 
 KEYS = ["key", "dataset", "setting", "fold", "seed", "finished", "run_id"]
 CELL_KEY = f"config/{PARAM_CELL_KEY}"
@@ -81,3 +81,13 @@ def leaderboard(
 ) -> pd.DataFrame:
     """The table ``mmder leaderboard`` prints, as numbers at full precision."""
     return experiment_leaderboard(experiment_runs(experiment, output, overrides), per_class=per_class)
+
+
+def ensemble(
+    experiment: str | Path | Any, output: str | Path | None = None, overrides: list[str] | None = None
+) -> pd.DataFrame:
+    """The seed-ensemble rows ``mmder leaderboard --ensemble`` prints (each clip's class probabilities
+    averaged over a cell's k seeds), at full precision."""
+    from harness.results.ensemble import experiment_ensemble
+
+    return experiment_ensemble(experiment_runs(experiment, output, overrides))
