@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.driver.outcome import Interrupted, SweepOutcome, stopped_message
-from harness.plan.owners import CellOwners
 from harness.driver.stop_guard import kill_local_ray, start_guard
 from harness.driver.tune_grid import run_grid
 from harness.experiment.config import ExperimentConfig
 from harness.plan.cells import Cell
+from harness.plan.owners import CellOwners
 from harness.plan.provenance import judge
 from harness.plan.sweep_plan import Kind, SweepPlan, elsewhere_note, plan_run
 from harness.tracking.places import store_lock

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from harness.plan.owners import read_owner
 from harness.experiment.config import ExperimentConfig
 from harness.plan.lanes import LANES_FOLDER
+from harness.plan.owners import read_owner
 from harness.plan.sweep_plan import SweepPlan, plan_sweep
 from harness.worker.resume import attempts
 

@@ -128,6 +128,6 @@ def test_local_stack_script_is_valid_bash_with_token_auth_and_no_force_stop() ->
 
 
 def test_no_secret_is_committed_in_cluster_configs() -> None:
-    for path in CLUSTER.iterdir():
+    for path in sorted(p for p in CLUSTER.rglob("*") if p.is_file()):
         text = path.read_text()
         assert not re.search(r"(?i)(password|token)\s*[:=]\s*['\"]?[A-Za-z0-9_\-]{16,}", text), path

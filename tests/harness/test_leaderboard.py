@@ -190,7 +190,7 @@ def test_compare_pairs_runs_and_refuses_different_test_sets():
     assert c.speaker.clusters == 12 and c.speaker.unit == "speaker"
     assert c.mcnemar.pvalue < 1e-6 and c.folds.n == 6
     text = format_comparison(c)
-    assert "speaker level: paired bootstrap over 12 test speakers" in text
+    assert "seed+speaker level: paired two-level bootstrap over seeds and 12 test speakers" in text
     assert "clip level, assumes independent clips: McNemar exact" in text and "Wilcoxon" in text
     both = compare_all(exp, n_resamples=500)
     assert both[0].matrix.loc["FSLF", "audio"] == pytest.approx(c.speaker.pvalue)  # one pair: BH = raw
