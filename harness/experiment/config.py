@@ -178,6 +178,19 @@ class ResourcesConfig(Strict):
         "is refused before any work, naming the axis that multiplies",
         ge=1,
     )
+    stall_factor: float = operational(
+        4.0,
+        "a cell with no finished epoch for this many times its slowest epoch so far (never less than "
+        "stall_floor_s) is stalled: its workers are restarted within max_failures and it resumes from its "
+        "checkpoint; past the budget it fails as stalled. 0: never judged",
+        ge=0.0,
+    )
+    stall_floor_s: float = operational(600.0, "the least a cell may go without progress (seconds)", gt=0.0)
+    stall_first_epoch_s: float = operational(
+        7200.0,
+        "how long a (re)started cell may take to finish its first epoch, data and model included (seconds)",
+        gt=0.0,
+    )
     keep_checkpoints: Literal["last", "none"] = operational(
         "last",
         "what a finished cell keeps of its epoch checkpoints: last (its newest, to inspect or continue "

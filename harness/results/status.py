@@ -92,6 +92,8 @@ def sweep_status(sweep: SweepPlan) -> SweepStatus:
                 row.epoch = 0
         elif latest is not None:  # KILLED or SCHEDULED: cut off, resumes on the next sweep
             row.detail = f"cut off ({latest.info.status.lower()}), resumes from its last epoch"
+        if "://" not in storage and row.state == "running":
+            row.detail = _quiet(Path(storage) / cell.key)
         if "://" not in storage and row.state in ("running", "pending"):
             owner = read_owner(Path(storage) / cell.key)
             if owner is not None and owner.alive():
@@ -106,6 +108,19 @@ def sweep_status(sweep: SweepPlan) -> SweepStatus:
         waves = math.ceil(left / sweep.spec.resources.max_concurrent_trials)
         status.eta_seconds = sum(durations) / len(durations) * waves
     return status
+
+
+def _quiet(cell_folder: Path) -> str:
+    """What the cell's stall watch says while it makes no progress (:mod:`harness.worker.stall`)."""
+    from harness.worker.stall import read_quiet
+
+    quiet = read_quiet(cell_folder)
+    if not quiet:
+        return ""
+    return (
+        f"no progress for {quiet.get('seconds', 0) / 60:.1f} min "
+        f"(its workers are restarted at {quiet.get('bound', 0) / 60:.1f} min)"
+    )
 
 
 # ------------------------------------------------------------------------------------------ showing
@@ -126,6 +141,8 @@ def render_table(status: SweepStatus) -> str:
             what = f"epoch {c.epoch}/{c.epochs}"
             if c.war is not None:
                 what += f"  WAR {c.war:5.1f}"
+            if c.detail:
+                what += f"  {c.detail}"
         elif c.state == "failed":
             what = c.detail.splitlines()[0] if c.detail else "see its MLflow run"
         elif c.state == "stale":

@@ -32,6 +32,7 @@ from harness.tracking.store import Tracker, error_summary
 from harness.tracking.tags import FINAL_UAR, FINAL_WAR
 from harness.worker.memory import memory_verdict, records_dir
 from harness.worker.resume import drop_checkpoints, prune_cell
+from harness.worker.stall import STALLED
 from harness.worker.train_loop import start_worker, train_one
 from mmder.timing import mark_process_start, set_current_key
 
@@ -100,6 +101,9 @@ def _why(job: CellJob, attempt: Path, starts: int) -> str:
     """The error a cell failed with: what its ranks wrote, or that a worker died (of memory, if so)."""
     written = [_read(p) for p in sorted(attempt.glob("error-rank*.txt"))]
     said = "\n".join(text for text in written if text)
+    stalled = _read(attempt / STALLED)
+    if not said and stalled:  # its workers were killed by the stall watch, not by what they ran
+        return stalled
     verdict = memory_verdict(said or "a worker died unexpectedly", records_dir(job.cell.key))
     if verdict is not None:
         return f"CellOutOfMemory: {verdict}"

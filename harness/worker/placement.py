@@ -97,9 +97,11 @@ def fit_watched(
     after_s: float | None = None,
     poll_s: float = 2.0,
     check: Callable[[Mapping[str, float], int], str | None] = cluster_shortfall,
+    watch: Callable[[], None] | None = None,
 ) -> T:
     """``fit()`` in a thread; raises :class:`CellUnplaceable` when the cell has not fit the alive nodes
-    for ``after_s`` seconds in a row (it says so at once, on the first look that finds it)."""
+    for ``after_s`` seconds in a row (it says so at once, on the first look that finds it). ``watch``
+    is called on every look too (the stall watch, :mod:`harness.worker.stall`)."""
     after_s = unplaceable_after_s() if after_s is None else after_s
     box: dict[str, Any] = {}
 
@@ -116,6 +118,8 @@ def fit_watched(
         thread.join(poll_s)
         if not thread.is_alive():
             break
+        if watch is not None:
+            watch()
         if after_s <= 0:
             continue
         missing = check(need, count)

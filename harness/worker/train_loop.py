@@ -52,6 +52,7 @@ from harness.worker.run_info import (
     predictions_rows,
     run_tags,
 )
+from harness.worker.stall import Beats
 from mmder.disk import folder_bytes, require_space
 from mmder.timing import mark, mark_process_start
 
@@ -70,6 +71,7 @@ def train_one(job: CellJob, rank: int, memory: WorkerMemory, attempt: str | None
     cell = job.cell
     mark("worker_entry", cell.key)
     assert cell.training is not None, "a train cell carries its training section"
+    beats = _beats(job, rank)  # before the data: a read that hangs is watched too
     parts = build_cell(
         cell, job.cache_paths[cell.dataset], job.pretrained_path, tested_cache_path(cell, job.cache_paths)
     )
@@ -83,7 +85,7 @@ def train_one(job: CellJob, rank: int, memory: WorkerMemory, attempt: str | None
     with resume_from(
         job.storage_path, cell.key, cell.world_size, ray_checkpoint=attempt is None
     ) as resume_dir:
-        result = fit_cell(cell, parts, _epoch_reporter(job, epochs, attempt), resume_dir)
+        result = fit_cell(cell, parts, _epoch_reporter(job, epochs, attempt, beats), resume_dir)
     if tracker is not None and run_id is not None and epochs is not None:
         _finish_train_run(tracker, run_id, epochs, job, parts, result, time.monotonic() - t0)
     mark("worker_end", cell.key)
@@ -104,6 +106,15 @@ def start_worker(job: CellJob, name: str) -> tuple[int, WorkerMemory]:
     return rank, watch_worker(
         records_dir(job.cell.key), rank, job.resources.memory_per_worker_gb, f"{name}-r{rank}"
     )
+
+
+def _beats(job: CellJob, rank: int) -> Beats | None:
+    """The cell's beats for its trial's stall watch (:mod:`harness.worker.stall`), begun; none on s3://."""
+    if is_remote(job.storage_path):
+        return None
+    beats = Beats(Path(job.storage_path) / job.cell.key, rank)
+    beats.start()
+    return beats
 
 
 def _open_train_run(job: CellJob, parts: dict[str, Any]) -> tuple[Tracker, str, EpochLog]:
@@ -153,7 +164,9 @@ def _checkpoint(job: CellJob, checkpoint_dir: str | None, epoch: int) -> ray.tra
     return ray.train.Checkpoint.from_directory(checkpoint_dir)
 
 
-def _epoch_reporter(job: CellJob, epochs: EpochLog | None, attempt: str | None = None) -> Any:
+def _epoch_reporter(
+    job: CellJob, epochs: EpochLog | None, attempt: str | None = None, beats: Beats | None = None
+) -> Any:
     """``fit``'s per-epoch callback: the epoch's metrics to MLflow (rank 0), then to Ray Train.
 
     In a lane (``attempt`` set) each rank copies its part of the checkpoint into the cell's own attempt
@@ -190,6 +203,8 @@ def _epoch_reporter(job: CellJob, epochs: EpochLog | None, attempt: str | None =
             ray.train.report(metrics)  # every rank's copy is complete past this barrier
             if checkpoint is not None and ray.train.get_context().get_world_rank() == 0:
                 drop_older_checkpoints(folder, job.cell.world_size)
+        if beats is not None:
+            beats.epoch(result.epoch)
         maybe_crash(job.storage_path, job.cell.key, result.epoch)
         maybe_pause(job.cell.key, result.epoch, ray.train.get_context().get_world_rank())
 
@@ -236,6 +251,7 @@ def pretrain_cell(config: dict[str, Any]) -> dict[str, Any]:
     cell = job.cell
     assert cell.pretrain is not None and job.encoder_path, "a pre-training cell carries its recipe"
     rank, _ = start_worker(job, f"mmder-{job.cell.key}")
+    beats = _beats(job, rank)
     cache = ClipCache.open(job.cache_paths[cell.dataset])
     norm = cell.preprocess.speaker_norm
     groups = [c.group for c in cache.clips]
@@ -276,6 +292,8 @@ def pretrain_cell(config: dict[str, Any]) -> dict[str, Any]:
         if epochs is not None:  # before the checkpoint, as in train_cell: each epoch logged exactly once
             epochs.log(result.epoch, {LOSS: result.loss, "lr": result.lr})
         ray.train.report(metrics, checkpoint=_checkpoint(job, checkpoint_dir, result.epoch))
+        if beats is not None:
+            beats.epoch(result.epoch)
 
     with resume_from(job.storage_path, cell.key, cell.world_size) as resume_dir:
         result = pretrain(model, clips, cell.pretrain, report=report, resume_from=resume_dir, seed=cell.seed)

@@ -24,6 +24,7 @@ from harness.plan.cells import GRID_PARAM
 from harness.worker.memory import GIB, memory_verdict, records_dir, release_records
 from harness.worker.placement import fit_watched
 from harness.worker.resume import attempt_run, discard_attempts, is_remote, prune_cell
+from harness.worker.stall import StallBounds, StallWatch
 from harness.worker.train_actors import NoDatasetActor
 from mmder.timing import mark
 
@@ -36,14 +37,20 @@ class CellOutOfMemory(RuntimeError):
     """A worker of the cell was killed for memory: the message says by whom and at which limit."""
 
 
+class CellStalled(RuntimeError):
+    """The cell made no progress for longer than its bound, as often as its failure budget allows."""
+
+
 def fit_cell_watched(
     trainer: TorchTrainer,
     key: str,
     world_size: int,
     per_worker: dict[str, float],
     cells: list[str] | None = None,
+    stall: StallWatch | None = None,
 ) -> Any:
-    """``trainer.fit`` under the placement watchdog; a failure that was a memory kill says so.
+    """``trainer.fit`` under the placement and stall watchdogs; a failure that was a memory kill, or a
+    stall past the budget, says so.
 
     ``key``: the cell, or the lane whose ``cells`` the workers train (their memory records).
     """
@@ -51,10 +58,12 @@ def fit_cell_watched(
     for folder in records:
         release_records(folder)  # what a dead earlier attempt on this node left
     try:
-        return fit_watched(trainer.fit, key, world_size, per_worker)
+        return fit_watched(trainer.fit, key, world_size, per_worker, watch=stall.poll if stall else None)
     except Exception as err:
         text = f"{type(err).__name__}: {err}\n{err.__cause__ or ''}"
         verdict = next((v for v in (memory_verdict(text, r) for r in records) if v), None)
+        if verdict is None and stall is not None and stall.fired and cells is None:
+            raise CellStalled(stall.fired) from err
         if verdict is None:
             raise
         print(f"[{key}] {verdict}", flush=True)
@@ -105,6 +114,16 @@ def cell_run_config(storage: str, key: str, world_size: int, max_failures: int) 
     )
 
 
+def stall_watch(
+    storage: str, attempts: dict[str, str], resources: ResourcesConfig, label: str
+) -> StallWatch | None:
+    """The trial's stall watch over its cells (their attempt folders of this start); none on s3://."""
+    bounds = StallBounds.of(resources)
+    if is_remote(storage) or not bounds.on:
+        return None
+    return StallWatch(Path(storage), list(attempts), attempts, bounds, label)
+
+
 def run_trial(trial_config: dict[str, Any]) -> dict[str, Any]:
     """The grid's one trainable: a lane of cells (:func:`run_lane`), or a cell alone (:func:`run_cell`)."""
     return run_lane(trial_config) if "jobs" in trial_config[GRID_PARAM] else run_cell(trial_config)
@@ -137,7 +156,8 @@ def run_cell(trial_config: dict[str, Any]) -> dict[str, Any]:
     )
     # says which resources are missing, instead of Train's silent wait for a group that cannot fit
     mark("train_fit_start", key)
-    result = fit_cell_watched(trainer, key, world_size, per_worker)
+    watch = stall_watch(storage, {key: run_config.name}, resources, key)
+    result = fit_cell_watched(trainer, key, world_size, per_worker, stall=watch)
     mark("train_fit_end", key)
     if not is_remote(storage):  # the run is over: its strays and the older attempts can go
         prune_cell(Path(storage) / key, world_size, current=run_config.name)
@@ -180,7 +200,10 @@ def run_lane(trial_config: dict[str, Any]) -> dict[str, Any]:
     )
     mark("train_fit_start", first.cell.key)
     try:
-        result = fit_cell_watched(trainer, lane.name, world_size, worker_resources(resources), lane.keys)
+        watch = stall_watch(storage, attempts, resources, lane.name)
+        result = fit_cell_watched(
+            trainer, lane.name, world_size, worker_resources(resources), lane.keys, stall=watch
+        )
     finally:
         shutil.rmtree(run_storage, ignore_errors=True)  # Ray's own files of the lane's runs, read by none
     last = lane.jobs[-1].cell.key  # the bench reads the lane's end as its last cell's
