@@ -31,9 +31,10 @@ API = (
 )
 
 
-def scale_experiment(cells: int, concurrency: int = 2) -> dict[str, Any]:
+def scale_experiment(cells: int, concurrency: int = 2, tracking_uri: str | None = None) -> dict[str, Any]:
     """The grid: 8 settings x 2 folds x ceil(cells / 16) seeds of the micro model, one epoch."""
     seeds = max(1, math.ceil(cells / CELLS_PER_SEED))
+    tracking = {"tracking": {"uri": tracking_uri}} if tracking_uri else {}
     return {
         "name": f"bench-scale-{seeds * CELLS_PER_SEED}",
         "datasets": [
@@ -54,6 +55,7 @@ def scale_experiment(cells: int, concurrency: int = 2) -> dict[str, Any]:
             "max_concurrent_trials": concurrency,
             "max_failures": 1,
         },
+        **tracking,
     }
 
 
@@ -167,14 +169,21 @@ def folder_mb(path: Path) -> float:
 
 
 def bench_scale(
-    cells: int, output: str | None = None, made_up: bool = False, concurrency: int = 2, reads: bool = True
+    cells: int,
+    output: str | None = None,
+    made_up: bool = False,
+    concurrency: int = 2,
+    reads: bool = True,
+    kill_at: int | None = None,
+    tracking_uri: str | None = None,
 ) -> dict[str, Any]:
-    """Write N cells (trained, or made up), then time every read command twice (cold: the first read
+    """Write N cells (trained, or made up; with ``kill_at`` the driver is SIGKILLed once that many have
+    finished and the rerun finishes them), then time every read command twice (cold: the first read
     builds the predictions table; warm: what every later read pays)."""
     out = Path(output or tempfile.mkdtemp(prefix="mmder-scale-")).resolve()
     out.mkdir(parents=True, exist_ok=True)
     experiment = out / "scale.yaml"
-    spec = scale_experiment(cells, concurrency)
+    spec = scale_experiment(cells, concurrency, tracking_uri)
     experiment.write_text(yaml.safe_dump(spec, sort_keys=False))
     n = len(spec["grid"]["seeds"]) * CELLS_PER_SEED
     figures: dict[str, Any] = {"cells": n, "output": str(out), "mode": "made up" if made_up else "trained"}
@@ -183,6 +192,10 @@ def bench_scale(
         written = write_made_up(experiment, out)
         figures["write seconds"] = round(time.perf_counter() - t0, 1)
         figures["write s/cell"] = round((time.perf_counter() - t0) / max(1, written), 4)
+    elif kill_at:
+        from harness.bench.scale_kill import kill_at as run_killed
+
+        figures.update(run_killed(experiment, out, n, kill_at))
     else:
         command = [sys.executable, "-m", "harness.cli.main", "sweep", str(experiment), "--output", str(out)]
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -324,6 +324,14 @@ def _scale(subs: argparse._SubParsersAction) -> None:
     bs.add_argument("--made-up", action="store_true", help="write finished runs without training them")
     bs.add_argument("--concurrency", type=int, default=2, help="lanes (cells at a time)")
     bs.add_argument("--no-reads", action="store_true", help="write only; time no read command")
+    bs.add_argument(
+        "--kill-at",
+        type=int,
+        metavar="K",
+        help="SIGKILL the sweep's driver once K cells have finished, time the rerun's planning, finish it, "
+        "and check one FINISHED run per cell and no epoch logged twice",
+    )
+    bs.add_argument("--tracking-uri", help="an MLflow server to log to (default: SQLite in the output)")
     bs.add_argument("--output", help="the sweep's output folder (default: a new temp folder)")
     bs.add_argument("--json", help="also write the figures to this JSON file")
 
@@ -331,7 +339,15 @@ def _scale(subs: argparse._SubParsersAction) -> None:
 def run_scale(args: argparse.Namespace) -> int:
     from harness.bench.scale import bench_scale
 
-    figures = bench_scale(args.cells, args.output, args.made_up, args.concurrency, not args.no_reads)
+    figures = bench_scale(
+        args.cells,
+        args.output,
+        args.made_up,
+        args.concurrency,
+        not args.no_reads,
+        kill_at=args.kill_at,
+        tracking_uri=args.tracking_uri,
+    )
     print_figures(figures)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))

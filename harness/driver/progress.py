@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.plan.cells import GRID_PARAM
-from harness.plan.lanes import CELL_DONE, CELL_FAILED
+from harness.plan.lanes import CELL_DONE, CELL_FAILED, is_lane
 from harness.tracking.tags import FINAL_LOSS, FINAL_WAR, TEST_WAR
 
 
@@ -21,7 +21,14 @@ def hms(seconds: float) -> str:
 class Progress:
     """Counts finished cells and says each one; :attr:`callback` is the Tune callback that feeds it."""
 
-    def __init__(self, total: int, concurrency: int, echo: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        total: int,
+        concurrency: int,
+        echo: Callable[[str], None],
+        lanes: dict[str, list[str]] | None = None,
+        storage: Path | None = None,
+    ) -> None:
         from ray.tune import Callback
 
         progress = self
@@ -42,14 +49,36 @@ class Progress:
             def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
                 progress.done(trial, failed=True)
 
+            def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+                progress.stalls()
+
         self.callback = _Callback()
         self.total, self.concurrency, self.echo = total, concurrency, echo
+        self.lanes = lanes or {}  # lane name -> its cells' keys
         self.finished = 0
         self.start = time.monotonic()
         self.started: dict[str, float] = {}
         self.durations: list[float] = []
         self.failed: list[str] = []
         self.said: dict[str, set[str]] = {}
+        self.storage = storage  # local storage: where the trials' stall watches say quiet cells
+        self.stalls_seen: dict[str, tuple] = {}
+        self.stalls_looked = 0.0
+
+    def stalls(self, every_s: float = 2.0) -> None:
+        """Say what the trials' stall watches said of quiet cells (:mod:`harness.worker.stall`), each
+        change once: a quiet cell, its restart, that it moves again."""
+        from harness.worker.stall import describe_stall, stalls_said
+
+        now = time.monotonic()
+        if self.storage is None or now - self.stalls_looked < every_s:
+            return
+        self.stalls_looked = now
+        for key, said in stalls_said(self.storage).items():
+            state = (said.get("quiet"), said.get("restarts"), said.get("bound"))
+            if self.stalls_seen.get(key) != state:
+                self.stalls_seen[key] = state
+                self.echo(f"    {key}: {describe_stall(said)}")
 
     def lane_cell(self, trial: Any, result: dict) -> None:
         """One cell of a lane ended (finished, or failed alone)."""
@@ -65,8 +94,8 @@ class Progress:
 
     def done(self, trial: Any, failed: bool) -> None:
         job = trial.config[GRID_PARAM]
-        if "jobs" in job:  # a lane: its cells were said as they ended; those it never reached failed
-            for key in (j["cell"]["key"] for j in job["jobs"]):
+        if is_lane(job):  # a lane: its cells were said as they ended; those it never reached failed
+            for key in self.lanes.get(job["lane"], []):
                 if failed and key not in self.said.get(trial.trial_id, set()):
                     self._fail(trial, key, f"FAILED (see {_error_file(trial)})")
         elif failed:

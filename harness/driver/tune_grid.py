@@ -15,6 +15,7 @@ from harness.driver.prepare import prepare_datasets
 from harness.driver.progress import Progress
 from harness.driver.ray_setup import TRIAL_CPUS, init_ray
 from harness.plan.cells import GRID_PARAM, Cell, CellJob
+from harness.plan.lanes import is_lane
 from harness.plan.provenance import code_versions, recorded_tags
 from harness.plan.sweep_plan import SweepPlan
 from harness.tracking.failures import fail_run
@@ -58,9 +59,10 @@ def run_grid(driver: Round, cells: list[Cell]) -> None:
 
         cells = apply_searches(plan, cells, caches, driver.tracker, driver.parent, driver.echo)
     provenance = {**recorded_tags(), **code_versions(plan.kind)}  # the same for every cell of the round
-    jobs = trial_jobs(plan, cells, caches, driver.tracker, driver.parent, provenance)
+    jobs, lanes = trial_jobs(plan, cells, caches, driver.tracker, driver.parent, provenance)
     res = plan.spec.resources
-    progress = Progress(len(cells), res.max_concurrent_trials, driver.echo)
+    local = None if plan.places.remote_storage else Path(plan.places.storage)
+    progress = Progress(len(cells), res.max_concurrent_trials, driver.echo, lanes, local)
 
     class _StopOnSignal(tune.Stopper):
         def __call__(self, trial_id: str, result: dict) -> bool:
@@ -96,8 +98,8 @@ def run_grid(driver: Round, cells: list[Cell]) -> None:
         return
     for result in results:
         job = result.config[GRID_PARAM]
-        if "jobs" in job:  # a lane: its cells that failed alone already say so in their runs
-            _lane_outcome(driver, [j["cell"]["key"] for j in job["jobs"]], result)
+        if is_lane(job):  # a lane: its cells that failed alone already say so in their runs
+            _lane_outcome(driver, lanes[job["lane"]], result)
             continue
         if result.error is None:
             continue
@@ -124,7 +126,7 @@ def _lane_outcome(driver: Round, keys: list[str], result: Any) -> None:
 
 def trial_label(job: dict) -> str:
     """A trial's name: its cell's key, or its lane's name."""
-    return job["name"] if "jobs" in job else job["cell"]["key"]
+    return job["lane"] if is_lane(job) else job["cell"]["key"]
 
 
 def trial_jobs(
@@ -134,9 +136,10 @@ def trial_jobs(
     tracker: Tracker,
     parent: str,
     provenance: dict,
-) -> list[dict]:
-    """The grid's trials: lanes of DeepSpeed cells (``resources.reuse_workers``), a trial per other cell."""
-    from harness.plan.lanes import LaneJob, cell_cost, lane_name, make_lanes
+) -> tuple[list[dict], dict[str, list[str]]]:
+    """The grid's trials: lanes of DeepSpeed cells (``resources.reuse_workers``; each a reference to its
+    jobs' file), a trial per other cell; and each lane's cell keys, in order."""
+    from harness.plan.lanes import LaneJob, cell_cost, lane_name, make_lanes, write_lane
 
     res = plan.spec.resources
 
@@ -145,13 +148,17 @@ def trial_jobs(
 
     laned = [c for c in cells if c.kind == "train" and c.training is not None]
     if not res.reuse_workers or plan.places.remote_storage or plan.kind != "train" or not laned:
-        return [job(c).model_dump(mode="json") for c in cells]
+        return [job(c).model_dump(mode="json") for c in cells], {}
     in_lanes = {c.key for c in laned}
     sizes = _clip_counts(caches)
     lanes = make_lanes(laned, res.max_concurrent_trials, lambda c: cell_cost(c, lambda d: sizes.get(d, 1)))
-    return [
-        LaneJob(name=lane_name(lane), jobs=[job(c) for c in lane]).model_dump(mode="json") for lane in lanes
-    ] + [job(c).model_dump(mode="json") for c in cells if c.key not in in_lanes]
+    refs = [
+        write_lane(LaneJob(name=lane_name(lane), jobs=[job(c) for c in lane]), plan.places.storage)
+        for lane in lanes
+    ]
+    keys = {ref.lane: [c.key for c in lane] for ref, lane in zip(refs, lanes, strict=True)}
+    singles = [job(c).model_dump(mode="json") for c in cells if c.key not in in_lanes]
+    return [ref.model_dump() for ref in refs] + singles, keys
 
 
 def _clip_counts(caches: dict[str, str]) -> dict[str, int]:

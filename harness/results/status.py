@@ -93,7 +93,7 @@ def sweep_status(sweep: SweepPlan) -> SweepStatus:
         elif latest is not None:  # KILLED or SCHEDULED: cut off, resumes on the next sweep
             row.detail = f"cut off ({latest.info.status.lower()}), resumes from its last epoch"
         if "://" not in storage and row.state == "running":
-            row.detail = _quiet(Path(storage) / cell.key)
+            row.detail = _stall(Path(storage), cell.key)
         if "://" not in storage and row.state in ("running", "pending"):
             owner = read_owner(Path(storage) / cell.key)
             if owner is not None and owner.alive():
@@ -110,17 +110,12 @@ def sweep_status(sweep: SweepPlan) -> SweepStatus:
     return status
 
 
-def _quiet(cell_folder: Path) -> str:
-    """What the cell's stall watch says while it makes no progress (:mod:`harness.worker.stall`)."""
-    from harness.worker.stall import read_quiet
+def _stall(storage: Path, key: str) -> str:
+    """What the cell's stall watch says of it (:mod:`harness.worker.stall`), if it went quiet."""
+    from harness.worker.stall import describe_stall, read_stall
 
-    quiet = read_quiet(cell_folder)
-    if not quiet:
-        return ""
-    return (
-        f"no progress for {quiet.get('seconds', 0) / 60:.1f} min "
-        f"(its workers are restarted at {quiet.get('bound', 0) / 60:.1f} min)"
-    )
+    said = read_stall(storage, key)
+    return describe_stall(said) if said else ""
 
 
 # ------------------------------------------------------------------------------------------ showing

@@ -15,8 +15,10 @@ reports again: Ray Train has no timeout for it and the lane's devices would be h
 - **Past the bound** the cell's workers are killed (SIGKILL: a stopped process takes it too; on another
   node through a Ray task pinned there), so Train restarts the worker group within the failure budget
   and the cell resumes from its newest checkpoint in the same MLflow run. The reason is written to
-  the attempt folder (``stalled``), where a lane reads it when the cell runs out of starts, and while a
-  cell is quiet for half its bound or more, ``<storage>/<key>/quiet`` tells ``mmder status`` for how long.
+  the attempt folder (``stalled``), where a lane reads it when the cell runs out of starts.
+- **Said**: once a cell has been quiet for half its bound, ``<storage>/stalls/<key>.json`` says for how
+  long, how often it was restarted and, later, that it moves again; the sweep's progress lines and
+  ``mmder status`` read it (a trial's own prints do not reach the driver's terminal).
 
 Local (shared) storage only: on ``s3://`` there is no folder to beat in and no cell is watched.
 """
@@ -32,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BEAT, QUIET, STALLED, WORKERS = "beat", "quiet", "stalled", "workers"
+BEAT, STALLED, WORKERS = "beat", "stalled", "workers"
+STALLS_FOLDER = "stalls"  # <storage>/stalls/<key>.json: what the watch says of a quiet cell
 
 
 @dataclass(frozen=True)
@@ -106,9 +109,34 @@ class Beats:
         )
 
 
-def read_quiet(cell_folder: Path) -> dict[str, Any] | None:
-    """What the watch last said of a quiet cell (``seconds`` without progress, ``bound``), if anything."""
-    return _read_json(cell_folder / QUIET)
+def read_stall(storage: Path, key: str) -> dict[str, Any] | None:
+    """What the watch last said of a cell: ``seconds`` without progress, ``bound``, ``restarts``, and
+    ``quiet`` (false once it moved again); None if it never went quiet."""
+    return _read_json(storage / STALLS_FOLDER / f"{key}.json")
+
+
+def stalls_said(storage: Path) -> dict[str, dict[str, Any]]:
+    """Every cell the watches have said something of (a folder that is usually empty)."""
+    try:
+        names = [p for p in (storage / STALLS_FOLDER).iterdir() if p.suffix == ".json"]
+    except OSError:
+        return {}
+    return {p.stem: said for p in names if (said := _read_json(p)) is not None}
+
+
+def describe_stall(said: dict[str, Any]) -> str:
+    """One line of what the watch said, for progress and status."""
+    restarts = int(said.get("restarts", 0))
+    again = f"; its workers were restarted {restarts} time(s)" if restarts else ""
+    if not said.get("quiet"):
+        return f"moving again{again}"
+    quiet = _minutes(float(said.get("seconds", 0)))
+    if restarts and float(said.get("seconds", 0)) >= float(said.get("bound", 0)):
+        return f"no progress for {quiet}: its workers were restarted ({restarts} so far)"
+    return (
+        f"no progress for {quiet} "
+        f"(its workers are restarted at {_minutes(float(said.get('bound', 0)))}){again}"
+    )
 
 
 def _minutes(seconds: float) -> str:
@@ -160,9 +188,19 @@ class StallWatch:
     since: float | None = None  # when progress was last seen (None: no worker has beaten yet)
     first: bool = True  # the running cell has not finished an epoch since it (re)started
 
+    restarts: dict[str, int] = field(default_factory=dict)
+
     def __post_init__(self) -> None:
         for key in self.keys:  # what earlier starts left is not progress of this one
             self.seen[key] = self._token(key)
+            self._said(key).unlink(missing_ok=True)
+
+    def _said(self, key: str) -> Path:
+        return self.storage / STALLS_FOLDER / f"{key}.json"
+
+    def _say(self, key: str, quiet: float, bound: float, moving: bool = False) -> None:
+        said = {"seconds": round(quiet), "bound": round(bound), "restarts": self.restarts.get(key, 0)}
+        _write_json(self._said(key), {**said, "quiet": not moving})
 
     def _token(self, key: str) -> str | None:
         beat = _read_json(self.storage / key / BEAT)
@@ -175,20 +213,22 @@ class StallWatch:
             token = None if beat is None else str(beat.get("token"))
             if token is None or token == self.seen.get(key):
                 continue
+            said = read_stall(self.storage, key)
+            if said and said.get("quiet"):  # it had been said quiet: say it moves again
+                self._say(key, float(said.get("seconds", 0)), 0.0, moving=True)
             self.seen[key], self.current, self.since = token, key, now
             assert beat is not None
             self.first = beat.get("phase") != "epoch"
             if not self.first and beat.get("epoch_s") is not None:
                 self.slowest[key] = max(self.slowest.get(key, 0.0), float(beat["epoch_s"]))
-            (self.storage / key / QUIET).unlink(missing_ok=True)
         if self.since is None or self.current is None or not self.bounds.on:
             return
         key, quiet = self.current, now - self.since
         bound = self.bounds.bound(None if self.first else self.slowest.get(key))
-        if quiet >= bound / 2:
-            _write_json(self.storage / key / QUIET, {"seconds": round(quiet), "bound": round(bound)})
         if quiet >= bound:
             self._restart(key, quiet, bound)
+        elif quiet >= bound / 2:
+            self._say(key, quiet, bound)
 
     def _restart(self, key: str, quiet: float, bound: float) -> None:
         pace = (
@@ -202,6 +242,8 @@ class StallWatch:
         )
         print(f"[{self.label}] {key}: no progress for {_minutes(quiet)}; restarting its workers", flush=True)
         self.fired = message
+        self.restarts[key] = self.restarts.get(key, 0) + 1
+        self._say(key, quiet, bound)
         attempt = self.attempts.get(key)
         if attempt:
             (self.storage / key / attempt).mkdir(parents=True, exist_ok=True)
@@ -213,5 +255,4 @@ class StallWatch:
                     self.kill(who["pid"], who.get("node"))
                 except Exception as err:  # noqa: BLE001 - the next poll tries again
                     print(f"[{self.label}] could not stop {record.stem} of {key}: {err}", flush=True)
-        (self.storage / key / QUIET).unlink(missing_ok=True)
         self.since, self.first = self.clock(), True  # the restarted cell's first epoch from here

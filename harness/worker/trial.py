@@ -21,6 +21,7 @@ from ray.train.torch import TorchTrainer
 
 from harness.experiment.config import ResourcesConfig
 from harness.plan.cells import GRID_PARAM
+from harness.plan.lanes import is_lane
 from harness.worker.memory import GIB, memory_verdict, records_dir, release_records
 from harness.worker.placement import fit_watched
 from harness.worker.resume import attempt_run, discard_attempts, is_remote, prune_cell
@@ -126,7 +127,7 @@ def stall_watch(
 
 def run_trial(trial_config: dict[str, Any]) -> dict[str, Any]:
     """The grid's one trainable: a lane of cells (:func:`run_lane`), or a cell alone (:func:`run_cell`)."""
-    return run_lane(trial_config) if "jobs" in trial_config[GRID_PARAM] else run_cell(trial_config)
+    return run_lane(trial_config) if is_lane(trial_config[GRID_PARAM]) else run_cell(trial_config)
 
 
 def run_cell(trial_config: dict[str, Any]) -> dict[str, Any]:
@@ -172,10 +173,10 @@ def run_cell(trial_config: dict[str, Any]) -> dict[str, Any]:
 def run_lane(trial_config: dict[str, Any]) -> dict[str, Any]:
     """Tune function trainable: one Train job whose worker group trains the lane's cells in turn
     (:mod:`harness.worker.lane`); returns which finished and which failed (their runs say so)."""
-    from harness.plan.lanes import LANES_FOLDER, LaneJob
+    from harness.plan.lanes import LANES_FOLDER, LaneRef
     from harness.worker.lane import train_lane
 
-    lane = LaneJob.model_validate(trial_config[GRID_PARAM])
+    lane = LaneRef.model_validate(trial_config[GRID_PARAM]).read()
     first = lane.jobs[0]
     mark("trial_start", first.cell.key)
     resources, storage = first.resources, first.storage_path

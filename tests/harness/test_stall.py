@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.worker.stall import BEAT, QUIET, STALLED, WORKERS, Beats, StallBounds, StallWatch
+from harness.worker.stall import BEAT, STALLED, WORKERS, Beats, StallBounds, StallWatch, read_stall
 from tests.harness.sweep_helpers import ROOT, client_for, mmder, pause_env, paused, tiny_experiment
 
 BOUNDS = StallBounds(factor=3.0, floor_s=10.0, first_epoch_s=100.0)
@@ -63,10 +63,10 @@ def test_a_cell_that_beats_is_never_restarted_however_long_it_runs(tmp_path):
     for epoch in range(1, 21):  # 9 s between beats, 180 s in all: each gap under the 10 s floor
         clock.now += 9.0
         watch.poll()
-        assert (cell / QUIET).exists(), "past half its bound, status may say it is quiet"
+        assert read_stall(tmp_path, "cell-a")["quiet"], "past half its bound, it is said to be quiet"
         beats.epoch(epoch)
         watch.poll()
-        assert not (cell / QUIET).exists(), "a beat ends the quiet"
+        assert not read_stall(tmp_path, "cell-a")["quiet"], "a beat ends the quiet"
     assert killed == [] and watch.fired is None
 
 
@@ -85,15 +85,14 @@ def test_a_quiet_cell_is_said_then_its_workers_are_killed_and_the_reason_kept(tm
     watch.poll()
     clock.now += 50.0
     watch.poll()
-    quiet = json.loads((cell / QUIET).read_text())
-    assert quiet == {"seconds": 50, "bound": 90}
+    assert read_stall(tmp_path, "cell-a") == {"seconds": 50, "bound": 90, "restarts": 0, "quiet": True}
     assert killed == []
     clock.now += 41.0
     watch.poll()
     assert killed == [(4242, "node-b")]
     said = (cell / "attempt-002" / STALLED).read_text()
     assert said.startswith("CellStalled: cell-a made no progress for 1.5 min (bound 1.5 min: 3 x its slowest")
-    assert not (cell / QUIET).exists()
+    assert read_stall(tmp_path, "cell-a") == {"seconds": 91, "bound": 90, "restarts": 1, "quiet": True}
     # the restarted cell gets its first epoch's ceiling again, from the restart
     clock.now += 99.0
     watch.poll()
@@ -181,7 +180,7 @@ def test_a_stopped_worker_is_restarted_and_its_cell_resumes_in_the_same_run(tmp_
         who = json.loads((out / "ray" / key / WORKERS / "rank0.json").read_text())
         os.kill(who["pid"], signal.SIGSTOP)
         (hold / "hold").unlink()  # the resumed cell starts past epoch 1: it does not pause again
-        _wait(lambda: (out / "ray" / key / QUIET).exists(), sweep, log)
+        _wait(lambda: read_stall(out / "ray", key), sweep, log)
         status = mmder("status", str(exp), "--output", str(out))
         assert "no progress for" in status.stdout, status.stdout + status.stderr
         code = sweep.wait(400)
@@ -190,7 +189,8 @@ def test_a_stopped_worker_is_restarted_and_its_cell_resumes_in_the_same_run(tmp_
             sweep.kill()
     text = log.read_text()
     assert code == 0, text[-3000:]
-    assert "no progress for" in text and "restarting its workers" in text
+    assert f"{key}: no progress for" in text, "the progress lines say it"
+    assert "its workers were restarted (1 so far)" in text and f"{key}: moving again" in text
     client = client_for(out)
     exp_id = client.get_experiment_by_name("stall").experiment_id
     (run,) = client.search_runs([exp_id], filter_string="tags.`mmder.kind` = 'cell'")
