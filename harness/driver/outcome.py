@@ -1,5 +1,5 @@
 """How a sweep invocation ends: its outcome, the exit code it maps to, and the exception a signal raises
-before Tune runs. Every exit code of the command line is named here once; the help text and the README's
+before Tune runs. Every exit code of the command line is named here once; the help text and docs/running.md's
 table are checked against :data:`MEANINGS` by a test."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class ExitCode(IntEnum):
         return cls(128 + signum)
 
 
-# the README's rows ("| code | meaning |"): one meaning per code; the signals share one row
+# the rows of docs/running.md's table ("| code | meaning |"): one meaning per code; the signals share one row
 MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "every cell finished",
     ExitCode.CELL_FAILED: "a cell failed (the rest ran; rerun to retry it)",

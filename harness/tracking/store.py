@@ -121,6 +121,15 @@ def _client(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri)
 
 
+class FinishedMeanwhile(Exception):
+    """The cell's newest run finished after the sweep planned it (a worker of a killed driver that lived
+    on, or another sweep): training it again would give the cell a second run."""
+
+    def __init__(self, run_id: str, metrics: dict[str, float]) -> None:
+        super().__init__(run_id)
+        self.run_id, self.metrics = run_id, metrics
+
+
 @dataclass
 class Tracker:
     uri: str
@@ -210,10 +219,14 @@ class Tracker:
         """Get or create the cell's run: (run id, created).
 
         A cut-off cell (RUNNING, KILLED, SCHEDULED) keeps logging into the run it started; a failed one
-        is retried in a fresh run (its attempt number one more), and superseded runs are history.
+        is retried in a fresh run (its attempt number one more), and superseded runs are history. A cell
+        whose newest run finished since it was planned raises :class:`FinishedMeanwhile`: one run per
+        cell, never a duplicate (a stale finished run was superseded when the sweep planned it).
         """
         runs = self.runs_of(key)
-        if runs and runs[0].info.status != "FAILED" and runs[0].data.tags.get(TAG_STATUS) != FINISHED:
+        if runs and runs[0].data.tags.get(TAG_STATUS) == FINISHED:
+            raise FinishedMeanwhile(runs[0].info.run_id, dict(runs[0].data.metrics))
+        if runs and runs[0].info.status != "FAILED":
             run_id = runs[0].info.run_id
             retried(lambda: self.client.update_run(run_id, status="RUNNING"))
             retried(lambda: self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()]))

@@ -31,6 +31,7 @@ from harness.tracking.failures import fail_run
 from harness.tracking.store import Tracker, error_summary
 from harness.tracking.tags import FINAL_UAR, FINAL_WAR
 from harness.worker.memory import memory_verdict, records_dir
+from harness.worker.ranks import agree
 from harness.worker.resume import drop_checkpoints, prune_cell
 from harness.worker.stall import STALLED
 from harness.worker.train_loop import start_worker, train_one
@@ -50,7 +51,7 @@ def train_lane(config: dict[str, Any]) -> dict[str, Any]:
         key = job.cell.key
         attempt = Path(job.storage_path) / key / lane.attempts[key]
         set_current_key(key)
-        decision = _agree(_decide(job, attempt) if rank == 0 else None)
+        decision = agree(_decide(job, attempt) if rank == 0 else None)
         if decision == FINISHED_MARK:
             finished.append(key)
             continue
@@ -113,17 +114,6 @@ def _why(job: CellJob, attempt: Path, starts: int) -> str:
         f"WorkerGroupError: a worker of the cell died {starts} time(s) while it trained (killed by a "
         "signal, or its node was lost); resources.max_failures sets how often it is restarted"
     )
-
-
-def _agree(decision: str | None) -> str | None:
-    """Rank 0's decision, on every rank."""
-    import torch.distributed as dist
-
-    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
-        return decision
-    box = [decision]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def _read(path: Path) -> str | None:

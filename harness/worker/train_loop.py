@@ -16,7 +16,7 @@ import ray.train
 import torch
 
 from harness.plan.cells import CellJob
-from harness.tracking.store import EpochLog, Tracker
+from harness.tracking.store import EpochLog, FinishedMeanwhile, Tracker
 from harness.tracking.tags import (
     FINAL_LOSS,
     FINAL_UAR,
@@ -42,6 +42,7 @@ from harness.worker.cell_artifacts import cell_artifacts
 from harness.worker.cell_data import build_cell, fit_cell, tensor_digest, tested_cache_path
 from harness.worker.faults import maybe_crash, maybe_exhaust_memory, maybe_fail, maybe_pause
 from harness.worker.memory import WorkerMemory, records_dir, watch_worker
+from harness.worker.ranks import agree
 from harness.worker.resume import copy_checkpoint, drop_older_checkpoints, is_remote, resume_from
 from harness.worker.run_info import (
     cell_tags,
@@ -76,7 +77,15 @@ def train_one(job: CellJob, rank: int, memory: WorkerMemory, attempt: str | None
         cell, job.cache_paths[cell.dataset], job.pretrained_path, tested_cache_path(cell, job.cache_paths)
     )
     mark("cell_built", cell.key)
-    tracker, run_id, epochs = _open_train_run(job, parts) if rank == 0 else (None, None, None)
+    meanwhile: FinishedMeanwhile | None = None
+    tracker = run_id = epochs = None
+    try:
+        if rank == 0:
+            tracker, run_id, epochs = _open_train_run(job, parts)
+    except FinishedMeanwhile as done:
+        meanwhile = done
+    if agree(meanwhile is not None):
+        return _finished_meanwhile(cell.key, meanwhile, len(parts["fold"].test_idx))
     mark("tracking_ready", cell.key)
     maybe_fail(cell.key)
     maybe_exhaust_memory(cell.key, rank, cell.world_size, memory.limit_bytes)
@@ -95,6 +104,23 @@ def train_one(job: CellJob, rank: int, memory: WorkerMemory, attempt: str | None
         "run_id": run_id,
         "test_clips": len(parts["fold"].test_idx),
         "resumed_from_epoch": result.resumed_from_epoch,
+    }
+
+
+def _finished_meanwhile(key: str, done: FinishedMeanwhile | None, test_clips: int) -> dict[str, Any]:
+    """A cell another process finished since the sweep planned it: its run's result, nothing trained."""
+    metrics = done.metrics if done is not None else {}
+    if done is not None:
+        print(
+            f"[{key}] finished meanwhile in run {done.run_id} (a worker of an earlier sweep): "
+            "not trained again"
+        )
+    return {
+        "war": metrics.get(FINAL_WAR, float("nan")),
+        "uar": metrics.get(FINAL_UAR, float("nan")),
+        "run_id": done.run_id if done is not None else None,
+        "test_clips": test_clips,
+        "resumed_from_epoch": None,
     }
 
 

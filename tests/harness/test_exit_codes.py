@@ -1,5 +1,5 @@
-"""Every exit code named once (harness.driver.outcome.ExitCode): the README's table, `mmder sweep --help`
-and the outcome of a sweep or a pre-training all come from it."""
+"""Every exit code named once (harness.driver.outcome.ExitCode): the table in docs/running.md, `mmder sweep
+--help` and the outcome of a sweep or a pre-training all come from it."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from sweep_helpers import ROOT
 from harness.driver.outcome import MEANINGS, SIGNAL_CODES, SIGNAL_MEANING, ExitCode, SweepOutcome, help_text
 
 
-def test_the_readme_table_is_the_enum():
-    text = (ROOT / "README.md").read_text()
+def test_the_documented_table_is_the_enum():
+    text = (ROOT / "docs" / "running.md").read_text()
     rows = dict(re.findall(r"^\| ([0-9][0-9 /]*) \| (.+) \|$", text, re.M))
     expected = {str(int(code)): meaning for code, meaning in MEANINGS.items()}
     expected[" / ".join(str(int(c)) for c in SIGNAL_CODES)] = SIGNAL_MEANING

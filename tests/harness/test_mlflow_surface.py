@@ -153,3 +153,23 @@ def test_parent_params_never_change_a_logged_value(store):
     assert kept == ["training.epochs"]  # MLflow refuses to change a param: the first value stays, said
     params = tracker.client.get_run(parent).data.params
     assert params == {"training.epochs": "2", "model.size": "micro", "cells": "4"}
+
+
+def test_a_cell_finished_since_it_was_planned_never_gets_a_second_run(store):
+    """The duplicate of the four-fault drill: a worker of a SIGKILLed driver lived on and finished the cell
+    in its run while the rerun planned it as cut off; the rerun's worker must not open a second run."""
+    from harness.tracking.store import FinishedMeanwhile
+
+    tracker, parent = store
+    run, created = tracker.cell_run("cell", parent, tags={}, params={})
+    assert created
+    again, created = tracker.cell_run("cell", parent, tags={}, params={})
+    assert (again, created) == (run, False), "a cut-off run is resumed, not duplicated"
+    tracker.finish_run(run, {"final_war": 61.0, "final_uar": 58.0}, {})
+    with pytest.raises(FinishedMeanwhile) as done:
+        tracker.cell_run("cell", parent, tags={}, params={})
+    assert done.value.run_id == run and done.value.metrics["final_war"] == 61.0
+    assert len(tracker.runs_of("cell")) == 1
+    tracker.supersede(run, "its data changed")  # a stale result is run again, in a new run
+    fresh, created = tracker.cell_run("cell", parent, tags={}, params={})
+    assert created and fresh != run
