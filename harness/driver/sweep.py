@@ -103,6 +103,7 @@ class SweepDriver:
             return self.outcome
         self._open_store()
         self._announce()
+        self._end_finished_runs()
         if not plan.todo:
             self._end_parent()
             return self.outcome
@@ -141,6 +142,19 @@ class SweepDriver:
                 places.tracking_uri, spec.mlflow_experiment, artifact_root=places.artifact_root
             )
             self.parent = self.tracker.parent_run(spec.name, spec.description)
+
+    def _end_finished_runs(self) -> None:
+        """End FINISHED the runs that hold their finished tag and final metrics but were never ended."""
+        unterminated = self.plan.unterminated
+        if not unterminated:
+            return
+        assert self.tracker is not None
+        for run_id in unterminated:
+            self.tracker.end_run(run_id, "FINISHED")
+        self.echo(
+            f"{len(unterminated)} finished cell run(s) were never ended (their process died after its last "
+            "write): ended FINISHED"
+        )
 
     def _announce(self) -> None:
         """The counts, and a line for each cell that is not simply run or skipped."""
@@ -377,7 +391,7 @@ def _already_recorded(plan: SweepPlan) -> bool:
     to run, tag or end, opens the store.
     """
     parent = plan.parent
-    if parent is None or plan.todo or any(plan.state(c.key).why for c in plan.cells):
+    if parent is None or plan.todo or plan.unterminated or any(plan.state(c.key).why for c in plan.cells):
         return False
     counts = parent.data.metrics
     finished = counts.get("cells_finished") == counts.get("cells_total") == len(plan.cells)

@@ -70,6 +70,17 @@ class SweepPlan:
     def todo(self) -> list[Cell]:
         return [c for c in self.cells if c.key not in self.finished]
 
+    @property
+    def unterminated(self) -> list[str]:
+        """Finished runs MLflow still shows RUNNING or KILLED: their process died between the finished tag
+        and ending the run (a worker of a SIGKILLed driver that lived on)."""
+        out = []
+        for key, run_id in self.finished.items():
+            run = next((r for r in self.runs.get(key, []) if r.info.run_id == run_id), None)
+            if run is not None and run.info.status != "FINISHED":
+                out.append(run_id)
+        return out
+
     def state(self, key: str) -> CellPlan:
         return self.states.get(key) or CellPlan("skip" if key in self.finished else "run")
 

@@ -88,3 +88,27 @@ def test_every_shipped_experiment_keeps_its_cell_keys():
         if spec.model.pretrained == "mae":
             now += [c.key for c in expand_pretrain_cells(spec)]
         assert now == keys, f"{name}: cell keys moved"
+
+
+def test_a_finished_run_never_ended_is_found_for_the_sweep_to_end():
+    """A worker of a SIGKILLed driver wrote its cell's finished tag and final metrics and died before it
+    ended the run (seen once in a 2,000-cell kill-and-resume): the plan names the run, so the rerun ends it
+    FINISHED instead of leaving it RUNNING in MLflow forever."""
+    from harness.plan.sweep_plan import SweepPlan
+
+    def run(run_id: str, status: str) -> SimpleNamespace:
+        return SimpleNamespace(info=SimpleNamespace(run_id=run_id, status=status))
+
+    plan = SweepPlan(
+        spec=None,
+        kind="train",
+        places=None,
+        cells=[],
+        finished={"a": "r1", "b": "r2", "c": "r4"},
+        runs={
+            "a": [run("r1", "FINISHED")],
+            "b": [run("r2", "RUNNING")],
+            "c": [run("r4", "KILLED"), run("r3", "FAILED")],
+        },
+    )
+    assert plan.unterminated == ["r2", "r4"]
