@@ -32,6 +32,10 @@ def read_predictions_csv(text: str) -> pd.DataFrame:
     return pd.read_csv(io.StringIO(text), dtype={c: str for c in TEXT_COLUMNS})
 
 
+READERS = 8  # runs whose predictions are read at once
+ADD_CHUNK = 1000  # runs per part written while the table is filled
+
+
 class PredictionsTable:
     """The Parquet parts of one output folder, loaded once per process."""
 
@@ -73,19 +77,26 @@ class PredictionsTable:
             self._write(self._rows, replaces=read)
 
     def _add(self, run_ids: list[str], read_one: Callable[[str], pd.DataFrame | None]) -> None:
-        frames = []
-        for run_id in run_ids:
-            pred = read_one(run_id)
-            if pred is None:
-                self._absent.add(run_id)
-            else:
-                frames.append(pred.assign(**{RUN_ID: run_id}))
-        if not frames:
-            return
-        added = _concat(frames)
-        self._runs.update(added[RUN_ID].unique())
-        self._rows = _concat([self._rows, added]) if self._rows is not None else added
-        self._write(added)
+        """Read the runs the table lacks, several at a time (a tracking server's artifacts are a round trip
+        each: 2,000 of them one after another took minutes), and keep them in parts of ADD_CHUNK runs, so
+        a read cut short keeps what it had read."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=READERS) as pool:
+            for start in range(0, len(run_ids), ADD_CHUNK):
+                chunk = run_ids[start : start + ADD_CHUNK]
+                frames = []
+                for run_id, pred in zip(chunk, pool.map(read_one, chunk), strict=True):
+                    if pred is None:
+                        self._absent.add(run_id)
+                    else:
+                        frames.append(pred.assign(**{RUN_ID: run_id}))
+                if not frames:
+                    continue
+                added = _concat(frames)
+                self._runs.update(added[RUN_ID].unique())
+                self._rows = _concat([self._rows, added]) if self._rows is not None else added
+                self._write(added)
 
     def _write(self, frame: pd.DataFrame, replaces: list[Path] | None = None) -> None:
         """A new part, written whole under a temporary name first (readers never see half a part); it
