@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from harness.bench.scale import Peak, timed
+from harness.bench.measure import Peak, timed
 
 
 def finished_cells(storage: Path) -> int:
@@ -87,12 +87,12 @@ def store_whole(experiment: Path, output: Path, cells: int) -> dict[str, Any]:
     from harness.experiment.loading import load_experiment
     from harness.plan.places import Places
     from harness.tracking.runs import search_all
-    from harness.tracking.tags import TAG_CELL, TEST_WAR
+    from harness.tracking.tags import KIND_CELL, TAG_CELL, TAG_KIND, TEST_WAR, tag_filter
 
     spec = load_experiment(experiment)
     client = MlflowClient(tracking_uri=Places.of(spec, output).tracking_uri)
     exp = client.get_experiment_by_name(spec.mlflow_experiment)
-    runs = search_all(client, [exp.experiment_id], "tags.`mmder.kind` = 'cell'")
+    runs = search_all(client, [exp.experiment_id], tag_filter(TAG_KIND, KIND_CELL))
     per_cell = Counter(r.data.tags.get(TAG_CELL) for r in runs)
     statuses = Counter(r.info.status for r in runs)
     twice = 0
