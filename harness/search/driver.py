@@ -152,6 +152,7 @@ def run_search(
     storage_url = optuna_storage(plan.places.output)
     study, storage = _open_study(storage_url, key, search)
     _mark_lost(tracker, key, study)
+    _mark_pruned_before(tracker, key, study)
     done = len(finished_trials(study))
     remaining = search.trials - done
     echo(f"{key}: {done} of {search.trials} trials finished, {max(0, remaining)} to run")
@@ -291,6 +292,25 @@ def _mark_stopped(tracker: Any, key: str, results: Any, epochs: int) -> None:
             # the scheduler's decision, taken on this many epochs; with short epochs the workers may
             # have logged one or two more before the stop reached them
             tracker.client.set_tag(run.info.run_id, TAG_PRUNED_AT, str(stopped[trial]))
+        tracker.client.set_terminated(run.info.run_id, status="KILLED")
+
+
+def _mark_pruned_before(tracker: Any, key: str, study: Any) -> None:
+    """Trial runs a killed driver left RUNNING although the study recorded their trial are tagged
+    ``pruned`` and end KILLED, as that driver would have done at the end of its search: a trial that ran
+    to its end says ``complete`` itself, so one the study recorded while its run still ran was stopped by
+    the scheduler (Tune hands Optuna its last value: COMPLETE there). Left alone, the rerun called them
+    interrupted while the study counted them in the budget. Matched by their parameters."""
+    pruned = [({name: str(value) for name, value in t.params.items()}, t) for t in finished_trials(study)]
+    if not pruned:
+        return
+    for run in _trial_runs(tracker, key, "and attributes.status = 'RUNNING'"):
+        params = run.data.params
+        trial = next((t for r, t in pruned if all(params.get(n) == v for n, v in r.items())), None)
+        if trial is None:
+            continue
+        tracker.client.set_tag(run.info.run_id, TAG_TRIAL_STATE, "pruned")
+        tracker.client.set_tag(run.info.run_id, TAG_PRUNED_AT, str(max(1, len(trial.intermediate_values))))
         tracker.client.set_terminated(run.info.run_id, status="KILLED")
 
 
