@@ -7,11 +7,20 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["NoSpaceError", "folder_bytes", "require_space"]
+__all__ = ["NoSpaceError", "folder_bytes", "require_space", "write_atomic"]
 
 
 class NoSpaceError(OSError):
     """A folder cannot hold what is about to be written there: raised before the write starts."""
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a temporary file of this process beside it: a reader (or another
+    writer) never sees half a file, whatever moment a process dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 def folder_bytes(folder: str | os.PathLike[str]) -> int:

@@ -19,13 +19,13 @@ to ``<storage>/lanes/<lane>.json`` (lanes run on local, shared storage only) and
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.plan.cells import Cell, CellJob
+from mmder.disk import write_atomic
 
 LANES_FOLDER = "lanes"  # <storage>/lanes/<lane>/attempt-NNN: a lane's Train runs (Ray's own files only)
 CELL_DONE, CELL_FAILED = "cell_done", "cell_failed"  # a lane's report at the end of each of its cells
@@ -67,10 +67,7 @@ def is_lane(job: dict) -> bool:
 def write_lane(lane: LaneJob, storage: str) -> LaneRef:
     """The lane's jobs into its file (atomically: a reader never sees half), and the trial's reference."""
     path = Path(storage) / LANES_FOLDER / f"{lane.name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(lane.model_dump_json(), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, lane.model_dump_json())
     return LaneRef(lane=lane.name, lane_file=str(path))
 
 

@@ -87,7 +87,7 @@ class RunArtifacts:
     def predictions_of(self, run_ids: list[str]) -> pd.DataFrame:
         """The predictions of many runs in one frame with a ``run_id`` column; a run without
         predictions has no rows."""
-        if any(local_artifact_dir(self.artifact_uris.get(r), self.output) is None for r in run_ids[:1]):
+        if run_ids and local_artifact_dir(self.artifact_uris.get(run_ids[0]), self.output) is None:
             _ = self.client  # made once, before the table's readers share it
         return self.table.rows(run_ids, self._read_predictions)
 

@@ -35,6 +35,7 @@ from harness.worker.ranks import agree
 from harness.worker.resume import drop_checkpoints, prune_cell
 from harness.worker.stall import STALLED
 from harness.worker.train_loop import start_worker, train_one
+from mmder.disk import write_atomic
 from mmder.timing import mark_process_start, set_current_key
 
 STARTS, FINISHED_MARK, FAILED_MARK = "starts", "finished", "failed"
@@ -64,10 +65,10 @@ def train_lane(config: dict[str, Any]) -> dict[str, Any]:
         try:
             value = train_one(job, rank, memory, lane.attempts[key])
         except BaseException:
-            _write(attempt / f"error-rank{rank}.txt", traceback.format_exc())
+            write_atomic(attempt / f"error-rank{rank}.txt", traceback.format_exc())
             raise
         if rank == 0:  # its older epochs and attempts go now; with keep_checkpoints: none its last
-            _write(attempt / FINISHED_MARK, "")  # one too (the mark stays: a restarted lane skips it)
+            write_atomic(attempt / FINISHED_MARK, "")  # one too (the mark stays: a restarted lane skips it)
             prune_cell(attempt.parent, job.cell.world_size, current=attempt.name)
             if job.resources.keep_checkpoints == "none":
                 drop_checkpoints(attempt)
@@ -88,13 +89,13 @@ def _decide(job: CellJob, attempt: Path) -> str:
     starts = int(_read(attempt / STARTS) or 0)
     budget = job.resources.max_failures
     if budget < 0 or starts <= budget:
-        _write(attempt / STARTS, str(starts + 1))
+        write_atomic(attempt / STARTS, str(starts + 1))
         return "run"
     error = _why(job, attempt, starts)
     print(f"[{job.cell.key}] {error.splitlines()[-1] if error else ''}", flush=True)
     tracker = Tracker(uri=job.tracking_uri, experiment_id=job.experiment_id)
     fail_run(tracker, job.cell.key, job.parent_run_id, job.cell.kind, error)
-    _write(attempt / FAILED_MARK, error)
+    write_atomic(attempt / FAILED_MARK, error)
     return error
 
 
@@ -121,10 +122,3 @@ def _read(path: Path) -> str | None:
         return path.read_text(encoding="utf-8")
     except OSError:
         return None
-
-
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmder.disk import write_atomic
+
 BEAT, STALLED, WORKERS = "beat", "stalled", "workers"
 STALLS_FOLDER = "stalls"  # <storage>/stalls/<key>.json: what the watch says of a quiet cell
 
@@ -63,10 +65,7 @@ class StallBounds:
 
 
 def _write_json(path: Path, value: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(value))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -187,13 +186,12 @@ class StallWatch:
     current: str | None = None
     since: float | None = None  # when progress was last seen (None: no worker has beaten yet)
     first: bool = True  # the running cell has not finished an epoch since it (re)started
-
     restarts: dict[str, int] = field(default_factory=dict)
     stamps: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # key -> its beat file's stat
 
     def __post_init__(self) -> None:
         for key in self.keys:  # what earlier starts left is not progress of this one
-            self.seen[key] = self._token(key)
+            self.seen[key] = self._token(key) if self._changed(key) else None
             self._said(key).unlink(missing_ok=True)
 
     def _said(self, key: str) -> Path:
