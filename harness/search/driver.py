@@ -301,12 +301,11 @@ def _mark_pruned_before(tracker: Any, key: str, study: Any) -> None:
     to its end says ``complete`` itself, so one the study recorded while its run still ran was stopped by
     the scheduler (Tune hands Optuna its last value: COMPLETE there). Left alone, the rerun called them
     interrupted while the study counted them in the budget. Matched by their parameters."""
-    pruned = [({name: str(value) for name, value in t.params.items()}, t) for t in finished_trials(study)]
-    if not pruned:
+    recorded = finished_trials(study)
+    if not recorded:
         return
     for run in _trial_runs(tracker, key, "and attributes.status = 'RUNNING'"):
-        params = run.data.params
-        trial = next((t for r, t in pruned if all(params.get(n) == v for n, v in r.items())), None)
+        trial = _trial_of(run, recorded)
         if trial is None:
             continue
         tracker.client.set_tag(run.info.run_id, TAG_TRIAL_STATE, "pruned")
@@ -320,6 +319,12 @@ def _trial_runs(tracker: Any, key: str, extra_filter: str = "") -> list[Any]:
     return search_all(tracker.client, [tracker.experiment_id], search.strip())
 
 
+def _trial_of(run: Any, trials: list[Any]) -> Any:
+    """The study trial whose parameters the MLflow run logged (as ``str``), or None."""
+    params = run.data.params
+    return next((t for t in trials if all(params.get(n) == str(v) for n, v in t.params.items())), None)
+
+
 def _mark_lost(tracker: Any, key: str, study: Any) -> None:
     """Trial runs that ended but whose result the study never received are tagged ``lost``.
 
@@ -327,12 +332,11 @@ def _mark_lost(tracker: Any, key: str, study: Any) -> None:
     saying ``complete`` and a study trial that :func:`_open_study` turned into FAIL; its budget is run
     again. Runs are matched to the study's finished trials by their parameters (logged as ``str``).
     """
-    recorded = [{name: str(value) for name, value in t.params.items()} for t in finished_trials(study)]
+    recorded = finished_trials(study)
     for run in _trial_runs(tracker, key):
         if run.data.tags.get(TAG_TRIAL_STATE) not in ("complete", "pruned"):
             continue
-        params = run.data.params
-        if not any(all(params.get(n) == v for n, v in r.items()) for r in recorded):
+        if _trial_of(run, recorded) is None:
             tracker.client.set_tag(run.info.run_id, TAG_TRIAL_STATE, "lost")
             tracker.client.set_tag(
                 run.info.run_id,
