@@ -78,6 +78,20 @@ def pause_env(folder: Path, cell: str, after_epoch: int) -> dict[str, str]:
     return {PAUSE_DIR_ENV: str(folder), PAUSE_CELL_ENV: cell, PAUSE_EPOCH_ENV: str(after_epoch)}
 
 
+def wait_for(predicate, proc: subprocess.Popen, log: Path, timeout: float = 400) -> None:
+    """Until ``predicate()`` holds; fails with the log's tail if the sweep ``proc`` ends first or time runs
+    out (drills wait for markers, not for moments)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        assert proc.poll() is None, f"the sweep ended first: {log.read_text()[-3000:]}"
+        time.sleep(0.3)
+    raise AssertionError(f"timed out: {log.read_text()[-3000:]}")
+
+
 def paused(folder: Path, epoch: int) -> list[str]:
     """Keys of the cells that are holding still after ``epoch``."""
     return [p.name.rsplit(".paused-", 1)[0] for p in folder.glob(f"*.paused-{epoch}")]

@@ -24,6 +24,7 @@ from sweep_helpers import (
     pause_env,
     paused,
     tiny_experiment,
+    wait_for,
 )
 
 pytestmark = pytest.mark.slow
@@ -55,16 +56,6 @@ def _parent(out: Path, name: str):
     exp = client.get_experiment_by_name(name)
     (parent,) = client.search_runs([exp.experiment_id], filter_string="tags.`mmder.kind` = 'sweep'")
     return parent
-
-
-def _wait_for(predicate, proc: subprocess.Popen, log: Path, timeout: float = 400) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        assert proc.poll() is None, f"the sweep ended first: {log.read_text()[-3000:]}"
-        time.sleep(0.3)
-    raise AssertionError(f"timed out: {log.read_text()[-3000:]}")
 
 
 def _epochs_logged(out: Path, name: str, key: str) -> int:
@@ -257,7 +248,7 @@ def test_sigint_sigterm_sighup_sigkill_each_cut_a_sweep_and_each_rerun_resumes_e
             own_group=signum == signal.SIGTERM,
         )
         try:
-            _wait_for(lambda key=key, at=at: key in paused(hold, at), sweep, log)
+            wait_for(lambda key=key, at=at: key in paused(hold, at), sweep, log)
             if signum == signal.SIGINT:  # `mmder status` while the sweep runs
                 status = mmder("status", str(exp), "--output", str(out), "--format", "json")
                 cells = {c["key"]: c for c in json.loads(status.stdout)["cells"]}
@@ -341,7 +332,7 @@ def test_two_sweeps_at_once_run_each_cell_once_and_a_killed_owner_never_blocks(t
         # once a cell is being trained, kill whichever sweep owns it: the other one must take it over
         from harness.plan.owners import read_owner
 
-        _wait_for(lambda: paused(hold, 1), sweeps[0], logs[0])
+        wait_for(lambda: paused(hold, 1), sweeps[0], logs[0])
         owner = read_owner(out / "ray" / paused(hold, 1)[0])
         assert owner is not None
         (killed,) = [s for s in sweeps if s.pid == owner.pid]

@@ -9,13 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from sweep_helpers import ROOT, client_for, mmder, pause_env, paused, tiny_experiment, wait_for
 
 from harness.worker.stall import BEAT, STALLED, WORKERS, Beats, StallBounds, StallWatch, read_stall
-from tests.harness.sweep_helpers import ROOT, client_for, mmder, pause_env, paused, tiny_experiment
 
 BOUNDS = StallBounds(factor=3.0, floor_s=10.0, first_epoch_s=100.0)
 
@@ -134,16 +133,6 @@ def test_stall_settings_are_operational_and_checked():
         ResourcesConfig(stall_floor_s=0)
 
 
-def _wait(predicate, proc: subprocess.Popen, log: Path, timeout: float = 400) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        assert proc.poll() is None, f"the sweep ended first: {log.read_text()[-3000:]}"
-        time.sleep(0.2)
-    raise AssertionError(f"timed out: {log.read_text()[-3000:]}")
-
-
 @pytest.mark.slow
 def test_a_stopped_worker_is_restarted_and_its_cell_resumes_in_the_same_run(tmp_path):
     """SIGSTOP of a lane's worker after epoch 1 (a marker, not a moment): status says the cell makes no
@@ -175,12 +164,12 @@ def test_a_stopped_worker_is_restarted_and_its_cell_resumes_in_the_same_run(tmp_
         stderr=subprocess.STDOUT,
     )
     try:
-        _wait(lambda: paused(hold, 1), sweep, log)
+        wait_for(lambda: paused(hold, 1), sweep, log)
         (key,) = paused(hold, 1)
         who = json.loads((out / "ray" / key / WORKERS / "rank0.json").read_text())
         os.kill(who["pid"], signal.SIGSTOP)
         (hold / "hold").unlink()  # the resumed cell starts past epoch 1: it does not pause again
-        _wait(lambda: read_stall(out / "ray", key), sweep, log)
+        wait_for(lambda: read_stall(out / "ray", key), sweep, log)
         status = mmder("status", str(exp), "--output", str(out))
         assert "no progress for" in status.stdout, status.stdout + status.stderr
         code = sweep.wait(400)
