@@ -19,7 +19,7 @@ from mmder.train.checkpoint_files import checkpoint_epoch
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.xdist_group("cluster-stack")]
 EPOCHS = 8
-WORLD = 2  # tiny_experiment's workers per cell
+WORLD = 2  # workers per cell: a node's loss takes one rank of a cell
 
 
 def sweep(stack, experiment: Path, output: Path, log: Path) -> subprocess.Popen:
@@ -98,7 +98,9 @@ def node_to_kill(stack) -> str | None:
 
 def test_sweep_survives_node_loss_and_tracking_outage(stack_client, tmp_path: Path) -> None:
     stack = stack_client
-    exp = tiny_experiment(tmp_path, "cluster-faults", training={"epochs": EPOCHS})
+    exp = tiny_experiment(
+        tmp_path, "cluster-faults", training={"epochs": EPOCHS}, resources={"num_workers": WORLD}
+    )
     log = tmp_path / "sweep.log"
     proc = sweep(stack, exp, tmp_path / "out", log)
     try:

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def tiny_experiment(tmp_path: Path, name: str, **overrides: object) -> Path:
-    """A grid that trains in seconds per cell: micro model, 32 px, a 24-clip synthetic corpus."""
+    """A grid that trains in seconds per cell: micro model, 32 px, a 24-clip synthetic corpus, one worker
+    per cell (a Train worker costs a sweep 5-10 CPU-seconds: tests about ranks ask for two)."""
     data = {
         "name": name,
         "datasets": [
@@ -29,7 +30,7 @@ def tiny_experiment(tmp_path: Path, name: str, **overrides: object) -> Path:
         "preprocess": {"image_size": 32},
         "model": {"size": "micro"},
         "training": {"epochs": 2, "batch_size": 4, "eval_batch_size": 8, "lr": 1e-3, "warmup_epochs": 0},
-        "resources": {"num_workers": 2, "cpus_per_worker": 1, "max_concurrent_trials": 1, "max_failures": 1},
+        "resources": {"num_workers": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1, "max_failures": 1},
     }
     for section, values in overrides.items():
         if isinstance(values, dict) and isinstance(data.get(section), dict):

@@ -31,7 +31,7 @@ FOLDS = [0, 1]
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("trace")
-    exp = tiny_experiment(tmp, "trace", grid=GRID)
+    exp = tiny_experiment(tmp, "trace", grid=GRID, resources={"num_workers": 2})
     data = yaml.safe_load(exp.read_text())
     data["datasets"][0]["folds"] = FOLDS
     exp.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -22,10 +22,11 @@ from sweep_helpers import (
 )
 
 pytestmark = pytest.mark.slow
+TWO_WORKERS = {"num_workers": 2}  # these tests are about a cell's DeepSpeed ranks
 
 
 def test_sweep_logs_every_cell_once_and_a_rerun_trains_nothing(tmp_path, monkeypatch):
-    exp = tiny_experiment(tmp_path, "e2e")
+    exp = tiny_experiment(tmp_path, "e2e", resources=TWO_WORKERS)
     out = tmp_path / "out"
     monkeypatch.setenv("MMDER_TIMING_FILE", str(tmp_path / "timing.jsonl"))
     first = mmder("sweep", str(exp), "--output", str(out))
@@ -93,7 +94,11 @@ def test_a_worker_that_dies_mid_cell_is_restarted_from_its_last_checkpoint(tmp_p
     A process that dies right after reporting may beat the controller to registering that epoch's
     checkpoint, so the group resumes after epoch 1 or, at worst, after epoch 0: never from scratch."""
     exp = tiny_experiment(
-        tmp_path, "chaos", grid={"settings": ["FSLF"], "seeds": [0]}, training={"epochs": 3}
+        tmp_path,
+        "chaos",
+        grid={"settings": ["FSLF"], "seeds": [0]},
+        training={"epochs": 3},
+        resources=TWO_WORKERS,
     )
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONUNBUFFERED="1", MMDER_CHAOS_EXIT_AFTER_EPOCH="1")
