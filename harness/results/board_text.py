@@ -362,5 +362,24 @@ def _table_text(
     return "\n".join(lines).rstrip()
 
 
+def html_tables(table: pd.DataFrame, datasets: dict[str, DatasetInfo]) -> str:
+    """The terminal table's cells as HTML, one table per dataset under its protocol line and above its
+    footnotes, per-class recalls included and cost columns left to the report's cost section: a page
+    wraps each header instead of cutting a 200-character line at its right edge."""
+    import html
+
+    if table.empty:
+        return "<p>(no finished cells yet)</p>"
+    shown = _display(table, datasets).drop(columns=COST_COLUMNS)
+    parts = []
+    for dataset, part in shown.groupby("dataset", sort=False):
+        parts.append(f'<p class="protocol">{html.escape(protocol_note(dataset, datasets.get(dataset)))}</p>')
+        parts.append(part.drop(columns="dataset").to_html(index=False, border=0, classes="t board"))
+        notes = _footnotes(table[table["dataset"] == dataset])
+        parts += [f'<p class="foot">{html.escape(n)}</p>' for n in notes]
+    parts.append(f'<p class="foot">{html.escape(intervals_note(True, has_two_level(table)))}</p>')
+    return "\n".join(parts)
+
+
 def _indent(text: str, n: int = 2) -> str:
     return "\n".join(" " * n + ln for ln in text.splitlines())

@@ -78,7 +78,7 @@ def _models(n: int, c: Comparison) -> str:
     return f"{n} ({per})"
 
 
-def _all_notes(r: AllPairs) -> list[str]:
+def all_notes(r: AllPairs) -> list[str]:
     """The notes of every pair, each said once; the pairs where clip and speaker level disagree named."""
     split = [c.label for c in r.comparisons if c.mcnemar.pvalue < 0.05 and not c.speaker.pvalue < 0.05]
     out = []
@@ -105,7 +105,7 @@ def format_all(results: list[AllPairs]) -> str:
             lines.append("\n".join("  " + ln for ln in text.splitlines()))
             lines.append(f"  BH-corrected speaker-level p, {r.metric.upper()} (row vs column; diagonal: -):")
             lines.append("\n".join("    " + ln for ln in _matrix_text(r).splitlines()))
-        lines += [f"  note: {n}" for n in _all_notes(r)]
+        lines += [f"  note: {n}" for n in all_notes(r)]
         lines += [f"  refused: {msg}" for msg in r.refused]
         lines.append("")
     return "\n".join(lines).rstrip() or "(no finished cells yet)"

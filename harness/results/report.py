@@ -29,15 +29,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from harness.results.board_text import html_tables  # noqa: E402
 from harness.results.compare import compare_all, format_p  # noqa: E402
-from harness.results.compare_text import p_text  # noqa: E402
+from harness.results.compare_text import SHOWN_ALL, all_notes, p_text  # noqa: E402
 from harness.results.leaderboard import (  # noqa: E402
     ExperimentRuns,
     experiment_leaderboard,
     folds_text,
     intervals_note,
     reference_rows,
-    render,
 )
 from mmder.eval import references as refs  # noqa: E402
 
@@ -187,8 +187,11 @@ def confusion_figure(exp: ExperimentRuns, dataset: str, settings: list[str]) -> 
     return _save(fig)
 
 
-def curves_figure(exp: ExperimentRuns, dataset: str, settings: list[str]) -> dict[str, bytes] | None:
-    """Per-epoch mean over a setting's finished runs of train/test loss and WAR."""
+def curves_figure(
+    exp: ExperimentRuns, dataset: str, settings: list[str], chance: float | None = None
+) -> dict[str, bytes] | None:
+    """Per-epoch mean over a setting's finished runs of train/test loss and WAR; the WAR panel on the
+    bar chart's fixed 0-100 % axis with its chance line, so panels of two reports compare by eye."""
     runs = exp.finished
     runs = runs[runs["dataset"] == dataset]
     fig, axes = plt.subplots(1, len(CURVES), figsize=(4.2 * len(CURVES), 3.2))
@@ -211,6 +214,18 @@ def curves_figure(exp: ExperimentRuns, dataset: str, settings: list[str]) -> dic
         ax.set_title(metric)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
+        if metric == TEST_WAR:
+            ax.set_ylim(0, 100)
+            ax.set_ylabel("WAR %")
+            if chance is not None:  # named on the line: the legend sits in the first panel
+                ax.axhline(chance, color="0.35", ls="--", lw=1)
+                ax.text(
+                    0.01,
+                    chance + 1,
+                    f"chance ({chance:.1f} %)",
+                    transform=ax.get_yaxis_transform(),
+                    fontsize=7,
+                )
     next((ax for ax in axes if ax.lines), axes[0]).legend(fontsize=7)  # the first panel with a curve
     fig.suptitle(f"{dataset}: learning curves (mean over folds x seeds)", fontsize=10)
     fig.tight_layout()
@@ -267,15 +282,16 @@ h1{font-size:22px} h2{font-size:18px;border-bottom:1px solid #ccc;padding-bottom
 h3{font-size:15px} img{max-width:100%;display:block;margin:8px 0}
 table.t{border-collapse:collapse;font-size:12px;margin:8px 0}
 table.t td,table.t th{border:1px solid #ddd;padding:3px 6px;text-align:right}
-table.t th{background:#f3f3f3} pre{font-size:12px;background:#f7f7f7;padding:8px;overflow-x:auto}
+table.t th{background:#f3f3f3;max-width:9em} pre{font-size:12px;background:#f7f7f7;padding:8px}
+p.protocol{font-weight:bold;margin-bottom:2px} p.foot{font-size:12px;margin:2px 0}
 .note{color:#a33}
 """
 
 
 def leaderboard_section(exp: ExperimentRuns) -> tuple[pd.DataFrame, str]:
-    """The table ``mmder leaderboard --per-class`` prints, and that text: the report shows the same."""
+    """The table ``mmder leaderboard --per-class`` prints, as HTML tables with the same cells."""
     table = experiment_leaderboard(exp, per_class=True)
-    return table, render(table, "table", exp.datasets)
+    return table, html_tables(table, exp.datasets)
 
 
 def build_report(exp: ExperimentRuns) -> Report:
@@ -292,7 +308,7 @@ def build_report(exp: ExperimentRuns) -> Report:
     if table.empty:
         parts.append("<p>No finished cells yet.</p>")
     else:
-        parts.append('<h2>Leaderboard</h2><pre id="leaderboard">' + html.escape(board) + "</pre>")
+        parts.append('<h2>Leaderboard</h2><div id="leaderboard">' + board + "</div>")
     all_pairs = {r.dataset: r for r in compare_all(exp)} if not table.empty else {}
     for dataset in table["dataset"].unique() if not table.empty else []:
         parts += _dataset_section(exp, table, ref, str(dataset), all_pairs.get(dataset), figures)
@@ -337,7 +353,7 @@ def _dataset_section(
     conf = confusion_figure(exp, dataset, settings)
     if conf is not None:
         parts.append("<h3>Confusion matrices</h3>" + _figure(figures, f"{dataset}_confusion", conf))
-    curves = curves_figure(exp, dataset, settings)
+    curves = curves_figure(exp, dataset, settings, chance)
     if curves is not None:
         parts.append("<h3>Learning curves</h3>" + _figure(figures, f"{dataset}_curves", curves))
     if pairs is not None and not pairs.table.empty:
@@ -347,7 +363,9 @@ def _dataset_section(
             + "<p>The table adds the fold-level paired t and Wilcoxon and, last, McNemar per clip, which "
             "assumes independent clips.</p>"
         )
-        parts.append(_table(p_text(pairs.table)))  # a floor p reads '< 0.001', as in `compare --all`
+        # the columns `compare --all` prints (a floor p reads '< 0.001' there too), each note said once
+        parts.append(_table(p_text(pairs.table)[SHOWN_ALL]))
+        parts += [f'<p class="foot">note: {html.escape(n)}</p>' for n in all_notes(pairs)]
     for msg in pairs.refused if pairs is not None else []:
         parts.append(f'<p class="note">refused: {html.escape(msg)}</p>')
     return parts

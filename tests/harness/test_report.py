@@ -50,6 +50,17 @@ def test_bars_sit_on_a_fixed_0_to_100_axis_with_the_chance_level_and_whiskers_in
     np.testing.assert_allclose(below_above, [[7.0, 3.0, 0.0], [3.0, 6.0, 0.0]])
 
 
+def test_the_learning_curves_war_panel_sits_on_0_to_100_percent_with_the_chance_line():
+    exp = _experiment()
+    svg = report.curves_figure(exp, "ds", ["audio", "FSLF"], 12.5)["svg"].decode()
+    assert "WAR %" in svg and "chance (12.5 %)" in svg
+    texts = re.findall(r">([^<>]+)</text>", svg)
+    war = texts[texts.index("epoch", texts.index("test_loss")) + 1 : texts.index("WAR %")]  # its y ticks
+    assert war == ["0", "20", "40", "60", "80", "100"], (
+        texts
+    )  # the WAR axis spans 0-100 whatever the runs scored
+
+
 def test_the_compare_matrix_marks_its_diagonal_and_untestable_pairs_instead_of_colouring_them_as_p():
     settings = ["a", "b", "c"]
     p = pd.DataFrame(np.nan, index=settings, columns=settings)
@@ -62,15 +73,51 @@ def test_the_compare_matrix_marks_its_diagonal_and_untestable_pairs_instead_of_c
     assert "+12.5" in svg and "p=0.0030" in svg and svg.count("n/a") == 4  # a-c, c-a, b-c, c-b
 
 
+def _cells(row: str, tag: str) -> list[str]:
+    return [html.unescape(c).strip() for c in re.findall(rf"<{tag}[^>]*>(.*?)</{tag}>", row, flags=re.S)]
+
+
 def test_the_reports_leaderboard_is_what_mmder_leaderboard_prints(monkeypatch, capsys):
+    """An HTML table that fits the page (headers wrap), with the very cells the terminal table prints:
+    per-class recalls included, costs left to the report's cost section."""
     exp = _experiment()
     monkeypatch.setattr("harness.cli.results._collect", lambda args: exp)
     assert main(["leaderboard", "any.yaml", "--per-class"]) == 0
     printed = capsys.readouterr().out
     page = report.build_report(exp).html
-    (section,) = re.findall(r'<pre id="leaderboard">(.*?)</pre>', page, flags=re.S)
-    assert html.unescape(section) + "\n" == printed
-    assert "ds  (ravdess, 8 classes, 3 folds, fine-tuned)" in printed and "neutral" in printed
+    assert "<pre" not in page
+    (section,) = re.findall(r'<div id="leaderboard">(.*?)</div>', page, flags=re.S)
+    (table,) = re.findall(r"<table.*?</table>", section, flags=re.S)
+    header, *rows = re.findall(r"<tr.*?</tr>", table, flags=re.S)
+    names = _cells(header, "th")
+    assert "neutral" in names and "wall s/cell" not in names and "wall s/cell" in printed
+    lines = printed.splitlines()
+    (head,) = [ln for ln in lines if "UAR % [95%" in ln]
+    assert all(name in head for name in names), (names, head)
+    assert len(rows) == 2
+    for row in rows:
+        cells = _cells(row, "td")
+        assert len(cells) == len(names)
+        (line,) = [ln for ln in lines if ln.split()[:1] == [cells[0]]]  # the setting's printed row
+        at = 0
+        for cell in cells:  # every cell, in the printed order
+            at = line.index(cell, at) + len(cell)
+    protocol = "ds  (ravdess, 8 classes, 3 folds, fine-tuned)"
+    assert protocol in printed and protocol in html.unescape(section)
+    feet = _cells(section, "p")[1:]  # after the protocol line: the footnotes and the intervals note
+    assert feet and all(foot in {ln.strip() for ln in lines} for foot in feet), feet
+
+
+def test_the_reports_compare_table_has_the_columns_compare_all_prints_and_each_note_once():
+    from harness.results.compare_text import SHOWN_ALL
+
+    page = report.build_report(_experiment()).html
+    section = page.split("<h3>All pairs", 1)[1]
+    (table,) = re.findall(r"<table.*?</table>", section, flags=re.S)[:1]
+    header = re.findall(r"<tr.*?</tr>", table, flags=re.S)[0]
+    assert _cells(header, "th") == SHOWN_ALL  # 13 columns, not every field of the record
+    notes = re.findall(r'<p class="foot">note: (.*?)</p>', section, flags=re.S)
+    assert notes and len(notes) == len(set(notes))
 
 
 def test_the_report_cites_the_paper_and_no_file_the_repository_lacks():
