@@ -65,7 +65,7 @@ def shortfall(
     if short:
         missing = "missing in total " + ", ".join(f"{k} {v:g}" for k, v in sorted(short.items()))
     else:
-        missing = f"enough in total, but no node holds a whole worker's {_fmt(need)}"
+        missing = f"enough in total, but every node is missing part of a whole worker's {_fmt(need)}"
     return (
         f"needs {count} workers x {_fmt(need)}; the {len(alive)} alive nodes hold {fits} "
         f"({'; '.join(shown) or 'none'}): {missing}"

@@ -17,7 +17,7 @@ from sweep_helpers import ROOT, tiny_experiment
 from harness.worker.resume import newest_complete_checkpoint
 from mmder.train.checkpoint_files import checkpoint_epoch
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.xdist_group("cluster-stack")]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]  # one stack: one worker (tests/conftest.py)
 EPOCHS = 8
 WORLD = 2  # workers per cell: a node's loss takes one rank of a cell
 
@@ -161,7 +161,8 @@ def test_a_cell_the_nodes_cannot_hold_fails_within_a_minute_naming_what_is_missi
     stack_client, tmp_path: Path
 ) -> None:
     stack = stack_client
-    # no node has 3 CPUs (head 1, workers 2 each): Train alone would wait for the group forever
+    # no node has 3 CPUs (head 1, workers 2 each): Train alone would wait for the group forever. The
+    # message names what is missing whether or not an earlier test of the module took a node down.
     exp = tiny_experiment(
         tmp_path, "cluster-unplaceable", grid={"settings": ["video"], "seeds": [0]},
         training={"epochs": 1}, resources={"num_workers": 1, "cpus_per_worker": 3},

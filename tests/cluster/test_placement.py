@@ -30,7 +30,7 @@ def test_the_trial_drivers_share_blocks_a_whole_worker_on_its_node() -> None:
 
 def test_per_node_fit_is_named_when_totals_suffice() -> None:
     missing = shortfall({"CPU": 3}, 1, [node("a", CPU=2), node("b", CPU=2)])
-    assert missing is not None and "no node holds a whole worker" in missing
+    assert missing is not None and "every node is missing part of a whole worker" in missing
 
 
 def test_missing_custom_resource_is_named() -> None:

@@ -20,7 +20,7 @@ from harness.cli.main import main
 
 EMOTIONS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
 ACCURACY = {"audio": 0.45, "FSLF": 0.7}
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("results-store")]  # one store: one worker
+pytestmark = pytest.mark.slow  # one store: one worker (tests/conftest.py)
 
 
 def write_experiment(tmp_path: Path) -> Path:

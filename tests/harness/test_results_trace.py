@@ -18,7 +18,7 @@ import pytest
 import yaml
 from sweep_helpers import child_runs, client_for, mmder, tiny_experiment
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("results-trace")]  # one shared sweep: one worker
+pytestmark = pytest.mark.slow  # one shared sweep: one worker (tests/conftest.py)
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "predictions.csv"
 UPDATE_GOLDEN = "MMDER_UPDATE_GOLDEN"
