@@ -22,7 +22,15 @@ from harness.plan.places import Places
 from harness.plan.provenance import dataset_digests, judge
 from harness.plan.strays import stray_outputs
 from harness.tracking.places import sqlite_path
-from harness.tracking.tags import FINISHED, KIND_SWEEP, TAG_ERROR, TAG_KIND, TAG_STATUS, TAG_SWEEP
+from harness.tracking.tags import (
+    FINISHED,
+    KIND_SWEEP,
+    PLANNED_METRICS,
+    TAG_ERROR,
+    TAG_KIND,
+    TAG_STATUS,
+    TAG_SWEEP,
+)
 
 Kind = Literal["train", "pretrain"]
 Echo = Callable[[str], None]
@@ -205,7 +213,7 @@ def existing_runs(uri: str, experiment: str, sweep: str) -> tuple[dict[str, list
 
     path = sqlite_path(uri)
     if path is not None:
-        runs = read_sqlite_runs(path, experiment) or []
+        runs = read_sqlite_runs(path, experiment, PLANNED_METRICS) or []
         tagged = [(r, r.data.tags) for r in runs]
         parents = [r for r, t in tagged if t.get(TAG_KIND) == KIND_SWEEP and t.get(TAG_SWEEP) == sweep]
         return by_cell(runs), parents[0] if len(parents) == 1 else None

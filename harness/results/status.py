@@ -17,7 +17,7 @@ from pathlib import Path
 
 from harness.experiment.config import ExperimentConfig
 from harness.plan.sweep_plan import SweepPlan, plan_sweep
-from harness.tracking.tags import TEST_UAR, TEST_WAR, epoch_metric
+from harness.tracking.tags import FINAL_UAR, FINAL_WAR, TEST_UAR, TEST_WAR, epoch_metric
 
 
 @dataclass
@@ -71,8 +71,8 @@ def sweep_status(sweep: SweepPlan) -> SweepStatus:
         latest = found[0] if found else None
         if plan.action == "skip" and latest is not None:
             row.state = "done"
-            row.war = latest.data.metrics.get("final_war")
-            row.uar = latest.data.metrics.get("final_uar")
+            row.war = latest.data.metrics.get(FINAL_WAR)
+            row.uar = latest.data.metrics.get(FINAL_UAR)
             if latest.info.end_time and latest.info.start_time:
                 durations.append((latest.info.end_time - latest.info.start_time) / 1000)
         elif plan.action == "stale":

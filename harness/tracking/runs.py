@@ -9,7 +9,7 @@ leaderboard read: ``info.run_id/status/start_time/end_time/artifact_uri``, ``dat
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -67,15 +67,17 @@ def read_only(path: Path) -> Iterator[Any]:
 
 
 def _run(info: dict, tags: dict[str, str], metrics: dict[str, tuple[float, int]]) -> Any:
-    """A light stand-in for an MLflow ``Run`` with what status and the planner read."""
+    """A light stand-in for an MLflow ``Run`` with what status and the planner read (``metrics``: name
+    -> (latest value, its step))."""
     return SimpleNamespace(
         info=SimpleNamespace(**info),
         data=SimpleNamespace(tags=tags, metrics={k: v for k, (v, _) in metrics.items()}, steps=metrics),
     )
 
 
-def read_sqlite_runs(path: Path, experiment: str) -> list[Any] | None:
-    """Every run of the experiment with tags and latest metrics, straight from MLflow's SQLite file.
+def read_sqlite_runs(path: Path, experiment: str, metrics: Collection[str] | None = None) -> list[Any] | None:
+    """Every run of the experiment with tags and latest metrics (only ``metrics``, when named), straight
+    from MLflow's SQLite file.
 
     Read-only (``mode=ro``) and under WAL never blocks the sweep's writers; None when the store or
     experiment does not exist yet.
@@ -84,7 +86,7 @@ def read_sqlite_runs(path: Path, experiment: str) -> list[Any] | None:
         return None
     with read_only(path) as db:
         exp_id = _experiment_id(db, experiment)
-        return None if exp_id is None else _sqlite_runs(db, exp_id)
+        return None if exp_id is None else _sqlite_runs(db, exp_id, metrics)
 
 
 def read_sqlite_experiment(path: Path, experiment_id: str) -> list[Any]:
@@ -94,39 +96,69 @@ def read_sqlite_experiment(path: Path, experiment_id: str) -> list[Any]:
         return _sqlite_runs(db, experiment_id)
 
 
+_OF_EXPERIMENT = "run_uuid in (select run_uuid from runs where experiment_id = ?)"  # faster than a join
+
+
 def _sqlite_tags(db: Any, exp_id: Any) -> dict[str, dict[str, str]]:
     """run id -> its tags; grouped by SQLite into one JSON object a run (a third faster at 10,000 runs
     than a Python loop over every tag row), the loop where SQLite lacks its JSON functions."""
     import json
     import sqlite3
 
-    join = "from tags t join runs r on r.run_uuid = t.run_uuid where r.experiment_id = ?"
     try:
         grouped = db.execute(
-            f"select t.run_uuid, json_group_object(t.key, t.value) {join} group by t.run_uuid", (exp_id,)
+            f"select run_uuid, json_group_object(key, value) from tags where {_OF_EXPERIMENT} "
+            "group by run_uuid",
+            (exp_id,),
         )
         return {run_id: json.loads(text) for run_id, text in grouped}
     except sqlite3.OperationalError:
         tags: dict[str, dict[str, str]] = {}
-        for run_id, key, value in db.execute(f"select t.run_uuid, t.key, t.value {join}", (exp_id,)):
+        rows = db.execute(f"select run_uuid, key, value from tags where {_OF_EXPERIMENT}", (exp_id,))
+        for run_id, key, value in rows:
             tags.setdefault(run_id, {})[key] = value
         return tags
 
 
-def _sqlite_runs(db: Any, exp_id: Any) -> list[Any]:
+def _sqlite_metrics(
+    db: Any, exp_id: Any, only: Collection[str] | None
+) -> dict[str, dict[str, tuple[float, int]]]:
+    """run id -> metric -> (latest value, its step); only the metrics named, when named (a cell logs
+    dozens, planning judges by a few). Grouped into one JSON text by SQLite, as the tags are (half the
+    time of a Python loop over the rows at 10,000 runs), the loop where SQLite lacks its JSON functions."""
+    import json
+    import sqlite3
+
+    where, params = _OF_EXPERIMENT, (exp_id,)
+    if only is not None:
+        where += f" and key in ({','.join('?' * len(only))})"
+        params += tuple(only)
+    try:
+        (text,) = db.execute(
+            "select json_group_object(run_uuid, json(obj)) from (select run_uuid, "
+            f"json_group_object(key, json_array(value, step)) obj from latest_metrics where {where} "
+            "group by run_uuid)",
+            params,
+        ).fetchone()
+        return {
+            r: {k: (v, step) for k, (v, step) in ms.items()} for r, ms in json.loads(text or "{}").items()
+        }
+    except sqlite3.OperationalError:
+        metrics: dict[str, dict[str, tuple[float, int]]] = {}
+        rows = db.execute(f"select run_uuid, key, value, step from latest_metrics where {where}", params)
+        for run_id, key, value, step in rows:
+            metrics.setdefault(run_id, {})[key] = (value, step)
+        return metrics
+
+
+def _sqlite_runs(db: Any, exp_id: Any, only: Collection[str] | None = None) -> list[Any]:
     runs = db.execute(
         "select run_uuid, status, start_time, end_time, artifact_uri from runs "
         "where experiment_id = ? and lifecycle_stage = 'active'",
         (exp_id,),
     ).fetchall()
     tags = _sqlite_tags(db, exp_id)
-    metrics: dict[str, dict[str, tuple[float, int]]] = {}
-    for run_id, key, value, step in db.execute(
-        "select m.run_uuid, m.key, m.value, m.step from latest_metrics m "
-        "join runs r on r.run_uuid = m.run_uuid where r.experiment_id = ?",
-        (exp_id,),
-    ):
-        metrics.setdefault(run_id, {})[key] = (value, step)
+    metrics = _sqlite_metrics(db, exp_id, only)
     return [
         _run(
             {"run_id": r, "status": st, "start_time": start or 0, "end_time": end, "artifact_uri": art},

@@ -30,6 +30,7 @@ def test_runs_from_before_the_rename_still_load(store):
     from harness.results.run_artifacts import RunArtifacts
     from harness.tracking.places import sqlite_path
     from harness.tracking.runs import read_client_runs, read_sqlite_runs
+    from harness.tracking.tags import PLANNED_METRICS
 
     tracker, parent = store
     old, _ = tracker.cell_run("old-cell", parent, tags={}, params={})
@@ -48,7 +49,13 @@ def test_runs_from_before_the_rename_still_load(store):
     assert loader.history(old, TEST_WAR) == [(0, 40.0), (1, 50.0)]
     assert loader.history(mixed, TEST_WAR) == [(0, 10.0), (1, 20.0)]
 
-    for runs in (read_sqlite_runs(sqlite_path(tracker.uri), "old"), read_client_runs(tracker.uri, "old")):
+    db = sqlite_path(tracker.uri)
+    planned = read_sqlite_runs(db, "old", PLANNED_METRICS)  # what planning and status read
+    assert {k for r in planned for k in r.data.steps} <= set(PLANNED_METRICS)
+    assert {r.info.run_id: r.data.steps for r in read_sqlite_runs(db, "old", ["war"])}[old] == {
+        "war": (50.0, 1)
+    }
+    for runs in (read_sqlite_runs(db, "old"), read_client_runs(tracker.uri, "old"), planned):
         steps = {r.info.run_id: r.data.steps for r in runs}
         assert epoch_metric(steps[old], TEST_WAR) == (50.0, 1)  # (latest value, its step): status reads it
         assert epoch_metric(steps[old], TEST_UAR)[0] == 45.0  # (the client reader reads no step of it)
