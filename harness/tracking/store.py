@@ -116,8 +116,13 @@ def RunTag(*args: Any) -> Any:  # noqa: N802
 
 def _client(uri: str) -> MlflowClient:
     """Why lazily: importing MLflow costs seconds, and `mmder status` on the embedded store needs none."""
+    import logging
+
     from mlflow.tracking import MlflowClient
 
+    # "Creating initial MLflow database tables..." and "Updating database tables" at INFO, in the middle
+    # of the sweep's own lines on a new output; a failed migration still raises.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     return MlflowClient(tracking_uri=uri)
 
 
