@@ -259,14 +259,27 @@ def one_model_notes(a: str, b: str, models: tuple[int, int], folds: int) -> list
     """What a speaker-level test means where a side rests on one trained model per fold: it resamples
     test speakers with the models held fixed, so it is conditional on them (a classical baseline,
     which no seed changes, is no such side)."""
-    sides = [s for s, m in zip((a, b), models, strict=True) if m <= folds and not _seedless(s)]
-    if not sides:
-        return []
-    return [
-        f"one trained model per fold behind {' and '.join(sides)}: the speaker-level interval and p are "
-        "conditional on these trained models (seed-to-seed training variance is not in them); they say "
-        "these models differ on new test speakers, not that retraining would"
-    ]
+    sides = one_model_sides(a, b, models, folds)
+    return [one_model_text(" and ".join(sides))] if sides else []
+
+
+def one_model_sides(a: str, b: str, models: tuple[int, int], folds: int) -> list[str]:
+    """The settings of a pair that rest on one trained model per fold (a baseline never does)."""
+    return [s for s, m in zip((a, b), models, strict=True) if m <= folds and not _seedless(s)]
+
+
+def one_model_text(sides: str, every_pair: bool = False) -> str:
+    """The note for one pair, or (``every_pair``) once for all the pairs of ``compare --all``."""
+    what = (
+        "the speaker-level intervals and p of their pairs are"
+        if every_pair
+        else "the speaker-level interval and p are"
+    )
+    return (
+        f"one trained model per fold behind {sides}: {what} conditional on these trained models "
+        "(seed-to-seed training variance is not in them); they say these models differ on new test "
+        "speakers, not that retraining would"
+    )
 
 
 def pair_diffs_text(diffs: list[tuple[int, int, float]]) -> str:

@@ -13,6 +13,9 @@ from harness.results.compare import (
     format_p,
     format_speaker_p,
     notes,
+    one_model_notes,
+    one_model_sides,
+    one_model_text,
     p_floor,
     pair_diffs_text,
     record,
@@ -87,8 +90,14 @@ def all_notes(r: AllPairs) -> list[str]:
             "clip-level McNemar is significant but the speaker-level bootstrap is not (clips of one speaker "
             f"are not independent; the difference is not established): {', '.join(split)}"
         )
+    one_model: list[str] = []  # the settings on one trained model per fold, said once for every pair
     for c in r.comparisons:
-        out += [n for n in notes(c)[1 if c.label in split else 0 :] if n not in out]
+        folds = len({f for f, _, _ in c.pair_diffs}) or 1
+        own = one_model_notes(c.a, c.b, c.models, folds)
+        one_model += [s for s in one_model_sides(c.a, c.b, c.models, folds) if s not in one_model]
+        out += [n for n in notes(c)[1 if c.label in split else 0 :] if n not in out and n not in own]
+    if one_model:
+        out.append(one_model_text(", ".join(one_model), every_pair=True))
     return out
 
 

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness.results.board_text import html_tables  # noqa: E402
-from harness.results.compare import compare_all, format_p  # noqa: E402
+from harness.results.compare import compare_all, format_p, format_speaker_p  # noqa: E402
 from harness.results.compare_text import SHOWN_ALL, all_notes, p_text  # noqa: E402
 from harness.results.leaderboard import (  # noqa: E402
     ExperimentRuns,
@@ -241,7 +241,11 @@ def _histories(exp: ExperimentRuns, run_ids: list[str], metric: str) -> dict[str
 
 
 def matrix_figure(
-    matrix: pd.DataFrame, diff: pd.DataFrame, dataset: str, metric: str = "war"
+    matrix: pd.DataFrame,
+    diff: pd.DataFrame,
+    dataset: str,
+    metric: str = "war",
+    floors: set[frozenset[str]] | None = None,
 ) -> dict[str, bytes]:
     """Each pair's difference (row minus column, points) over its BH-corrected speaker-level p. Colour
     is p (darker = smaller; white from 0.1 up); the diagonal and untestable pairs are grey, so neither
@@ -256,7 +260,11 @@ def matrix_figure(
             ax.text(j, i, "—", ha="center", va="center", fontsize=9, color="0.3")
             continue
         d, p = diff.iat[i, j], values[i, j]
-        text = f"{d:+.1f}\n" + ("n/a" if math.isnan(p) else f"p={format_p(p)}")
+        floor = frozenset((matrix.index[i], matrix.columns[j])) in (floors or set())
+        shown = (
+            "n/a" if math.isnan(p) else (f"p {format_speaker_p(p, True)}" if floor else f"p={format_p(p)}")
+        )
+        text = f"{d:+.1f}\n" + shown
         dark = not math.isnan(p) and p < 0.04
         ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
     ax.set_xticks(range(n), matrix.columns, rotation=45, ha="right")
@@ -357,9 +365,13 @@ def _dataset_section(
     if curves is not None:
         parts.append("<h3>Learning curves</h3>" + _figure(figures, f"{dataset}_curves", curves))
     if pairs is not None and not pairs.table.empty:
+        # a pair no resample crossed reads '< 0.0013' in the figure as in the table below
+        floors = {frozenset((c.a, c.b)) for c in pairs.comparisons if c.speaker.smallest_p}
         parts.append(
             "<h3>All pairs: paired bootstrap over test speakers, Benjamini-Hochberg</h3>"
-            + _figure(figures, f"{dataset}_compare", matrix_figure(pairs.matrix, pairs.diff, dataset))
+            + _figure(
+                figures, f"{dataset}_compare", matrix_figure(pairs.matrix, pairs.diff, dataset, floors=floors)
+            )
             + "<p>The table adds the fold-level paired t and Wilcoxon and, last, McNemar per clip, which "
             "assumes independent clips.</p>"
         )

@@ -71,6 +71,9 @@ def test_the_compare_matrix_marks_its_diagonal_and_untestable_pairs_instead_of_c
     svg = report.matrix_figure(p, diff, "ds")["svg"].decode()
     assert svg.count("—") == 3  # the diagonal, one mark per setting
     assert "+12.5" in svg and "p=0.0030" in svg and svg.count("n/a") == 4  # a-c, c-a, b-c, c-b
+    # a pair no resample crossed reads as the bound it is, as in the table under it
+    floored = report.matrix_figure(p, diff, "ds", floors={frozenset(("a", "b"))})["svg"].decode()
+    assert "p=0.0030" not in floored and floored.count("p &lt; 0.0030") + floored.count("p < 0.0030") == 2
 
 
 def _cells(row: str, tag: str) -> list[str]:
@@ -118,6 +121,15 @@ def test_the_reports_compare_table_has_the_columns_compare_all_prints_and_each_n
     assert _cells(header, "th") == SHOWN_ALL  # 13 columns, not every field of the record
     notes = re.findall(r'<p class="foot">note: (.*?)</p>', section, flags=re.S)
     assert notes and len(notes) == len(set(notes))
+    # one seed per fold: one note for every pair on one trained model per fold, not one per pair
+    one_seed = make_experiment(
+        {(s, f, 0): v for s, v in (("audio", 0.45), ("FSLF", 0.8), ("video", 0.6)) for f in range(3)}
+    )
+    page = report.build_report(one_seed).html
+    notes = re.findall(r'<p class="foot">note: (.*?)</p>', page.split("<h3>All pairs", 1)[1], flags=re.S)
+    (one_model,) = [n for n in notes if n.startswith("one trained model per fold")]
+    assert one_model.startswith("one trained model per fold behind audio, FSLF, video:"), one_model
+    assert "intervals and p of their pairs" in one_model
 
 
 def test_the_report_cites_the_paper_and_no_file_the_repository_lacks():
