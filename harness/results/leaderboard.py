@@ -238,6 +238,8 @@ def pooled_predictions(runs: pd.DataFrame, loader: ArtifactLoader) -> pd.DataFra
     setting, fold and seed; in the runs' order. A loader that reads many runs at once (``predictions_of``,
     one table for a whole sweep) is asked once; a plain one run by run."""
     cell = ["key", "dataset", "setting", "fold", "seed"]
+    if runs.empty:  # no cell finished (each failed): nothing to pool, and no table to join
+        return _no_predictions()
     many = getattr(loader, "predictions_of", None)
     if many is not None:
         rows = many([str(r) for r in runs["run_id"]])

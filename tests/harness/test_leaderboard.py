@@ -243,3 +243,19 @@ def test_a_seedless_baseline_pairs_with_every_seed_of_a_deep_setting():
     assert len(c.pairs) == 6 and c.folds.n == 6
     assert not any("left out" in note for note in c.notes), c.notes
     assert compare(once, "ds", "audio-egemaps-svm", "audio", "war", n_resamples=300).folds.n == 6
+
+
+def test_a_sweep_whose_every_cell_failed_pools_no_predictions_instead_of_crashing():
+    """The closing leaderboard of a sweep with no finished cell (a cluster that cannot hold it): the
+    one-read predictions table of nothing has a float run_id column, which pandas refused to join."""
+    from harness.results.leaderboard import pooled_predictions
+
+    class OneRead:
+        def predictions_of(self, run_ids: list[str]) -> pd.DataFrame:
+            return pd.DataFrame({"run_id": pd.Series(dtype=float), "clip_id": pd.Series(dtype=float)})
+
+    runs = pd.DataFrame(
+        {c: pd.Series(dtype=object) for c in ("run_id", "key", "dataset", "setting", "fold", "seed")}
+    )
+    pooled = pooled_predictions(runs, OneRead())
+    assert pooled.empty and {"clip_id", "true", "predicted", "setting"} <= set(pooled.columns)
