@@ -207,7 +207,6 @@ def run_lane(trial_config: dict[str, Any]) -> dict[str, Any]:
         )
     finally:
         shutil.rmtree(run_storage, ignore_errors=True)  # Ray's own files of the lane's runs, read by none
-        reports_taken()
     last = lane.jobs[-1].cell.key  # the bench reads the lane's end as its last cell's
     mark("train_fit_end", last)
     value = dict(result.return_value or {})
@@ -217,33 +216,6 @@ def run_lane(trial_config: dict[str, Any]) -> dict[str, Any]:
             discard_attempts(storage, key)
     mark("trial_end", last)
     return {"finished": ",".join(finished), "failed": str(value.get("failed", ""))}
-
-
-def reports_taken(settle_s: float = 0.5, limit_s: float = 60.0) -> None:
-    """Wait until the trial's main thread has taken every report Train's callback forwarded.
-
-    Ray Tune's function trainable takes the callback's reports (an actor queue of one) on its main
-    thread and puts each into the trial's result queue of one, which only that thread empties; the
-    function's own final report goes into the same queue when the function returns. When the lane's
-    last end-of-cell report was still in flight as the function returned, both puts raced and the main
-    thread blocked forever on a queue only it reads: the sweep hung with the lane's cells all finished
-    (seen once in the suite on 2 cores, the manifest example). Both queues empty twice in a row,
-    ``settle_s`` apart, means the main thread is between reports (it takes one within microseconds).
-    """
-    import time
-
-    from ray.train._internal.session import get_session
-
-    session = get_session()
-    if session is None:
-        return
-    deadline = time.monotonic() + limit_s
-    quiet = 0
-    while quiet < 2 and time.monotonic() < deadline:
-        pending = session._inter_actor_queue  # noqa: SLF001 - no public way to ask
-        idle = session.result_queue.empty() and (pending is None or pending.empty())
-        quiet = quiet + 1 if idle else 0
-        time.sleep(settle_s)
 
 
 def _cell_done_callback() -> Any:
@@ -257,5 +229,24 @@ def _cell_done_callback() -> Any:
         def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
             if metrics and CELL_DONE in metrics[0]:
                 super().after_report(run_context, metrics, checkpoint)
+                _until_taken(self._training_actor_item_queue)
 
     return CellDoneReport()
+
+
+def _until_taken(queue: Any, poll_s: float = 0.005, limit_s: float = 120.0) -> None:
+    """Return once the trial has taken the forwarded report off its queue (of one item).
+
+    Tune's function trainable moves such a report, on the trial's main thread, into the trial's result
+    queue of one, which only that thread empties; the lane function's own final report goes into the
+    same queue when it returns. A report still in flight as the lane ended made the two puts race, and
+    the main thread blocked forever on a queue only it reads: a sweep hung with every cell finished
+    (once in a clean-clone run of the suite; py-spy: the trial's MainThread in ``Queue.put`` from
+    ``_report_training_result``, the function's thread gone). Waiting here keeps Train's run, and so
+    the lane function, from ending before the report is taken.
+    """
+    import time
+
+    deadline = time.monotonic() + limit_s
+    while not queue.empty() and time.monotonic() < deadline:
+        time.sleep(poll_s)
