@@ -33,9 +33,11 @@ SHARED_FIXTURE_MODULES = frozenset(
 # rest of the slow tier follows, then the quick tier.
 HEAVIEST = (
     "tests/cluster/test_cluster.py",
-    "tests/cluster/test_slurm.py",
     "tests/harness/test_provenance_integration.py",
     "tests/harness/test_search.py",
+    # after the cluster stack is down: beside its three Ray nodes and PostgreSQL, the requeued Slurm job's
+    # second start failed once, with nothing in its log
+    "tests/cluster/test_slurm.py",
     "tests/harness/test_results_trace.py",
     "tests/harness/test_pretrain_integration.py",
     "tests/harness/test_read_path_scale.py",
