@@ -51,6 +51,7 @@ class Comparison:
     pair_diffs: list[tuple[int, int, float]] = field(default_factory=list)  # (fold, seed, A-B) per run pair
     models: tuple[int, int] = (0, 0)  # the trained models (finished runs) behind A and behind B
     interval: str = SPEAKER_LABEL  # "seed+spk" where both sides' seeds were resampled too
+    one_model: list[str] = field(default_factory=list)  # the sides on one trained model per fold
 
     @property
     def label(self) -> str:
@@ -198,7 +199,9 @@ def compare(
     if metric == "uar":
         notes.append("McNemar tests per-clip correctness, i.e. WAR; the bootstrap and fold tests use UAR")
     models = (int(pairs["key_a"].nunique()), int(pairs["key_b"].nunique()))
-    notes += one_model_notes(a, b, models, int(pairs["fold"].nunique()))
+    one_model = one_model_sides(a, b, models, int(pairs["fold"].nunique()))
+    if one_model:
+        notes.append(one_model_text(" and ".join(one_model)))
     diffs = pairs[f"{metric}_a"].astype(float) - pairs[f"{metric}_b"].astype(float)
     speaker, interval = _difference(clips, clusters, metric, unit, n_resamples, seed, (a, b))
     if interval == LABEL:
@@ -222,6 +225,7 @@ def compare(
         ),
         models=models,
         interval=interval,
+        one_model=one_model,
     )
 
 
@@ -255,16 +259,10 @@ def seeds_note(clips: pd.DataFrame) -> str:
     )
 
 
-def one_model_notes(a: str, b: str, models: tuple[int, int], folds: int) -> list[str]:
-    """What a speaker-level test means where a side rests on one trained model per fold: it resamples
-    test speakers with the models held fixed, so it is conditional on them (a classical baseline,
-    which no seed changes, is no such side)."""
-    sides = one_model_sides(a, b, models, folds)
-    return [one_model_text(" and ".join(sides))] if sides else []
-
-
 def one_model_sides(a: str, b: str, models: tuple[int, int], folds: int) -> list[str]:
-    """The settings of a pair that rest on one trained model per fold (a baseline never does)."""
+    """The settings of a pair that rest on one trained model per fold. A speaker-level test of such a
+    side resamples test speakers with the models held fixed, so it is conditional on them (a classical
+    baseline, which no seed changes, is no such side)."""
     return [s for s, m in zip((a, b), models, strict=True) if m <= folds and not _seedless(s)]
 
 

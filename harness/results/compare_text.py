@@ -13,8 +13,6 @@ from harness.results.compare import (
     format_p,
     format_speaker_p,
     notes,
-    one_model_notes,
-    one_model_sides,
     one_model_text,
     p_floor,
     pair_diffs_text,
@@ -81,6 +79,11 @@ def _models(n: int, c: Comparison) -> str:
     return f"{n} ({per})"
 
 
+def all_pairs_table(r: AllPairs) -> pd.DataFrame:
+    """The columns ``compare --all`` shows of every pair, p as text (a floor one as '< ...')."""
+    return p_text(r.table)[SHOWN_ALL]
+
+
 def all_notes(r: AllPairs) -> list[str]:
     """The notes of every pair, each said once; the pairs where clip and speaker level disagree named."""
     split = [c.label for c in r.comparisons if c.mcnemar.pvalue < 0.05 and not c.speaker.pvalue < 0.05]
@@ -92,10 +95,9 @@ def all_notes(r: AllPairs) -> list[str]:
         )
     one_model: list[str] = []  # the settings on one trained model per fold, said once for every pair
     for c in r.comparisons:
-        folds = len({f for f, _, _ in c.pair_diffs}) or 1
-        own = one_model_notes(c.a, c.b, c.models, folds)
-        one_model += [s for s in one_model_sides(c.a, c.b, c.models, folds) if s not in one_model]
-        out += [n for n in notes(c)[1 if c.label in split else 0 :] if n not in out and n not in own]
+        own = one_model_text(" and ".join(c.one_model)) if c.one_model else None
+        one_model += [s for s in c.one_model if s not in one_model]
+        out += [n for n in notes(c)[1 if c.label in split else 0 :] if n not in out and n != own]
     if one_model:
         out.append(one_model_text(", ".join(one_model), every_pair=True))
     return out
@@ -109,7 +111,7 @@ def format_all(results: list[AllPairs]) -> str:
             "comparisons"
         )
         if not r.table.empty:
-            shown = p_text(r.table)[SHOWN_ALL]
+            shown = all_pairs_table(r)
             text = shown.to_string(index=False, float_format="%.2f")
             lines.append("\n".join("  " + ln for ln in text.splitlines()))
             lines.append(f"  BH-corrected speaker-level p, {r.metric.upper()} (row vs column; diagonal: -):")

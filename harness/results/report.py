@@ -31,7 +31,7 @@ import pandas as pd  # noqa: E402
 
 from harness.results.board_text import html_tables  # noqa: E402
 from harness.results.compare import compare_all, format_p, format_speaker_p  # noqa: E402
-from harness.results.compare_text import SHOWN_ALL, all_notes, p_text  # noqa: E402
+from harness.results.compare_text import all_notes, all_pairs_table  # noqa: E402
 from harness.results.leaderboard import (  # noqa: E402
     ExperimentRuns,
     experiment_leaderboard,
@@ -376,7 +376,7 @@ def _dataset_section(
             "assumes independent clips.</p>"
         )
         # the columns `compare --all` prints (a floor p reads '< 0.001' there too), each note said once
-        parts.append(_table(p_text(pairs.table)[SHOWN_ALL]))
+        parts.append(_table(all_pairs_table(pairs)))
         parts += [f'<p class="foot">note: {html.escape(n)}</p>' for n in all_notes(pairs)]
     for msg in pairs.refused if pairs is not None else []:
         parts.append(f'<p class="note">refused: {html.escape(msg)}</p>')
