@@ -151,8 +151,9 @@ def run_search(
 
     storage_url = optuna_storage(plan.places.output)
     study, storage = _open_study(storage_url, key, search)
+    epochs = max_epochs(search, cell.training)
     _mark_lost(tracker, key, study)
-    _mark_pruned_before(tracker, key, study)
+    _mark_recorded_before(tracker, key, study, epochs)
     done = len(finished_trials(study))
     remaining = search.trials - done
     echo(f"{key}: {done} of {search.trials} trials finished, {max(0, remaining)} to run")
@@ -169,7 +170,6 @@ def run_search(
             storage_path=plan.places.storage,
             resources=plan.spec.resources,
         )
-        epochs = max_epochs(search, cell.training)
         tuner = tune.Tuner(
             tune.with_resources(search_trial, {"CPU": 0.01}),
             param_space={GRID_PARAM: job.model_dump(mode="json"), **tune_space(search)},
@@ -276,31 +276,49 @@ def _finish_search(tracker: Any, run_id: str, chosen: dict[str, Any], value: flo
 
 
 def _mark_stopped(tracker: Any, key: str, results: Any, epochs: int) -> None:
-    """Trial runs the scheduler stopped early end KILLED as ``pruned``; those cut off otherwise too."""
+    """Trial runs Tune ended while they still ran are closed as what happened to them.
+
+    A trial the scheduler stopped early ends KILLED as ``pruned``. One that reached its last epoch ends
+    FINISHED as ``complete``: ASHA stops every trial at ``max_t``, which can reach the workers after the
+    last report and before they closed their own run. Any other is ``interrupted``."""
     from harness.tracking.tags import TAG_TRIAL
 
-    stopped = {
-        r.metrics.get("trial_id"): ran
+    ended = {
+        r.metrics.get("trial_id"): (_pruned_at(r.metrics, epochs), r.metrics.get(OBJECTIVE))
         for r in results
-        if r.metrics and r.error is None and (ran := _pruned_at(r.metrics, epochs)) is not None
+        if r.metrics and r.error is None
     }
     for run in _trial_runs(tracker, key, "and attributes.status = 'RUNNING'"):
         trial = run.data.tags.get(TAG_TRIAL)
-        state = "pruned" if trial in stopped else "interrupted"
-        tracker.client.set_tag(run.info.run_id, TAG_TRIAL_STATE, state)
-        if trial in stopped:
-            # the scheduler's decision, taken on this many epochs; with short epochs the workers may
-            # have logged one or two more before the stop reached them
-            tracker.client.set_tag(run.info.run_id, TAG_PRUNED_AT, str(stopped[trial]))
+        if trial not in ended:
+            tracker.client.set_tag(run.info.run_id, TAG_TRIAL_STATE, "interrupted")
+            tracker.client.set_terminated(run.info.run_id, status="KILLED")
+            continue
+        ran, value = ended[trial]
+        if ran is None:
+            _close_complete(tracker, run.info.run_id, value)
+            continue
+        tracker.client.set_tag(run.info.run_id, TAG_TRIAL_STATE, "pruned")
+        # the scheduler's decision, taken on this many epochs; with short epochs the workers may
+        # have logged one or two more before the stop reached them
+        tracker.client.set_tag(run.info.run_id, TAG_PRUNED_AT, str(ran))
         tracker.client.set_terminated(run.info.run_id, status="KILLED")
 
 
-def _mark_pruned_before(tracker: Any, key: str, study: Any) -> None:
-    """Trial runs a killed driver left RUNNING although the study recorded their trial are tagged
-    ``pruned`` and end KILLED, as that driver would have done at the end of its search: a trial that ran
-    to its end says ``complete`` itself, so one the study recorded while its run still ran was stopped by
-    the scheduler (Tune hands Optuna its last value: COMPLETE there). Left alone, the rerun called them
-    interrupted while the study counted them in the budget. Matched by their parameters."""
+def _close_complete(tracker: Any, run_id: str, value: float | None) -> None:
+    """What a trial's own workers write at its end, written for them when they were stopped first."""
+    if value is not None:
+        tracker.client.log_metric(run_id, OBJECTIVE, float(value))
+    tracker.client.set_tag(run_id, TAG_TRIAL_STATE, "complete")
+    tracker.client.set_terminated(run_id, status="FINISHED")
+
+
+def _mark_recorded_before(tracker: Any, key: str, study: Any, epochs: int) -> None:
+    """Trial runs a killed driver left RUNNING although the study recorded their trial are closed as
+    that driver would have done at the end of its search: ``complete`` where the study saw every epoch
+    (ASHA stops a trial at its last epoch, which can beat the workers' own closing), ``pruned`` (KILLED)
+    where it saw fewer. Left alone, the rerun called them interrupted while the study counted them in the
+    budget. Matched by their parameters."""
     recorded = finished_trials(study)
     if not recorded:
         return
@@ -308,8 +326,12 @@ def _mark_pruned_before(tracker: Any, key: str, study: Any) -> None:
         trial = _trial_of(run, recorded)
         if trial is None:
             continue
+        seen = len(trial.intermediate_values)
+        if seen >= epochs:
+            _close_complete(tracker, run.info.run_id, trial.value)
+            continue
         tracker.client.set_tag(run.info.run_id, TAG_TRIAL_STATE, "pruned")
-        tracker.client.set_tag(run.info.run_id, TAG_PRUNED_AT, str(max(1, len(trial.intermediate_values))))
+        tracker.client.set_tag(run.info.run_id, TAG_PRUNED_AT, str(max(1, seen)))
         tracker.client.set_terminated(run.info.run_id, status="KILLED")
 
 

@@ -215,3 +215,43 @@ def test_each_trial_end_is_said_with_its_score_and_parameters():
     )
     assert said[1].startswith("search-x: trial 4 of 6 complete (40 epochs), validation 50.00")
     assert said[2].startswith("search-x: trial 5 of 6 failed") and "no validation score" in said[2]
+
+
+def test_trials_tune_stopped_before_their_workers_closed_them_end_as_what_happened(tmp_path):
+    """ASHA stops every trial at its last epoch, which can reach the workers after their last report and
+    before they closed their own run: such a run is complete, not interrupted (and still counts)."""
+    from types import SimpleNamespace
+
+    from harness.search.driver import _mark_stopped
+    from harness.tracking.store import Tracker
+    from harness.tracking.tags import (
+        KIND_SEARCH_TRIAL,
+        OBJECTIVE,
+        TAG_KIND,
+        TAG_SEARCH,
+        TAG_TRIAL,
+        TAG_TRIAL_STATE,
+    )
+
+    tracker = Tracker.open(f"sqlite:///{tmp_path / 'mlflow.db'}", "search", artifact_root=tmp_path / "art")
+    runs = {}
+    for trial in ("ran-all", "stopped-early", "cut-off"):
+        tags = {TAG_KIND: KIND_SEARCH_TRIAL, TAG_SEARCH: "s", TAG_TRIAL: trial, TAG_TRIAL_STATE: "running"}
+        runs[trial] = tracker.client.create_run(tracker.experiment_id, tags=tags).info.run_id
+    results = [
+        SimpleNamespace(metrics={"trial_id": "ran-all", "training_iteration": 6, OBJECTIVE: 62.5}),
+        SimpleNamespace(metrics={"trial_id": "stopped-early", "training_iteration": 1}),
+    ]
+    for result in results:
+        result.error = None
+    _mark_stopped(tracker, "s", results, epochs=6)
+
+    def ended(trial: str) -> tuple[str, str]:
+        run = tracker.client.get_run(runs[trial])
+        return run.data.tags[TAG_TRIAL_STATE], run.info.status
+
+    assert ended("ran-all") == ("complete", "FINISHED")
+    assert tracker.client.get_run(runs["ran-all"]).data.metrics[OBJECTIVE] == 62.5
+    assert ended("stopped-early") == ("pruned", "KILLED")
+    assert tracker.client.get_run(runs["stopped-early"]).data.tags["mmder.pruned_at_epoch"] == "1"
+    assert ended("cut-off") == ("interrupted", "KILLED")
