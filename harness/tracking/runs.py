@@ -66,6 +66,31 @@ def read_only(path: Path) -> Iterator[Any]:
         db.close()
 
 
+def read_sqlite_tagged(path: Path, experiment_id: str, key: str, value: str) -> list[Any]:
+    """The experiment's live runs whose tag ``key`` is ``value``, as :func:`read_sqlite_runs` reads them:
+    found through the store's tag-value index (when made), so one cell's runs cost the same at 10 cells
+    and at 10,000. Another experiment in the same store may tag a run alike: only this one's count."""
+    with read_only(path) as db:
+        runs = db.execute(
+            "select r.run_uuid, r.status, r.start_time, r.end_time, r.artifact_uri from tags t "
+            "join runs r on r.run_uuid = t.run_uuid where t.key = ? and t.value = ? "
+            "and r.experiment_id = ? and r.lifecycle_stage = 'active'",
+            (key, value, experiment_id),
+        ).fetchall()
+        found = []
+        for run_id, status, start, end, art in runs:
+            tags = dict(db.execute("select key, value from tags where run_uuid = ?", (run_id,)).fetchall())
+            metrics = {
+                name: (v, step)
+                for name, v, step in db.execute(
+                    "select key, value, step from latest_metrics where run_uuid = ?", (run_id,)
+                )
+            }
+            info = {"run_id": run_id, "status": status, "start_time": start or 0, "end_time": end}
+            found.append(_run({**info, "artifact_uri": art}, tags, metrics))
+        return found
+
+
 def _run(info: dict, tags: dict[str, str], metrics: dict[str, tuple[float, int]]) -> Any:
     """A light stand-in for an MLflow ``Run`` with what status and the planner read (``metrics``: name
     -> (latest value, its step))."""

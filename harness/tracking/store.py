@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from harness.tracking.places import sqlite_path, store_exists
-from harness.tracking.runs import by_cell, finished_by_cell, read_sqlite_experiment, search_all
+from harness.tracking.runs import (
+    by_cell,
+    finished_by_cell,
+    read_sqlite_experiment,
+    read_sqlite_tagged,
+    search_all,
+)
 from harness.tracking.tags import (
     FAILED,
     FINISHED,
@@ -209,8 +215,14 @@ class Tracker:
         return by_cell(self._cell_runs(f"tags.`{TAG_CELL}` != ''"))
 
     def runs_of(self, key: str) -> list[Any]:
-        """The cell's runs that were not superseded, newest first (one query, whatever the sweep's size)."""
-        runs = [r for r in self._search(tag_filter(TAG_CELL, key)) if TAG_SUPERSEDED not in r.data.tags]
+        """The cell's runs that were not superseded, newest first: the embedded store's read through its
+        tag-value index, a server's by one search."""
+        path = sqlite_path(self.uri)
+        if path is not None:
+            found = retried(lambda: read_sqlite_tagged(path, self.experiment_id, TAG_CELL, key))
+        else:
+            found = self._search(tag_filter(TAG_CELL, key))
+        runs = [r for r in found if TAG_SUPERSEDED not in r.data.tags]
         return sorted(runs, key=lambda r: -r.info.start_time)
 
     def cell_run(
