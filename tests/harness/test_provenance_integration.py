@@ -318,82 +318,66 @@ def test_sigint_sigterm_sighup_sigkill_each_cut_a_sweep_and_each_rerun_resumes_e
     assert _parent(out, "sig").info.status == "FINISHED"
 
 
-def test_two_sweeps_at_once_run_each_cell_once_and_a_killed_owner_never_blocks(tmp_path):
-    epochs = 3
-    exp = tiny_experiment(
-        tmp_path, "twice", training={"epochs": epochs}, resources=dict(ONE_WORKER, max_failures=1)
-    )
-    out = tmp_path / "out"
-    logs = [tmp_path / "a.log", tmp_path / "b.log"]
-    hold = tmp_path / "pause"
-    env = pause_env(hold, "", 1)  # every cell holds still after epoch 1 until the owner is killed
-    sweeps = [_popen("sweep", str(exp), "--output", str(out), "--wait", env=env, log=log) for log in logs]
-    try:
-        # once a cell is being trained, kill whichever sweep owns it: the other one must take it over
-        from harness.plan.owners import read_owner
-
-        wait_for(lambda: paused(hold, 1), sweeps[0], logs[0])
-        owner = read_owner(out / "ray" / paused(hold, 1)[0])
-        assert owner is not None
-        (killed,) = [s for s in sweeps if s.pid == owner.pid]
-        killed.send_signal(signal.SIGKILL)
-        (hold / "hold").unlink()
-        (survivor,) = [s for s in sweeps if s is not killed]
-        code = survivor.wait(600)
-    finally:
-        for s in sweeps:
-            if s.poll() is None:
-                s.kill()
-    text = "".join(log.read_text() for log in logs)
-    assert code == 0, text[-5000:]
-    assert "already exists" not in text
-    assert "being run by another sweep" in text
-    runs = _runs_by_key(out, "twice")
-    assert len(runs) == 2
-    client = client_for(out)
-    for key, found in runs.items():
-        finished = [r for r in found if r.data.tags.get("mmder.status") == "finished"]
-        assert len(found) == 1 and len(finished) == 1, key
-        steps = [m.step for m in client.get_metric_history(finished[0].info.run_id, "test_war")]
-        assert sorted(steps) == list(range(epochs)), key
-
-
-def test_two_experiments_sweep_into_one_output_at_once_and_each_keeps_its_own_cells(tmp_path):
-    """Different experiment files, one --output, started together: each cell of each runs once in its
-    own MLflow experiment (a cell both share, FSLF, is run by one, then by the other), the store holds
-    both intact, and status and leaderboard of each show only its own cells. One trains its cells in a
-    lane, the other (reuse_workers: false) a Train job per cell: both ways share one output."""
+def test_three_sweeps_into_one_output_at_once_run_each_cell_once_and_a_killed_owner_never_blocks(tmp_path):
+    """Three drivers started together on one --output: two of experiment ``expa`` (they share its cells:
+    each cell runs once, and when the driver owning a cell is killed mid-cell the other takes it over)
+    and one of ``expb``, a different experiment with a cell both share (FSLF, run by one, then by the
+    other). Each experiment's cells end once each in its own MLflow experiment, and status and leaderboard
+    of each show only its own cells. ``expa`` trains its cells in a lane, ``expb`` (reuse_workers: false)
+    a Train job per cell: both ways share one output."""
     import json
 
+    epochs = 3
     out = tmp_path / "out"
     experiments = {
         name: tiny_experiment(
-            tmp_path, name, grid={"settings": settings}, resources={**ONE_WORKER, "reuse_workers": reuse}
+            tmp_path,
+            name,
+            grid={"settings": settings},
+            training={"epochs": epochs},
+            resources={**ONE_WORKER, "max_failures": 1, "reuse_workers": reuse},
         )
         for name, settings, reuse in (("expa", ["video", "FSLF"], True), ("expb", ["audio", "FSLF"], False))
     }
-    logs = {name: tmp_path / f"{name}.log" for name in experiments}
-    sweeps = {
-        n: _popen("sweep", str(e), "--output", str(out), "--wait", log=logs[n])
-        for n, e in experiments.items()
-    }
+    hold = tmp_path / "pause"
+    env = pause_env(hold, "", 1)  # expa's cells hold still after epoch 1 until their owner is killed
+    logs = {name: tmp_path / f"{name}.log" for name in ("a1", "a2", "b")}
+    a_sweeps = [
+        _popen("sweep", str(experiments["expa"]), "--output", str(out), "--wait", env=env, log=logs[n])
+        for n in ("a1", "a2")
+    ]
+    b_sweep = _popen("sweep", str(experiments["expb"]), "--output", str(out), "--wait", log=logs["b"])
     try:
-        codes = {name: sweep.wait(900) for name, sweep in sweeps.items()}
+        # once a cell of expa is being trained, kill whichever sweep owns it: the other must take it over
+        from harness.plan.owners import read_owner
+
+        wait_for(lambda: paused(hold, 1), a_sweeps[0], logs["a1"])
+        owner = read_owner(out / "ray" / paused(hold, 1)[0])
+        assert owner is not None
+        (killed,) = [s for s in a_sweeps if s.pid == owner.pid]
+        killed.send_signal(signal.SIGKILL)
+        (hold / "hold").unlink()
+        (survivor,) = [s for s in a_sweeps if s is not killed]
+        codes = {"expa": survivor.wait(900), "expb": b_sweep.wait(900)}
     finally:
-        for sweep in sweeps.values():
-            if sweep.poll() is None:
-                sweep.kill()
+        for s in [*a_sweeps, b_sweep]:
+            if s.poll() is None:
+                s.kill()
     text = "".join(log.read_text() for log in logs.values())
     assert codes == {"expa": 0, "expb": 0}, text[-5000:]
+    assert "already exists" not in text
+    assert "being run by another sweep" in text
+    client = client_for(out)
     for name, settings in (("expa", {"video", "FSLF"}), ("expb", {"audio", "FSLF"})):
         runs = _runs_by_key(out, name)
         assert {found[0].data.tags["setting"] for found in runs.values()} == settings
-        assert all(
-            len(found) == 1 and found[0].data.tags["mmder.status"] == "finished" for found in runs.values()
-        )
-        assert _parent(out, name).info.status == "FINISHED"
+        for key, found in runs.items():
+            assert len(found) == 1 and found[0].data.tags["mmder.status"] == "finished", key
+            steps = [m.step for m in client.get_metric_history(found[0].info.run_id, "test_war")]
+            assert sorted(steps) == list(range(epochs)), key
         status = mmder("status", str(experiments[name]), "--output", str(out), "--format", "json")
         cells = json.loads(status.stdout)["cells"]
         assert {c["setting"] for c in cells} == settings and all(c["state"] == "done" for c in cells)
         board = mmder("leaderboard", str(experiments[name]), "--output", str(out), "--format", "csv")
         assert set(board_csv(board.stdout)["setting"]) == settings
+    assert _parent(out, "expb").info.status == "FINISHED"
