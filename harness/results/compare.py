@@ -52,6 +52,7 @@ class Comparison:
     models: tuple[int, int] = (0, 0)  # the trained models (finished runs) behind A and behind B
     interval: str = SPEAKER_LABEL  # "seed+spk" where both sides' seeds were resampled too
     one_model: list[str] = field(default_factory=list)  # the sides on one trained model per fold
+    fold_names: dict[int, str] = field(default_factory=dict)  # fold -> the protocol's name for it
 
     @property
     def label(self) -> str:
@@ -189,8 +190,9 @@ def compare(
     fn = stats.war if metric == "war" else stats.uar
     keys_a, keys_b = _pair_keys(exp, dataset, a, b)
     both = keys_a & keys_b
-    unpaired = [f"{a} f{f} s{s}" for f, s in sorted(keys_a - both)] + [
-        f"{b} f{f} s{s}" for f, s in sorted(keys_b - both)
+    names = fold_labels(exp, dataset)
+    unpaired = [f"{a} {fold_label(names, f)} s{s}" for f, s in sorted(keys_a - both)] + [
+        f"{b} {fold_label(names, f)} s{s}" for f, s in sorted(keys_b - both)
     ]
     clusters, unit, unit_note = speaker_clusters(clips)
     notes = [unit_note] if unit_note else []
@@ -226,6 +228,7 @@ def compare(
         models=models,
         interval=interval,
         one_model=one_model,
+        fold_names=names,
     )
 
 
@@ -280,12 +283,28 @@ def one_model_text(sides: str, every_pair: bool = False) -> str:
     )
 
 
-def pair_diffs_text(diffs: list[tuple[int, int, float]]) -> str:
-    """'f0 s0 +2.10, f1 s0 +16.70', or per fold 'f0: s0 +2.10 s1 +1.40; f1: ...' where folds have seeds."""
+def fold_labels(exp: ExperimentRuns, dataset: str) -> dict[int, str]:
+    """fold -> the name its protocol gives it (``fold1``, ``session1``): labels name folds as status,
+    the MLflow tags and the report do; the cell keys keep their ``f0`` (identifiers, never relabelled)."""
+    runs = exp.runs[exp.runs["dataset"] == dataset]
+    names = runs["fold_name"] if "fold_name" in runs else [None] * len(runs)
+    return {int(f): n for f, n in zip(runs["fold"], names, strict=True) if isinstance(n, str) and n}
+
+
+def fold_label(names: dict[int, str], fold: int) -> str:
+    return names.get(int(fold), f"f{fold}")
+
+
+def pair_diffs_text(diffs: list[tuple[int, int, float]], names: dict[int, str] | None = None) -> str:
+    """'fold1 s0 +2.10, fold2 s0 +16.70', or per fold 'fold1: s0 +2.10 s1 +1.40; fold2: ...' where folds
+    have seeds (``names``: the folds' names; ``f0`` where none is known)."""
+    names = names or {}
     folds = sorted({f for f, _, _ in diffs})
     if len(diffs) == len(folds):
-        return ", ".join(f"f{f} s{s} {d:+.2f}" for f, s, d in diffs)
-    return "; ".join(f"f{f}: " + " ".join(f"s{s} {d:+.2f}" for g, s, d in diffs if g == f) for f in folds)
+        return ", ".join(f"{fold_label(names, f)} s{s} {d:+.2f}" for f, s, d in diffs)
+    return "; ".join(
+        f"{fold_label(names, f)}: " + " ".join(f"s{s} {d:+.2f}" for g, s, d in diffs if g == f) for f in folds
+    )
 
 
 def record(c: Comparison) -> dict[str, object]:
@@ -309,7 +328,7 @@ def record(c: Comparison) -> dict[str, object]:
         "pairs": len(c.pairs),
         "models_a": c.models[0],
         "models_b": c.models[1],
-        "pair_diffs": pair_diffs_text(c.pair_diffs),  # A-B per (fold, seed) run pair, in points
+        "pair_diffs": pair_diffs_text(c.pair_diffs, c.fold_names),  # A-B per (fold, seed) run pair, in points
         "fold_mean_diff": ft.mean_diff,
         "t_p": ft.t_pvalue,
         "wilcoxon_p": ft.wilcoxon_pvalue,

@@ -63,7 +63,7 @@ def format_comparison(c: Comparison) -> str:
         _speaker_line(c),
         f"  fold level (n={ft.n} (fold, seed) pairs): mean A-B {ft.mean_diff:+.2f}, "
         f"paired t p = {format_p(ft.t_pvalue)}, Wilcoxon p = {format_p(ft.wilcoxon_pvalue)}",
-        f"    A-B per (fold, seed): {pair_diffs_text(c.pair_diffs)}",
+        f"    A-B per (fold, seed): {pair_diffs_text(c.pair_diffs, c.fold_names)}",
         f"    trained models: A {_models(c.models[0], c)}, B {_models(c.models[1], c)}",
         f"  clip level, assumes independent clips: McNemar exact: {mc.b} clips only A right, "
         f"{mc.c} only B right, p = {format_p(mc.pvalue)}",

@@ -103,6 +103,7 @@ RUN_COLUMNS = [
     "dataset",
     "setting",
     "fold",
+    "fold_name",  # the protocol's name of the fold (fold1, session1, ...): what every label shows
     "seed",
     "finished",
     "run_id",
@@ -175,6 +176,7 @@ def collect_runs(experiment: str | Path | Any, output: str | Path | None = None)
             "dataset": cell.dataset,
             "setting": cell.setting,
             "fold": cell.fold,
+            "fold_name": cell.fold_name,
             "seed": cell.seed,
             "finished": run is not None,
         }

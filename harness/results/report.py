@@ -392,7 +392,7 @@ def provenance(exp: ExperimentRuns) -> pd.DataFrame:
             {
                 "dataset": r.dataset,
                 "setting": r.setting,
-                "fold": r.fold,
+                "fold": r.fold_name,
                 "seed": r.seed,
                 "key": r.key,
                 "run_id": r.run_id if isinstance(r.run_id, str) else "(not finished)",

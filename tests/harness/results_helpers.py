@@ -67,6 +67,7 @@ def experiment_from_predictions(
             "dataset": "ds",
             "setting": setting,
             "fold": fold,
+            "fold_name": f"fold{fold + 1}",  # as speaker_kfold names them
             "seed": seed,
         }
         if pred is None:

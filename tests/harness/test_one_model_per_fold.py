@@ -83,7 +83,7 @@ def test_compare_shows_each_fold_and_seed_difference_and_the_models_behind_each_
     assert [d for _, _, d in c.pair_diffs] == pytest.approx([d for _, _, d in expected])
     lines = format_comparison(c).splitlines()
     fold_line = next(i for i, ln in enumerate(lines) if ln.startswith("  fold level"))
-    diffs = ", ".join(f"f{f} s0 {d:+.2f}" for f, _, d in expected)
+    diffs = ", ".join(f"fold{f + 1} s0 {d:+.2f}" for f, _, d in expected)  # folds as the protocol names them
     assert lines[fold_line + 1] == f"    A-B per (fold, seed): {diffs}"
     assert lines[fold_line + 2] == "    trained models: A 3 (1 per fold), B 3 (1 per fold)"
     assert any(
@@ -103,6 +103,6 @@ def test_compare_with_seeds_groups_the_differences_by_fold_and_drops_the_note():
     c = compare(exp, "ds", "FSLF", "audio")
     assert c.models == (4, 4) and len(c.pair_diffs) == 4
     text = format_comparison(c)
-    assert "A-B per (fold, seed): f0: s0 " in text and "; f1: s0 " in text
+    assert "A-B per (fold, seed): fold1: s0 " in text and "; fold2: s0 " in text
     assert "trained models: A 4 (2 per fold), B 4 (2 per fold)" in text
     assert "one trained model per fold" not in text

@@ -153,7 +153,7 @@ def test_compare_two_settings_and_all_pairs(store, capsys):
         "seed+speaker level: paired two-level bootstrap over seeds and 12 test speakers: [95% seed+spk] ["
         in text
     )
-    assert "left out (finished for one setting only): FSLF f2 s1" in text
+    assert "left out (finished for one setting only): FSLF fold3 s1" in text
     assert "clip level, assumes independent clips: McNemar exact" in text and "paired t p" in text
     assert main(["compare", str(experiment), "--all", "--output", str(output), "--resamples", "200"]) == 0
     assert "BH-corrected speaker-level p" in capsys.readouterr().out
