@@ -274,13 +274,16 @@ def test_sigint_sigterm_sighup_sigkill_each_cut_a_sweep_and_each_rerun_resumes_e
         assert run.info.status == "KILLED", signum
         assert _parent(out, "sig").info.status == "KILLED"
         assert _epochs_logged(out, "sig", first_key) == at + 1, "cut where the marker said"
-        # the sweep's own local Ray: its session folder ends with the driver's pid (other tests' sweeps
-        # may start sessions of their own meanwhile)
-        (session,) = [s for s in _ray_sessions() - before if s.endswith(f"_{sweep.pid}")]
+        # the sweep's own local Ray: its session folders end with the driver's pid (other tests' sweeps
+        # may start sessions of their own meanwhile; a loaded machine's first start that timed out and was
+        # retried left a second one)
+        sessions = [s for s in _ray_sessions() - before if s.endswith(f"_{sweep.pid}")]
+        assert sessions, text[-3000:]
         deadline = time.monotonic() + 30
-        while _processes_of(session) and time.monotonic() < deadline:
+        while any(_processes_of(s) for s in sessions) and time.monotonic() < deadline:
             time.sleep(1)
-        assert not _processes_of(session), f"{signal.Signals(signum).name} left: {_processes_of(session)}"
+        left = [p for s in sessions for p in _processes_of(s)]
+        assert not left, f"{signal.Signals(signum).name} left: {left}"
         # nor any other process of its group (Ray's workers rename themselves: no session folder to match)
         while signum == signal.SIGTERM and _group_of(sweep.pid) and time.monotonic() < deadline + 30:
             time.sleep(1)
