@@ -61,7 +61,7 @@ def init_ray(spec: ExperimentConfig, address: str | None, verbose: bool, log_dir
         # controller; without it leaked worker groups keep their CPUs and later trials wait forever.
         # That state API finds "the" local cluster by scanning the machine, which fails when another
         # user's Ray runs there too: every process of this job is pinned to its own cluster first.
-        start_twice(
+        start_with_retries(
             lambda: ray.init(
                 num_cpus=cpus,
                 log_to_driver=verbose,
@@ -81,30 +81,34 @@ def ray_session_logs() -> Path:
     return Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray" / "session_latest" / "logs"
 
 
-def start_twice(start: Callable[[], object], pause_s: float = 5.0) -> None:
+def start_with_retries(start: Callable[[], object], tries: int = 3, pause_s: float = 5.0) -> None:
     """Start a local Ray; when it fails (under load: "The current node timed out during startup"), say
-    so in one line with its logs' folder, take down what half-started, and try once more before giving up.
+    so in one line with its logs' folder, take down what half-started, and try again after a longer
+    pause each time, before giving up with the last error.
 
     Ray's own wait for its raylet is fixed (30 s in Ray 2.x) and cannot be lengthened from here: the
-    second try, after a pause, is what gives a loaded machine the longer time.
+    later tries, after pauses, are what give a loaded machine the longer time. Two were not always
+    enough: at a load average of 41 on 2 cores (a 3-trial sweep beside a test drill) both timed out.
     """
     import ray
 
-    try:
-        start()
-        return
-    except Exception as err:  # noqa: BLE001 - Ray raises bare Exception for a start-up timeout
-        first = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        print(f"mmder: Ray did not start ({first}); logs: {ray_session_logs()}; trying once more", flush=True)
-        ray.shutdown()
-    time.sleep(pause_s)
-    try:
-        start()
-    except Exception as err:
-        ray.shutdown()
-        raise RuntimeError(
-            f"Ray did not start, twice (last: {type(err).__name__}: {err}); its logs: {ray_session_logs()}"
-        ) from err
+    for attempt in range(1, tries + 1):
+        try:
+            start()
+            return
+        except Exception as err:  # noqa: BLE001 - Ray raises bare Exception for a start-up timeout
+            ray.shutdown()
+            first = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            if attempt == tries:
+                raise RuntimeError(
+                    f"Ray did not start in {tries} tries (last: {first}); its logs: {ray_session_logs()}"
+                ) from err
+            print(
+                f"mmder: Ray did not start ({first}); logs: {ray_session_logs()}; "
+                f"trying again ({attempt + 1} of {tries})",
+                flush=True,
+            )
+        time.sleep(pause_s * attempt)
 
 
 def ray_env() -> None:
