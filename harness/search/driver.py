@@ -298,11 +298,9 @@ def _mark_stopped(tracker: Any, key: str, results: Any, epochs: int) -> None:
         if ran is None:
             _close_complete(tracker, run.info.run_id, value)
             continue
-        tracker.client.set_tag(run.info.run_id, TAG_TRIAL_STATE, "pruned")
         # the scheduler's decision, taken on this many epochs; with short epochs the workers may
         # have logged one or two more before the stop reached them
-        tracker.client.set_tag(run.info.run_id, TAG_PRUNED_AT, str(ran))
-        tracker.client.set_terminated(run.info.run_id, status="KILLED")
+        _close_pruned(tracker, run.info.run_id, ran)
 
 
 def _close_complete(tracker: Any, run_id: str, value: float | None) -> None:
@@ -311,6 +309,13 @@ def _close_complete(tracker: Any, run_id: str, value: float | None) -> None:
         tracker.client.log_metric(run_id, OBJECTIVE, float(value))
     tracker.client.set_tag(run_id, TAG_TRIAL_STATE, "complete")
     tracker.client.set_terminated(run_id, status="FINISHED")
+
+
+def _close_pruned(tracker: Any, run_id: str, at_epoch: int) -> None:
+    """A trial the scheduler stopped after ``at_epoch`` epochs: KILLED, tagged ``pruned``."""
+    tracker.client.set_tag(run_id, TAG_TRIAL_STATE, "pruned")
+    tracker.client.set_tag(run_id, TAG_PRUNED_AT, str(at_epoch))
+    tracker.client.set_terminated(run_id, status="KILLED")
 
 
 def _mark_recorded_before(tracker: Any, key: str, study: Any, epochs: int) -> None:
@@ -330,9 +335,7 @@ def _mark_recorded_before(tracker: Any, key: str, study: Any, epochs: int) -> No
         if seen >= epochs:
             _close_complete(tracker, run.info.run_id, trial.value)
             continue
-        tracker.client.set_tag(run.info.run_id, TAG_TRIAL_STATE, "pruned")
-        tracker.client.set_tag(run.info.run_id, TAG_PRUNED_AT, str(max(1, seen)))
-        tracker.client.set_terminated(run.info.run_id, status="KILLED")
+        _close_pruned(tracker, run.info.run_id, max(1, seen))
 
 
 def _trial_runs(tracker: Any, key: str, extra_filter: str = "") -> list[Any]:
