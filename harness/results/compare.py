@@ -287,8 +287,7 @@ def fold_labels(exp: ExperimentRuns, dataset: str) -> dict[int, str]:
     """fold -> the name its protocol gives it (``fold1``, ``session1``): labels name folds as status,
     the MLflow tags and the report do; the cell keys keep their ``f0`` (identifiers, never relabelled)."""
     runs = exp.runs[exp.runs["dataset"] == dataset]
-    names = runs["fold_name"] if "fold_name" in runs else [None] * len(runs)
-    return {int(f): n for f, n in zip(runs["fold"], names, strict=True) if isinstance(n, str) and n}
+    return {int(f): str(n) for f, n in zip(runs["fold"], runs["fold_name"], strict=True)}
 
 
 def fold_label(names: dict[int, str], fold: int) -> str:
