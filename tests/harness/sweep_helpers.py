@@ -12,9 +12,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def tiny_experiment(tmp_path: Path, name: str, **overrides: object) -> Path:
+def tiny_experiment(tmp_path: Path, name: str, *, own_corpus: bool = False, **overrides: object) -> Path:
     """A grid that trains in seconds per cell: micro model, 32 px, a 24-clip synthetic corpus, one worker
-    per cell (a Train worker costs a sweep 5-10 CPU-seconds: tests about ranks ask for two)."""
+    per cell (a Train worker costs a sweep 5-10 CPU-seconds: tests about ranks ask for two).
+
+    The corpus is the suite's shared one (:func:`shared_synthetic`); ``own_corpus``: generated under
+    the output by the sweep itself, for a test that breaks its clips."""
     data = {
         "name": name,
         "datasets": [
@@ -37,9 +40,32 @@ def tiny_experiment(tmp_path: Path, name: str, **overrides: object) -> Path:
             data[section].update(values)
         else:
             data[section] = values
+    for ds in data["datasets"] if not own_corpus else []:
+        if ds.get("corpus") == "synthetic" and not ds.get("root"):
+            ds["root"] = str(shared_synthetic(**ds.get("synthetic", {})))
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def shared_synthetic(clips_per_class: int = 12, speakers: int = 4, seed: int = 0) -> Path:
+    """One synthetic corpus per parameter set for the whole suite (both xdist workers): a sweep writing
+    its own under each test's output cost 2-3 CPU-seconds a sweep, for the same bytes. Named by the
+    generator's source, so a change to it writes a new one; the generator's lock makes the second
+    writer wait and find it complete. Generating under the output is the quickstart's path and
+    tests/mmder/data/test_synthetic.py's."""
+    import hashlib
+    import tempfile
+
+    from mmder.data import synthetic
+
+    source = hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()[:12]
+    root = (
+        Path(tempfile.gettempdir())
+        / "mmder-tests-synthetic"
+        / f"{source}-{clips_per_class}x{speakers}-{seed}"
+    )
+    return synthetic.generate_corpus(root, clips_per_class=clips_per_class, speakers=speakers, seed=seed)
 
 
 def mmder(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess:

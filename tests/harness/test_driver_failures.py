@@ -17,7 +17,7 @@ from harness.tracking.tags import KIND_SWEEP, TAG_ERROR, TAG_KIND
 
 
 def _plan(tmp_path: Path, name: str) -> SweepPlan:
-    spec = load_experiment(tiny_experiment(tmp_path, name))
+    spec = load_experiment(tiny_experiment(tmp_path, name, own_corpus=True))  # its clips get broken
     return plan_run(spec, tmp_path / "out", kind="train", accept_stale=False, echo=print)
 
 

@@ -26,7 +26,7 @@ from harness.tracking.tags import FINISHED, TAG_CELL, TAG_STATUS
 
 def _store(tmp_path: Path) -> tuple[Path, Places, list[str]]:
     """A tiny experiment's output: one finished cell, one not, an older key of it, a stranger's folder."""
-    exp = tiny_experiment(tmp_path, "tidy")
+    exp = tiny_experiment(tmp_path, "tidy", own_corpus=True)  # runs made up, no data digest
     spec = load_experiment(exp)
     places = Places.of(spec, tmp_path / "out")
     with store_lock(places.tracking_uri):

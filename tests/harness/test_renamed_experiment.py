@@ -44,7 +44,7 @@ def _renamed(exp: Path, name: str) -> Path:
 
 
 def test_a_renamed_experiment_is_told_where_its_results_are_and_can_count_them(tmp_path, capsys):
-    exp, out = tiny_experiment(tmp_path, "old"), tmp_path / "out"
+    exp, out = tiny_experiment(tmp_path, "old", own_corpus=True), tmp_path / "out"  # made-up runs
     keys = _finished_under("old", exp, out)
     new = _renamed(exp, "new")
     assert [c.key for c in expand_cells(load_experiment(new))] == keys, "the name is not in any key"
@@ -62,7 +62,7 @@ def test_a_renamed_experiment_is_told_where_its_results_are_and_can_count_them(t
 
 
 def test_checkpoints_no_run_of_the_experiment_accounts_for_are_not_resumed(tmp_path, monkeypatch):
-    exp, out = tiny_experiment(tmp_path, "old"), tmp_path / "out"
+    exp, out = tiny_experiment(tmp_path, "old", own_corpus=True), tmp_path / "out"  # made-up runs
     keys = _finished_under("old", exp, out)
     new = _renamed(exp, "new")
     spec = load_experiment(new)

@@ -1,13 +1,17 @@
 """Issue 23 on one real sweep (local Ray, 2 DeepSpeed workers per cell on gloo, MLflow SQLite): every
 published number recomputed from the predictions it rests on, a results fingerprint pinned in
 ``tests/golden/``, and MLflow runs that compare on their own (the parent's summary, each cell's
-artifacts). One module-scoped sweep of two cells serves all three, to keep the suite short.
+artifacts); and the real stack end to end (a Ray Tune lane of Ray Train jobs, each cell logged once, a
+rerun that trains nothing). One module-scoped sweep of two cells serves them all, to keep the suite
+short.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
+import re
 import time
 from pathlib import Path
 from xml.etree import ElementTree
@@ -16,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from sweep_helpers import child_runs, client_for, mmder, tiny_experiment
+from sweep_helpers import board_csv, child_runs, client_for, mmder, tiny_experiment
 
 pytestmark = pytest.mark.slow  # one shared sweep: one worker (tests/conftest.py)
 
@@ -37,13 +41,26 @@ def sweep(tmp_path_factory):
     exp.write_text(yaml.safe_dump(data, sort_keys=False))
     out = tmp / "out"
     t0 = time.monotonic()
-    done = mmder("sweep", str(exp), "--output", str(out))
+    timing = tmp / "timing.jsonl"
+    os.environ["MMDER_TIMING_FILE"] = str(timing)  # where each process of the sweep started and ended
+    try:
+        done = mmder("sweep", str(exp), "--output", str(out))
+    finally:
+        del os.environ["MMDER_TIMING_FILE"]
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     print(f"\nthe shared sweep took {time.monotonic() - t0:.0f} s")
     assert "summary was not written" not in done.stdout, done.stdout[-3000:]
     runs = sorted(child_runs(out, "trace"), key=lambda r: r.data.tags["fold"])
     assert len(runs) == 2 and all(r.data.tags["mmder.world_size"] == "2" for r in runs)
-    return {"exp": exp, "out": out, "client": client_for(out), "runs": runs, "tmp": tmp}
+    return {
+        "exp": exp,
+        "out": out,
+        "client": client_for(out),
+        "runs": runs,
+        "tmp": tmp,
+        "done": done,
+        "timing": timing,
+    }
 
 
 def _text(sweep, run_id: str, name: str) -> str:
@@ -266,3 +283,58 @@ def test_every_cell_run_carries_its_job_figure_probabilities_and_test_metrics(sw
         assert "war" not in run.data.metrics and "uar" not in run.data.metrics  # the old names, not written
         last = client.get_metric_history(run_id, "test_war")[-1].value
         assert last == pytest.approx(run.data.metrics["final_war"])
+
+
+# ------------------------------------------------------------------ the real stack end to end
+
+
+def test_sweep_logs_every_cell_once_in_one_lane_and_a_rerun_trains_nothing(sweep):
+    exp, out, first, client = sweep["exp"], sweep["out"], sweep["done"], sweep["client"]
+    # one lane (max_concurrent_trials: 1): one group of 2 workers trained both cells, one after the other
+    marks = [json.loads(line) for line in sweep["timing"].read_text().splitlines()]
+    entries = [m for m in marks if m["stage"] == "worker_entry"]
+    assert len({m["key"] for m in entries}) == 2 and len({m["pid"] for m in entries}) == 2, entries
+    assert len([m for m in marks if m["stage"] == "train_fit_start"]) == 1
+    assert "[2/2]" in first.stdout and "ETA" in first.stdout
+    assert "FSLF" in first.stdout  # the leaderboard
+    # Ray's own warnings (the raylet's worker-count ones, Tune's slow-operation ones) go to the log
+    terminal = first.stdout + first.stderr
+    assert "(raylet)" not in terminal, terminal[-3000:]
+    assert not re.search(r"WARNING \S+\.py:\d+ --", terminal), terminal[-3000:]  # Ray's log format
+    assert (out / "logs" / "ray-driver.log").exists()
+
+    for run in sweep["runs"]:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mmder.status"] == "finished"
+        assert run.data.params["training.zero_stage"] == "2"
+        assert run.data.params["world_size"] == "2"
+        assert 0.0 <= run.data.metrics["final_war"] <= 100.0
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "test_war")]
+        assert sorted(steps) == [0, 1]
+        confusion = json.loads(_text(sweep, run.info.run_id, "confusion.json"))
+        # both workers' halves of the test fold are in the matrix: 12 test clips (1 speaker x 6 classes x 2)
+        assert sum(map(sum, confusion["matrix"])) == 12
+        assert run.data.tags["mlflow.parentRunId"]
+
+    tune_runs = sorted((out / "ray" / "tune").glob("train-*"))
+    assert len(tune_runs) == 1, tune_runs
+    again = mmder("sweep", str(exp), "--output", str(out))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 already finished, 0 to run" in again.stdout
+    rows = [ln for ln in first.stdout.splitlines() if ln.strip().startswith("FSLF")]
+    assert len(rows) == 1 and all(row in again.stdout for row in rows), again.stdout  # the same table
+    assert sorted((out / "ray" / "tune").glob("train-*")) == tune_runs, (
+        "a rerun must not start another Tune run"
+    )
+    assert {r.info.run_id for r in child_runs(out, "trace")} == {r.info.run_id for r in sweep["runs"]}
+
+    board = mmder("leaderboard", str(exp), "--output", str(out), "--format", "csv")
+    assert board.stdout.startswith("# "), "the CSV carries its protocol as comment lines"
+    frame = board_csv(board.stdout)
+    header = list(frame.columns)
+    assert header[:7] == ["dataset", "setting", "folds", "seeds", "runs", "missing", "n"]
+    wanted = {"uar_mean", "uar_lo", "uar_hi", "war_mean", "war_pooled", "wall_s_per_cell"}
+    assert wanted <= set(header), header
+    rows = frame.to_dict("records")
+    assert [r["setting"] for r in rows] == ["FSLF"]
+    assert all(r["missing"] == "0" and r["runs"] == "2" for r in rows)
