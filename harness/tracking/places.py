@@ -47,6 +47,10 @@ def store_lock(uri: str) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         fresh = not path.exists()
+        if fresh:
+            from harness.tracking.store_template import seed_store
+
+            seed_store(path)
         yield
         if fresh and path.exists():
             enable_wal(path)

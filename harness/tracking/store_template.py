@@ -1,0 +1,73 @@
+"""A new embedded store as a copy of an empty one MLflow made before on this machine.
+
+MLflow builds a new SQLite store by running every schema migration since its first release: about two
+CPU-seconds a store, paid by the first command on each new output (and by every test that makes one).
+The empty result depends only on the MLflow and SQLAlchemy versions, so it is made once per pair in the
+user's cache folder and copied with SQLite's backup API (a consistent copy whatever state the source is
+in). MLflow checks the copy's schema revision when it opens it, as it checks any store.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+CACHE_ENV = "MMDER_STORE_TEMPLATE_DIR"
+
+
+def template_folder() -> Path:
+    """``$MMDER_STORE_TEMPLATE_DIR``, else ``$XDG_CACHE_HOME/mmder`` (``~/.cache/mmder``)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "mmder"
+
+
+def seed_store(path: Path) -> bool:
+    """Write an empty MLflow store at ``path`` (which must not exist yet) from the template; False, and
+    nothing written, where the template cannot be made or read (MLflow then builds the store itself)."""
+    try:
+        template = _template()
+        _copy(template, path)
+    except (OSError, sqlite3.Error):
+        Path(path).unlink(missing_ok=True)
+        return False
+    # MLflow's default experiment points at ./mlruns of the folder it was made from: say this one's
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+            (str(Path.cwd() / "mlruns" / "0"),),
+        )
+    return True
+
+
+def _template() -> Path:
+    import mlflow
+    import sqlalchemy
+    from filelock import FileLock
+
+    folder = template_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    template = folder / f"mlflow-{mlflow.__version__}-sqlalchemy-{sqlalchemy.__version__}.db"
+    with FileLock(str(template) + ".lock"):
+        if not template.exists():
+            made = template.with_name(f".{template.name}.{os.getpid()}.new")
+            made.unlink(missing_ok=True)
+            import logging
+
+            from mlflow.tracking import MlflowClient
+
+            logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # its "Creating tables"
+            MlflowClient(tracking_uri=f"sqlite:///{made}").search_experiments()  # MLflow makes the schema
+            partial = template.with_name(f".{template.name}.{os.getpid()}.copy")
+            _copy(made, partial)
+            os.replace(partial, template)
+            made.unlink(missing_ok=True)
+    return template
+
+
+def _copy(source: Path, target: Path) -> None:
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
