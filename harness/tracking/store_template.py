@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import uuid
 from pathlib import Path
 
 CACHE_ENV = "MMDER_STORE_TEMPLATE_DIR"
@@ -25,41 +26,47 @@ def template_folder() -> Path:
 
 def seed_store(path: Path) -> bool:
     """Write an empty MLflow store at ``path`` (which must not exist yet) from the template; False, and
-    nothing written, where the template cannot be made or read (MLflow then builds the store itself)."""
+    nothing written, where the template cannot be made or read (MLflow then builds the store itself; a
+    template that cannot be read is removed, to be made again next time)."""
+    template = None
     try:
         template = _template()
         _copy(template, path)
+        # MLflow's default experiment points at ./mlruns of the folder it was made from: say this one's
+        with sqlite3.connect(path) as db:
+            db.execute(
+                "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                (str(Path.cwd() / "mlruns" / "0"),),
+            )
+        db.close()
     except (OSError, sqlite3.Error):
         Path(path).unlink(missing_ok=True)
+        if template is not None:
+            template.unlink(missing_ok=True)
         return False
-    # MLflow's default experiment points at ./mlruns of the folder it was made from: say this one's
-    with sqlite3.connect(path) as db:
-        db.execute(
-            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
-            (str(Path.cwd() / "mlruns" / "0"),),
-        )
     return True
 
 
 def _template() -> Path:
-    import mlflow
-    import sqlalchemy
+    """The template for the installed MLflow and SQLAlchemy, made here (under a lock) the first time."""
+    import logging
+    from importlib.metadata import version
+
     from filelock import FileLock
 
     folder = template_folder()
     folder.mkdir(parents=True, exist_ok=True)
-    template = folder / f"mlflow-{mlflow.__version__}-sqlalchemy-{sqlalchemy.__version__}.db"
+    template = folder / f"mlflow-{version('mlflow')}-sqlalchemy-{version('sqlalchemy')}.db"
     with FileLock(str(template) + ".lock"):
         if not template.exists():
-            made = template.with_name(f".{template.name}.{os.getpid()}.new")
-            made.unlink(missing_ok=True)
-            import logging
-
             from mlflow.tracking import MlflowClient
 
+            # a name never used before: MLflow keeps one store object per URI in a process, which
+            # would take a remade file for the one it has already given tables to
+            made = template.with_name(f".{template.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.new")
             logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # its "Creating tables"
             MlflowClient(tracking_uri=f"sqlite:///{made}").search_experiments()  # MLflow makes the schema
-            partial = template.with_name(f".{template.name}.{os.getpid()}.copy")
+            partial = made.with_suffix(".copy")
             _copy(made, partial)
             os.replace(partial, template)
             made.unlink(missing_ok=True)
@@ -67,7 +74,9 @@ def _template() -> Path:
 
 
 def _copy(source: Path, target: Path) -> None:
-    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
         src.backup(dst)
-    src.close()
-    dst.close()
+    finally:
+        src.close()
+        dst.close()

@@ -61,3 +61,14 @@ def test_a_cache_folder_that_cannot_be_written_leaves_the_store_to_mlflow(tmp_pa
     with store_lock(uri):
         tracker = Tracker.open(uri, "e", artifact_root=tmp_path / "a")
     assert tracker.client.get_experiment(tracker.experiment_id).name == "e"
+
+
+def test_a_template_that_cannot_be_read_is_made_again(tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    assert seed_store(tmp_path / "first.db")
+    (template,) = (tmp_path / "cache").glob("mlflow-*.db")
+    template.write_bytes(b"not a database")  # a disk that lost it
+    assert seed_store(tmp_path / "second.db") is False and not (tmp_path / "second.db").exists()
+    assert not template.exists(), "removed, so the next new store makes it again"
+    assert seed_store(tmp_path / "third.db") and template.exists()
+    assert _schema(tmp_path / "third.db")[1] == _schema(tmp_path / "first.db")[1]
