@@ -41,10 +41,23 @@ def seed_store(path: Path) -> bool:
         db.close()
     except (OSError, sqlite3.Error):
         Path(path).unlink(missing_ok=True)
-        if template is not None:
+        if template is not None and not _readable(template):
             template.unlink(missing_ok=True)
         return False
     return True
+
+
+def _readable(template: Path) -> bool:
+    """Whether the template is an MLflow store: a failure on the copy's side (a full disk, a folder
+    that cannot be written) must not cost a good template."""
+    try:
+        db = sqlite3.connect(f"file:{template}?mode=ro", uri=True)
+        try:
+            return bool(db.execute("SELECT version_num FROM alembic_version").fetchall())
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
 
 
 def _template() -> Path:

@@ -42,11 +42,9 @@ def sweep(tmp_path_factory):
     out = tmp / "out"
     t0 = time.monotonic()
     timing = tmp / "timing.jsonl"
-    os.environ["MMDER_TIMING_FILE"] = str(timing)  # where each process of the sweep started and ended
-    try:
+    with pytest.MonkeyPatch.context() as env:  # where each process of the sweep started and ended
+        env.setenv("MMDER_TIMING_FILE", str(timing))
         done = mmder("sweep", str(exp), "--output", str(out))
-    finally:
-        del os.environ["MMDER_TIMING_FILE"]
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     print(f"\nthe shared sweep took {time.monotonic() - t0:.0f} s")
     assert "summary was not written" not in done.stdout, done.stdout[-3000:]

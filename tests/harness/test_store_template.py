@@ -72,3 +72,12 @@ def test_a_template_that_cannot_be_read_is_made_again(tmp_path, monkeypatch):
     assert not template.exists(), "removed, so the next new store makes it again"
     assert seed_store(tmp_path / "third.db") and template.exists()
     assert _schema(tmp_path / "third.db")[1] == _schema(tmp_path / "first.db")[1]
+
+
+def test_a_copy_that_cannot_be_written_keeps_the_template(tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    assert seed_store(tmp_path / "first.db")
+    (template,) = (tmp_path / "cache").glob("mlflow-*.db")
+    made = template.stat().st_mtime_ns
+    assert seed_store(tmp_path / "no-such-folder" / "mlflow.db") is False  # the target's fault
+    assert template.exists() and template.stat().st_mtime_ns == made, "the template is kept as it was"
